@@ -1,0 +1,5 @@
+import sys
+
+from retailsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,576 @@
+"""``retailsim data ingest``: raw LGSR files -> canonical parquet by week, a quarantine and a report.
+
+Every input row ends in exactly one of two places: the canonical dataset
+(``DIR/transactions/SHOP_WEEK=yyyyww/part-0.parquet``, schema :data:`schema.CANONICAL_SCHEMA`) or
+``DIR/quarantine.parquet`` with its original text, source file, line and a reason code. The report
+checks ``rows_read == rows_accepted + rows_quarantined`` before anything is published.
+
+Three passes keep memory bounded whatever the input size (nothing ever holds all rows):
+
+1. *stage* (streaming, per file): parse blocks of text, type and check each row on its own
+   (numbers, dates, required codes, ranges, weekday) in DuckDB, and spill accepted rows to staging
+   parquet partitioned by week. A finished file leaves a marker, so a crashed run resumes there.
+2. *global* (DuckDB over staging, spills to disk): the calendar (``time.csv`` or inferred) and the
+   set of destroyed basket ids: ids in scientific notation (``9.94E+14``, a spreadsheet's doing) or
+   one id across several stores, dates or customers, which no real basket can be.
+3. *finalize* (per week): rows dated outside their week and exact duplicate lines go to quarantine;
+   destroyed ids are rebuilt from :data:`schema.BASKET_REBUILD_KEY`; the week is written in input order.
+
+All output goes to ``DIR.partial`` and is renamed to ``DIR`` at the end, so ``DIR`` never holds a
+half-written dataset; rerunning the same command after a crash resumes from ``DIR.partial``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from world_model.data.calendar import CALENDAR_SCHEMA, read_calendar
+from world_model.data.duckdb_util import connect, fetch_arrow
+from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
+from world_model.data.quarantine import (
+    QUARANTINE_SCHEMA,
+    QuarantineWriter,
+    malformed_rows,
+    quarantine_rows,
+    reread_rows,
+)
+from world_model.data.row_checks import ROW_ID_SCHEMA, late_reasons, row_check_sql
+from world_model.data.schema import (
+    BASKET_REBUILD_KEY,
+    CANONICAL_SCHEMA,
+    LAYOUT_SEGMENT_COLUMNS,
+    Reason,
+    detect_layout,
+    layout_columns,
+)
+from world_model.errors import RetailSimError
+
+log = logging.getLogger("retailsim")
+
+INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+SCIENTIFIC_ID_PATTERN = r"^[0-9.]+[eE][+-]?[0-9]+$"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Options of one ingest run."""
+
+    calendar: Path | None = None
+    """``time.csv`` to check dates against; None looks for ``time.csv`` beside the input, else infers."""
+    overwrite: bool = False
+    """Replace an existing output directory (only after the new one is complete)."""
+    block_bytes: int = DEFAULT_BLOCK_BYTES
+    """Size of the text blocks parsed at a time; bounds the memory of the streaming pass."""
+    memory_limit: str = "2GB"
+    """DuckDB's memory limit; larger intermediate results spill to ``DIR.partial/_duckdb_tmp``."""
+    threads: int | None = None
+    """DuckDB threads (None: one per core)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def discover_inputs(spec: str | Path) -> tuple[list[Path], Path | None]:
+    """Resolve INPUT (a file, a directory or a glob) to sorted transaction files and a ``time.csv``."""
+    spec = str(spec)
+    path = Path(spec)
+    if path.is_dir():
+        candidates = [p for p in path.iterdir() if p.is_file()]
+        base = path
+    elif path.is_file():
+        candidates, base = [path], path.parent
+    else:
+        candidates = [Path(p) for p in glob.glob(spec) if Path(p).is_file()]
+        base = Path(os.path.dirname(spec) or ".")
+    files = sorted(p for p in candidates if p.name != "time.csv" and p.name.endswith(INPUT_SUFFIXES))
+    if not files:
+        raise RetailSimError(f"{spec}: no input files (*.csv, *.csv.gz, *.parquet)")
+    calendar = base / "time.csv"
+    return files, calendar if calendar.is_file() else None
+
+
+def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | None = None) -> dict:
+    """Ingest LGSR files into ``out_dir`` and return the report (also written as ``ingest_report.json``)."""
+    config = config or IngestConfig()
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not config.overwrite:
+        raise RetailSimError(f"{out_dir}: output directory exists and is not empty (pass --overwrite)")
+    files, found_calendar = discover_inputs(input_spec)
+    calendar_path = config.calendar or found_calendar
+    layouts = _check_headers(files)
+    calendar = read_calendar(calendar_path) if calendar_path else None
+    work = out_dir.with_name(out_dir.name + ".partial")
+    _prepare_workdir(work, files, calendar_path, config)
+
+    con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
+    try:
+        staged = _stage_files(con, files, layouts, work, config)
+        calendar, calendar_source = _resolve_calendar(con, calendar, work)
+        destroyed = _find_destroyed_basket_ids(con, work)
+        if len(destroyed):
+            log.warning(
+                "%d basket ids are destroyed (scientific notation or one id across several stores, dates or "
+                "customers): their baskets were rebuilt from %s",
+                len(destroyed),
+                ", ".join(BASKET_REBUILD_KEY),
+            )
+        weekly = _finalize_weeks(con, work, files, calendar, destroyed, config)
+        report = _build_report(con, work, files, layouts, staged, weekly, calendar, calendar_source, len(destroyed))
+    finally:
+        con.close()
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    report["rows_per_second"] = round(report["rows_read"] / max(report["seconds"], 1e-9))
+    report["parameters"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    _publish(work, out_dir, report)
+    return report
+
+
+def _check_headers(files: list[Path]) -> list[str]:
+    """Fail early, naming the file and the column, when a file lacks a column of either layout."""
+    layouts = []
+    for path in files:
+        header = read_header(path)
+        layout = detect_layout(header)
+        if layout is None:
+            present = set(header)
+            missing = [c for c in LAYOUT_SEGMENT_COLUMNS["seg"] if c not in present]
+            alt = [c for c in LAYOUT_SEGMENT_COLUMNS["cust"] if c not in present]
+            raise RetailSimError(
+                f"{path}: missing required column {missing[0]} (layout 'seg'; or {alt[0]} for layout 'cust')"
+            )
+        missing = [c for c in layout_columns(layout) if c not in header]
+        if missing:
+            raise RetailSimError(f"{path}: missing required column {missing[0]}")
+        layouts.append(layout)
+    return layouts
+
+
+# --------------------------------------------------------------------------------------------- work dir
+
+
+def _prepare_workdir(work: Path, files: list[Path], calendar: Path | None, config: IngestConfig) -> None:
+    """Reuse ``work`` from a crashed run of the same inputs, else start it afresh."""
+    state = {
+        "inputs": [file_fingerprint(p) for p in files],
+        "calendar": file_fingerprint(calendar) if calendar else None,
+        "block_bytes": config.block_bytes,
+    }
+    state_file = work / "_state" / "inputs.json"
+    if state_file.exists() and json.loads(state_file.read_text()) == state:
+        log.info("resuming the unfinished ingest in %s", work)
+        return
+    if work.exists():
+        shutil.rmtree(work)
+    for sub in ("_state", "_staging", "_quarantine", "transactions"):
+        (work / sub).mkdir(parents=True)
+    _write_json_atomic(state_file, state)
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression=compression)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------- pass 1: stage
+
+
+def _stage_files(
+    con: duckdb.DuckDBPyConnection, files: list[Path], layouts: list[str], work: Path, config: IngestConfig
+) -> list[dict]:
+    """Pass 1: stream every file into week-partitioned staged parts; returns per-file counts."""
+    results = []
+    bar = tqdm(total=len(files), desc="ingest: read", unit="file", disable=not config.progress or None)
+    for index, (path, layout) in enumerate(zip(files, layouts)):
+        marker = work / "_state" / f"staged-{index:05d}.json"
+        if marker.exists():
+            results.append(json.loads(marker.read_text()))
+        else:
+            _remove_partial_file_outputs(work, index)
+            results.append(_stage_one_file(con, path, index, layout, work, config))
+            _write_json_atomic(marker, results[-1])
+        bar.update(1)
+        bar.set_postfix(rows=f"{sum(r['rows_read'] for r in results):,}")
+    bar.close()
+    return results
+
+
+def _staged_part(work: Path, week: int | str, index: int | str) -> Path:
+    """Canonical rows of one input file and week, before the week-level checks."""
+    return work / "transactions" / f"SHOP_WEEK={week}" / f"staged-f{index}.parquet"
+
+
+def _row_ids_part(work: Path, week: int | str, index: int | str) -> Path:
+    """Hash and line of each row of the matching staged part, in the same order."""
+    return work / "_staging" / f"SHOP_WEEK={week}" / f"f{index}.parquet"
+
+
+def _final_part(work: Path, week: int | str, index: int | str) -> Path:
+    return work / "transactions" / f"SHOP_WEEK={week}" / f"part-f{index}.parquet"
+
+
+def _remove_partial_file_outputs(work: Path, index: int) -> None:
+    for pattern in (_staged_part(work, "*", f"{index:05d}"), _row_ids_part(work, "*", f"{index:05d}")):
+        for stale in glob.glob(str(pattern) + "*"):
+            os.remove(stale)
+    for stale in (work / "_quarantine").glob(f"file-{index:05d}.parquet*"):
+        stale.unlink()
+
+
+class _WeekPartWriters:
+    """Per week, a staged canonical part and its row-ids part, written in step and renamed on close."""
+
+    def __init__(self, work: Path, index: int) -> None:
+        self.work, self.index = work, f"{index:05d}"
+        self.writers: dict[int, tuple[pq.ParquetWriter, pq.ParquetWriter]] = {}
+
+    def write(self, checked: pa.Table) -> None:
+        weeks = checked.column("SHOP_WEEK")
+        distinct = pc.unique(weeks).to_pylist()
+        for week in distinct:
+            part = checked if len(distinct) == 1 else checked.filter(pc.equal(weeks, week))
+            if week not in self.writers:
+                canonical = _staged_part(self.work, week, self.index)
+                row_ids = _row_ids_part(self.work, week, self.index)
+                canonical.parent.mkdir(exist_ok=True)
+                row_ids.parent.mkdir(exist_ok=True)
+                self.writers[week] = (
+                    pq.ParquetWriter(f"{canonical}.tmp", CANONICAL_SCHEMA, compression="zstd"),
+                    pq.ParquetWriter(f"{row_ids}.tmp", ROW_ID_SCHEMA, compression="lz4"),
+                )
+            canonical_writer, row_id_writer = self.writers[week]
+            canonical_writer.write_table(part.select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA))
+            row_id_writer.write_table(part.select(ROW_ID_SCHEMA.names).cast(ROW_ID_SCHEMA))
+
+    def close(self, publish: bool) -> None:
+        for week, pair in self.writers.items():
+            for writer in pair:
+                writer.close()
+            if publish:
+                for path in (_staged_part(self.work, week, self.index), _row_ids_part(self.work, week, self.index)):
+                    os.replace(f"{path}.tmp", path)
+
+
+def _stage_one_file(
+    con: duckdb.DuckDBPyConnection, path: Path, index: int, layout: str, work: Path, config: IngestConfig
+) -> dict:
+    header = read_header(path)
+    wanted = list(layout_columns(layout))
+    sql = row_check_sql(layout)
+    parts = _WeekPartWriters(work, index)
+    quarantine = QuarantineWriter(work / "_quarantine" / f"file-{index:05d}.parquet")
+    rows_read = 0
+    reasons: Counter[str] = Counter()
+    done = False
+    try:
+        for chunk in iter_chunks(path, wanted if path.suffix == ".parquet" else header, config.block_bytes):
+            rows_read += chunk.table.num_rows + len(chunk.malformed)
+            if chunk.malformed:
+                quarantine.write(malformed_rows(chunk.malformed, str(path)))
+                reasons[Reason.MALFORMED_LINE] += len(chunk.malformed)
+            if chunk.table.num_rows == 0:
+                continue
+            raw = chunk.table.select(wanted)
+            con.register("chunk", raw.append_column("_line", pa.array(chunk.lines)))
+            checked = fetch_arrow(con, sql)
+            con.unregister("chunk")
+            bad = pc.is_valid(checked.column("reason"))
+            if pc.any(bad).as_py():
+                rejected_reasons = checked.column("reason").filter(bad)
+                reasons.update(rejected_reasons.to_pylist())
+                lines = chunk.lines[bad.to_numpy(zero_copy_only=False)]
+                quarantine.write(quarantine_rows(raw.filter(bad), lines, rejected_reasons, str(path)))
+                checked = checked.filter(pc.invert(bad))
+            parts.write(checked)
+        done = True
+    finally:
+        parts.close(publish=done)
+        quarantine.close(publish=done)
+    return {
+        "file": str(path),
+        "layout": layout,
+        "rows_read": rows_read,
+        "rows_staged": rows_read - sum(reasons.values()),
+        "quarantine_reasons": dict(reasons),
+    }
+
+
+# ---------------------------------------------------------------------------------- pass 2: global
+
+
+def _staged_glob(work: Path) -> str:
+    return str(_staged_part(work, "*", "*"))
+
+
+def _staged_weeks(work: Path) -> list[int]:
+    weeks = {int(p.parent.name.split("=", 1)[1]) for p in (work / "_staging").glob("SHOP_WEEK=*/f*.parquet")}
+    return sorted(weeks)
+
+
+def _resolve_calendar(
+    con: duckdb.DuckDBPyConnection, calendar: pa.Table | None, work: Path
+) -> tuple[pa.Table, str]:
+    """The given calendar, or one inferred per staged week (its rows' most common Monday)."""
+    if calendar is not None:
+        con.register("calendar", calendar)
+        return calendar, "time.csv"
+    path = work / "_state" / "calendar.parquet"
+    if not path.exists():
+        table = CALENDAR_SCHEMA.empty_table()
+        if _staged_weeks(work):
+            table = fetch_arrow(
+                con,
+                f"""
+                SELECT CAST(SHOP_WEEK AS INTEGER) AS shop_week, date_from, CAST(date_from + 6 AS DATE) AS date_to
+                FROM (SELECT SHOP_WEEK, mode(SHOP_DATE - CAST(isodow(SHOP_DATE) - 1 AS INTEGER)) AS date_from
+                      FROM read_parquet('{_staged_glob(work)}') GROUP BY 1)
+                ORDER BY 1
+                """,
+            ).cast(CALENDAR_SCHEMA)
+        _write_parquet_atomic(table, path)
+    calendar = pq.read_table(path)
+    con.register("calendar", calendar)
+    return calendar, "inferred"
+
+
+def _find_destroyed_basket_ids(con: duckdb.DuckDBPyConnection, work: Path) -> pa.Array:
+    """The basket ids no single basket can own (materialized, so a resumed run reuses them)."""
+    path = work / "_state" / "destroyed_basket_ids.parquet"
+    if not path.exists():
+        table = pa.table({"BASKET_ID": pa.array([], pa.string())})
+        if _staged_weeks(work):
+            table = fetch_arrow(
+                con,
+                f"""
+                SELECT BASKET_ID FROM read_parquet('{_staged_glob(work)}') s
+                JOIN calendar c ON s.SHOP_WEEK = c.shop_week AND s.SHOP_DATE BETWEEN c.date_from AND c.date_to
+                GROUP BY BASKET_ID
+                HAVING min(STORE_CODE) <> max(STORE_CODE) OR min(SHOP_DATE) <> max(SHOP_DATE)
+                    OR min(coalesce(CUST_CODE, '')) <> max(coalesce(CUST_CODE, ''))
+                    OR regexp_full_match(BASKET_ID, '{SCIENTIFIC_ID_PATTERN}')
+                ORDER BY BASKET_ID
+                """,
+            )
+        _write_parquet_atomic(table, path)
+    return pq.read_table(path).column("BASKET_ID").combine_chunks()
+
+
+# -------------------------------------------------------------------------------- pass 3: finalize
+
+
+def _finalize_weeks(
+    con: duckdb.DuckDBPyConnection,
+    work: Path,
+    files: list[Path],
+    calendar: pa.Table,
+    destroyed: pa.Array,
+    config: IngestConfig,
+) -> dict[int, dict]:
+    """Pass 3: per week, quarantine late findings, rebuild destroyed ids, publish the parts."""
+    spans = {w: (a, b) for w, a, b in zip(*(calendar.column(c).to_pylist() for c in calendar.column_names))}
+    weekly: dict[int, dict] = {}
+    for week in tqdm(_staged_weeks(work), desc="ingest: finalize", unit="week", disable=not config.progress or None):
+        marker = work / "_state" / f"week-{week}.json"
+        if not marker.exists():
+            _write_json_atomic(marker, _finalize_week(con, work, week, files, spans.get(week), destroyed, config))
+        weekly[week] = json.loads(marker.read_text())
+    return weekly
+
+
+def _finalize_week(
+    con: duckdb.DuckDBPyConnection,
+    work: Path,
+    week: int,
+    files: list[Path],
+    span: tuple | None,
+    destroyed: pa.Array,
+    config: IngestConfig,
+) -> dict:
+    indices = sorted(p.stem[1:] for p in (work / "_staging" / f"SHOP_WEEK={week}").glob("f*.parquet"))
+    row_ids = [pq.read_table(_row_ids_part(work, week, i)) for i in indices]
+    sizes = [t.num_rows for t in row_ids]
+    staged = [_staged_part(work, week, i) for i in indices]
+    hashes = np.concatenate([t.column("_hash").to_numpy() for t in row_ids])
+    dates = pa.chunked_array([pq.read_table(p, columns=["SHOP_DATE"]).column(0).combine_chunks() for p in staged])
+
+    def load_rows(positions: np.ndarray) -> list[tuple]:
+        week_rows = pa.concat_tables([pq.read_table(p) for p in staged])
+        return [tuple(r.values()) for r in week_rows.take(pa.array(positions)).to_pylist()]
+
+    reasons = late_reasons(dates, hashes, span, load_rows)
+    quarantined: Counter[str] = Counter()
+    rows_accepted = baskets = 0
+    basket_ids: list[pa.Array] = []
+    offsets = np.cumsum([0] + sizes)
+    for i, index in enumerate(indices):
+        part_reasons = reasons[offsets[i] : offsets[i + 1]]
+        rejected = np.flatnonzero(part_reasons != None)  # noqa: E711 - object array of str/None
+        if len(rejected):
+            lines = row_ids[i].column("_line").to_numpy()[rejected]
+            table = reread_rows(files[int(index)], lines, list(part_reasons[rejected]), config.block_bytes)
+            _write_parquet_atomic(table, work / "_quarantine" / f"week-{week}-f{index}.parquet")
+            quarantined.update(part_reasons[rejected].tolist())
+        accepted = _publish_part(con, work, week, index, part_reasons == None, destroyed)  # noqa: E711
+        rows_accepted += len(accepted)
+        basket_ids.append(accepted)
+    if basket_ids:
+        baskets = pc.count_distinct(pa.chunked_array(basket_ids, pa.string())).as_py()
+    return {"rows_accepted": rows_accepted, "baskets": baskets, "quarantine_reasons": dict(quarantined)}
+
+
+def _publish_part(
+    con: duckdb.DuckDBPyConnection, work: Path, week: int, index: str, keep: np.ndarray, destroyed: pa.Array
+) -> pa.Array:
+    """Turn a staged part into a final one (a rename when nothing changes); returns its basket ids."""
+    staged, final = _staged_part(work, week, index), _final_part(work, week, index)
+    if not staged.exists():  # published before a crash
+        return pq.read_table(final, columns=["BASKET_ID"]).column(0).combine_chunks()
+    rows = pq.read_table(staged) if not keep.all() or len(destroyed) else None
+    if rows is None:
+        basket_ids = pq.read_table(staged, columns=["BASKET_ID"]).column(0).combine_chunks()
+        os.replace(staged, final)
+        return basket_ids
+    rows = _with_rebuilt_basket_ids(con, rows.filter(pa.array(keep)), destroyed)
+    _write_parquet_atomic(rows, final, compression="zstd")
+    os.remove(staged)
+    return rows.column("BASKET_ID").combine_chunks()
+
+
+def _with_rebuilt_basket_ids(con: duckdb.DuckDBPyConnection, rows: pa.Table, destroyed: pa.Array) -> pa.Table:
+    """Replace destroyed BASKET_IDs by a stable id made from the trip's key columns, and flag them."""
+    if len(destroyed) == 0:
+        return rows
+    flag = pc.is_in(rows.column("BASKET_ID"), value_set=destroyed)
+    if not pc.any(flag).as_py():
+        return rows
+    con.register("rebuild_rows", rows.select(list(BASKET_REBUILD_KEY)))
+    key = ", ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in BASKET_REBUILD_KEY)
+    rebuilt = fetch_arrow(con, f"SELECT 'R' || substr(md5(concat_ws('|', {key})), 1, 16) AS id FROM rebuild_rows")
+    con.unregister("rebuild_rows")
+    rows = rows.set_column(
+        rows.schema.get_field_index("BASKET_ID"), "BASKET_ID", pc.if_else(flag, rebuilt.column("id"), rows.column("BASKET_ID"))
+    )
+    return rows.set_column(rows.schema.get_field_index("BASKET_ID_REBUILT"), "BASKET_ID_REBUILT", flag)
+
+
+# ----------------------------------------------------------------------------------- report
+
+
+def _build_report(
+    con: duckdb.DuckDBPyConnection,
+    work: Path,
+    files: list[Path],
+    layouts: list[str],
+    staged: list[dict],
+    weekly: dict[int, dict],
+    calendar: pa.Table,
+    calendar_source: str,
+    destroyed: int,
+) -> dict:
+    reasons: Counter[str] = Counter()
+    for part in staged + list(weekly.values()):
+        reasons.update(part["quarantine_reasons"])
+    rows_read = sum(f["rows_read"] for f in staged)
+    rows_accepted = sum(w["rows_accepted"] for w in weekly.values())
+    rows_quarantined = sum(reasons.values())
+    if rows_read != rows_accepted + rows_quarantined:
+        raise RuntimeError(f"ingest lost rows: read {rows_read}, accepted {rows_accepted}, quarantined {rows_quarantined}")
+    weeks = sorted(w for w, v in weekly.items() if v["rows_accepted"])
+    customers = products = stores = anonymous = 0
+    if weeks:
+        customers, products, stores, anonymous = con.execute(
+            f"""SELECT count(DISTINCT CUST_CODE), count(DISTINCT PROD_CODE), count(DISTINCT STORE_CODE),
+                       count(*) FILTER (CUST_CODE IS NULL)
+                FROM read_parquet('{_final_part(work, "*", "*")}')"""
+        ).fetchone()
+    calendar_weeks = calendar.column("shop_week").to_pylist() if calendar.num_rows else []
+    missing = [w for w in calendar_weeks if weeks and weeks[0] <= w <= weeks[-1] and w not in set(weeks)]
+    return {
+        "layout": layouts[0] if len(set(layouts)) == 1 else "mixed",
+        "files": len(files),
+        "rows_read": rows_read,
+        "rows_accepted": rows_accepted,
+        "rows_quarantined": rows_quarantined,
+        "quarantine_reasons": {r: reasons[r] for r in Reason.ALL if reasons[r]},
+        "weeks": len(weeks),
+        "first_week": weeks[0] if weeks else None,
+        "last_week": weeks[-1] if weeks else None,
+        "missing_weeks": missing,
+        "calendar_source": calendar_source,
+        "customers": customers,
+        "products": products,
+        "stores": stores,
+        "baskets": sum(w["baskets"] for w in weekly.values()),
+        "anonymous_rows": anonymous,
+        "basket_ids_reconstructed": destroyed > 0,
+        "destroyed_basket_ids": destroyed,
+        "inputs": json.loads((work / "_state" / "inputs.json").read_text())["inputs"],
+    }
+
+
+def _publish(work: Path, out_dir: Path, report: dict) -> None:
+    """Merge the quarantine parts, write the report, drop scratch files, rename into place."""
+    parts = sorted((work / "_quarantine").glob("*.parquet"))
+    target = work / "quarantine.parquet"
+    if parts:
+        con = connect()
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet({[str(p) for p in parts]}) ORDER BY source_file, line) "
+            f"TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        con.close()
+    else:
+        pq.write_table(QUARANTINE_SCHEMA.empty_table(), target)
+    for scratch in ("_staging", "_quarantine", "_duckdb_tmp", "_state"):
+        shutil.rmtree(work / scratch, ignore_errors=True)
+    _write_json_atomic(work / "ingest_report.json", report)
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(work, out_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(work, out_dir)
+
+
+def iter_report_lines(report: dict) -> Iterable[str]:
+    """A short human summary of a report, for the CLI."""
+    yield f"layout {report['layout']}, {report['files']} files, weeks {report['first_week']}..{report['last_week']}"
+    yield (
+        f"rows read {report['rows_read']:,} = accepted {report['rows_accepted']:,} "
+        f"+ quarantined {report['rows_quarantined']:,}"
+    )
+    for reason, count in report["quarantine_reasons"].items():
+        yield f"  {reason}: {count:,}"
+    yield (
+        f"{report['customers']:,} customers, {report['products']:,} products, {report['stores']:,} stores, "
+        f"{report['baskets']:,} baskets"
+    )
+    if report["missing_weeks"]:
+        yield f"missing weeks: {', '.join(map(str, report['missing_weeks']))}"
+    if report["basket_ids_reconstructed"]:
+        yield f"basket ids rebuilt for {report['destroyed_basket_ids']:,} destroyed ids"
+    yield f"{report['seconds']:.1f} s, {report['rows_per_second']:,} rows/s"

@@ -1,0 +1,128 @@
+"""The checks an LGSR row must pass, in the order of :class:`schema.Reason` (first failure wins).
+
+Row-local checks (numbers, dates, codes, ranges, weekday) run in DuckDB on each streamed block, which
+also types the row into the canonical schema. Checks that need the calendar or the whole week (dated
+outside its week, exact duplicate of an earlier line) run per week in :func:`late_reasons`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from world_model.data.schema import (
+    CANONICAL_SCHEMA,
+    INTEGER_COLUMNS,
+    LAYOUT_SEGMENT_COLUMNS,
+    Reason,
+    layout_columns,
+)
+
+INTEGER_PATTERN = r"^-?[0-9]{1,9}$"
+DATE_PATTERN = r"^[0-9]{8}$"
+TYPED_COLUMNS = ("SHOP_WEEK", "SHOP_DATE", "SHOP_WEEKDAY", "SHOP_HOUR", "QUANTITY", "SPEND")
+# What the streaming pass keeps next to each canonical row: a hash of its exact text and its line.
+ROW_ID_SCHEMA = pa.schema([("_hash", pa.uint64()), ("_line", pa.int64())])
+
+
+def row_check_sql(layout: str, table: str = "chunk") -> str:
+    """SQL that types and checks every row of ``table`` (text columns of ``layout`` plus ``_line``).
+
+    Returns the canonical columns, ``reason`` (null when the row passed), ``_hash`` and ``_line``.
+    """
+    present = set(layout_columns(layout))
+    absent = {c for pair in LAYOUT_SEGMENT_COLUMNS.values() for c in pair} - present
+    all_empty = " AND ".join(f'"{c}" = \'\'' for c in layout_columns(layout))
+    ints_ok = " AND ".join(f"regexp_full_match(\"{c}\", '{INTEGER_PATTERN}')" for c in INTEGER_COLUMNS)
+    text = ", ".join(
+        "CAST(NULL AS VARCHAR) AS \"{0}\"".format(c) if c in absent else f"NULLIF(\"{c}\", '') AS \"{c}\""
+        for c in CANONICAL_SCHEMA.names
+        if c not in TYPED_COLUMNS and c != "BASKET_ID_REBUILT"
+    )
+    exact_text = ", ".join(f'"{c}"' for c in layout_columns(layout))
+    return f"""
+    WITH typed AS (
+        SELECT *,
+            {ints_ok} AS ints_ok,
+            TRY_CAST("SHOP_WEEK" AS INTEGER) AS t_week,
+            CASE WHEN regexp_full_match("SHOP_DATE", '{DATE_PATTERN}')
+                 THEN CAST(try_strptime("SHOP_DATE", '%Y%m%d') AS DATE) END AS t_date,
+            TRY_CAST("SHOP_WEEKDAY" AS TINYINT) AS t_weekday,
+            TRY_CAST("SHOP_HOUR" AS TINYINT) AS t_hour,
+            TRY_CAST("QUANTITY" AS INTEGER) AS t_quantity,
+            TRY_CAST("SPEND" AS DOUBLE) AS t_spend
+        FROM {table}
+    )
+    SELECT
+        CASE
+            WHEN {all_empty} THEN '{Reason.MALFORMED_LINE}'
+            WHEN NOT ints_ok OR t_week IS NULL OR t_weekday IS NULL OR t_hour IS NULL OR t_quantity IS NULL
+                 OR t_spend IS NULL OR NOT isfinite(t_spend) THEN '{Reason.UNPARSEABLE_NUMBER}'
+            WHEN t_date IS NULL THEN '{Reason.INVALID_DATE}'
+            WHEN "PROD_CODE" = '' THEN '{Reason.MISSING_PROD_CODE}'
+            WHEN "STORE_CODE" = '' THEN '{Reason.MISSING_STORE_CODE}'
+            WHEN "BASKET_ID" = '' THEN '{Reason.MISSING_BASKET_ID}'
+            WHEN t_quantity <= 0 THEN '{Reason.NONPOSITIVE_QUANTITY}'
+            WHEN t_spend < 0 THEN '{Reason.NEGATIVE_SPEND}'
+            WHEN t_hour NOT BETWEEN 0 AND 23 THEN '{Reason.HOUR_OUT_OF_RANGE}'
+            WHEN t_weekday <> dayofweek(t_date) + 1 THEN '{Reason.WEEKDAY_MISMATCH}'
+        END AS reason,
+        t_week AS "SHOP_WEEK", t_date AS "SHOP_DATE", t_weekday AS "SHOP_WEEKDAY", t_hour AS "SHOP_HOUR",
+        t_quantity AS "QUANTITY", t_spend AS "SPEND",
+        {text},
+        false AS "BASKET_ID_REBUILT",
+        hash({exact_text}) AS "_hash",
+        _line AS "_line"
+    FROM typed
+    """
+
+
+RowLoader = Callable[[np.ndarray], list[tuple]]
+"""Loads the canonical values of the given row positions of a week, as tuples."""
+
+
+def late_reasons(
+    dates: pa.ChunkedArray, hashes: np.ndarray, span: tuple[date, date] | None, rows: RowLoader
+) -> np.ndarray:
+    """Reason (object array, None where accepted) for one week's rows in input order.
+
+    ``span`` is the week's (date_from, date_to), None when the calendar lacks the week. ``rows``
+    loads the canonical values of given row positions, used only to confirm duplicate candidates.
+    """
+    n = len(hashes)
+    if span is None:
+        outside = np.ones(n, dtype=bool)
+    else:
+        outside = pc.or_(pc.less(dates, pa.scalar(span[0])), pc.greater(dates, pa.scalar(span[1])))
+        outside = outside.to_numpy(zero_copy_only=False)
+    reason = np.full(n, None, dtype=object)
+    reason[later_exact_copies(hashes, rows)] = Reason.DUPLICATE_LINE
+    reason[outside] = Reason.DATE_OUTSIDE_WEEK  # checked first, so it wins
+    return reason
+
+
+def later_exact_copies(hashes: np.ndarray, rows: RowLoader) -> np.ndarray:
+    """True for each row repeating an earlier row (rows in input order).
+
+    The 64-bit hash of the row's exact text picks candidates cheaply; candidates are then compared on
+    every canonical value, so a hash collision alone never quarantines a distinct row.
+    """
+    later = np.zeros(len(hashes), dtype=bool)
+    if len(hashes) < 2:
+        return later
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    candidates = np.flatnonzero(counts[inverse] > 1)
+    if len(candidates) == 0:
+        return later
+    seen: set[tuple] = set()
+    for position, values in zip(candidates, rows(candidates)):
+        values = (int(hashes[position]), *values)
+        if values in seen:
+            later[position] = True
+        else:
+            seen.add(values)
+    return later
