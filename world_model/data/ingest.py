@@ -25,11 +25,13 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,7 +82,9 @@ class IngestConfig:
     memory_limit: str = "2GB"
     """DuckDB's memory limit; larger intermediate results spill to ``DIR.partial/_duckdb_tmp``."""
     threads: int | None = None
-    """DuckDB threads (None: one per core)."""
+    """DuckDB threads of the global passes (None: one per core)."""
+    workers: int | None = None
+    """Processes staging files in parallel (None: one per core; 1 stages inline)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -119,10 +123,21 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     _prepare_workdir(work, files, calendar_path, config)
 
     con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
     try:
-        staged = _stage_files(con, files, layouts, work, config)
+        staged = _stage_files(files, layouts, work, config)
+        lap("stage")
         calendar, calendar_source = _resolve_calendar(con, calendar, work)
         destroyed = _find_destroyed_basket_ids(con, work)
+        lap("global")
         if len(destroyed):
             log.warning(
                 "%d basket ids are destroyed (scientific notation or one id across several stores, dates or "
@@ -131,9 +146,12 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
                 ", ".join(BASKET_REBUILD_KEY),
             )
         weekly = _finalize_weeks(con, work, files, calendar, destroyed, config)
+        lap("finalize")
         report = _build_report(con, work, files, layouts, staged, weekly, calendar, calendar_source, len(destroyed))
+        lap("report")
     finally:
         con.close()
+    report["seconds_by_pass"] = timings
     report["seconds"] = round(time.perf_counter() - started, 3)
     report["rows_per_second"] = round(report["rows_read"] / max(report["seconds"], 1e-9))
     report["parameters"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
@@ -197,24 +215,56 @@ def _write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd"
 # ----------------------------------------------------------------------------------- pass 1: stage
 
 
-def _stage_files(
-    con: duckdb.DuckDBPyConnection, files: list[Path], layouts: list[str], work: Path, config: IngestConfig
-) -> list[dict]:
-    """Pass 1: stream every file into week-partitioned staged parts; returns per-file counts."""
-    results = []
-    bar = tqdm(total=len(files), desc="ingest: read", unit="file", disable=not config.progress or None)
-    for index, (path, layout) in enumerate(zip(files, layouts)):
-        marker = work / "_state" / f"staged-{index:05d}.json"
+def _stage_files(files: list[Path], layouts: list[str], work: Path, config: IngestConfig) -> list[dict]:
+    """Pass 1: stream every file into week-partitioned staged parts; returns per-file counts.
+
+    Files are independent here, so they are staged by a pool of processes (one per core), each
+    with its own single-threaded DuckDB connection.
+    """
+    results: dict[int, dict] = {}
+    todo = []
+    for index, path in enumerate(files):
+        marker = _stage_marker(work, index)
         if marker.exists():
-            results.append(json.loads(marker.read_text()))
+            results[index] = json.loads(marker.read_text())
         else:
-            _remove_partial_file_outputs(work, index)
-            results.append(_stage_one_file(con, path, index, layout, work, config))
-            _write_json_atomic(marker, results[-1])
-        bar.update(1)
-        bar.set_postfix(rows=f"{sum(r['rows_read'] for r in results):,}")
-    bar.close()
-    return results
+            todo.append(index)
+    workers = min(len(todo), config.workers or os.cpu_count() or 1)
+    bar = tqdm(total=len(files), initial=len(results), desc="ingest: read", unit="file", disable=not config.progress or None)
+    jobs = [(files[i], i, layouts[i], work, config) for i in todo]
+    if workers <= 1:
+        outcomes = map(_stage_job, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        outcomes = pool.map(_stage_job, jobs)
+    try:
+        for index, outcome in zip(todo, outcomes):
+            results[index] = outcome
+            bar.update(1)
+            bar.set_postfix(rows=f"{sum(r['rows_read'] for r in results.values()):,}")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+    return [results[i] for i in range(len(files))]
+
+
+def _stage_marker(work: Path, index: int) -> Path:
+    return work / "_state" / f"staged-{index:05d}.json"
+
+
+def _stage_job(job: tuple[Path, int, str, Path, IngestConfig]) -> dict:
+    """Stage one file (in a worker process or inline) and leave its marker."""
+    path, index, layout, work, config = job
+    _remove_partial_file_outputs(work, index)
+    con = connect(config.memory_limit, work / "_duckdb_tmp", 1 if (config.workers or os.cpu_count() or 1) > 1 else config.threads)
+    try:
+        result = _stage_one_file(con, path, index, layout, work, config)
+    finally:
+        con.close()
+    _write_json_atomic(_stage_marker(work, index), result)
+    return result
 
 
 def _staged_part(work: Path, week: int | str, index: int | str) -> Path:
