@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from world_model.data.dataset import transaction_files, transactions_glob
 from world_model.data.duckdb_util import connect
-from world_model.errors import RetailSimError
 
 # Facts measured by compute_facts on the real sample in ../shared/data/lgsr_sample (94 weekly files,
 # 200607-200752); ARCHITECTURE.md's figures for the full 113-file sample agree within a few percent,
@@ -56,11 +56,9 @@ SCALE_FREE_FACTS: tuple[str, ...] = (
 
 def compute_facts(ingested_dir: str | Path) -> dict[str, float | int]:
     """Compute the calibration facts of a directory written by ``retailsim data ingest``."""
-    parts = Path(ingested_dir) / "transactions"
-    if not any(parts.glob("SHOP_WEEK=*/*.parquet")):
-        raise RetailSimError(f"{ingested_dir}: no ingested transactions (run 'retailsim data ingest' first)")
+    transaction_files(ingested_dir)  # fails clearly when there is nothing to read
     con = connect()
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{parts}/SHOP_WEEK=*/*.parquet')")
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{transactions_glob(ingested_dir)}')")
     facts: dict[str, float | int] = {}
     (
         facts["rows"],

@@ -1,7 +1,7 @@
 """``retailsim data ingest``: raw LGSR files -> canonical parquet by week, a quarantine and a report.
 
 Every input row ends in exactly one of two places: the canonical dataset
-(``DIR/transactions/SHOP_WEEK=yyyyww/part-0.parquet``, schema :data:`schema.CANONICAL_SCHEMA`) or
+(``DIR/transactions/<week>/part-f<file>.parquet``, see :mod:`world_model.data.dataset`) or
 ``DIR/quarantine.parquet`` with its original text, source file, line and a reason code. The report
 checks ``rows_read == rows_accepted + rows_quarantined`` before anything is published.
 
@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from world_model.data.calendar import CALENDAR_SCHEMA, read_calendar
+from world_model.data.dataset import TRANSACTIONS, transactions_glob, week_dir
 from world_model.data.duckdb_util import connect, fetch_arrow
 from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
 from world_model.data.quarantine import (
@@ -135,6 +136,9 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     try:
         staged = _stage_files(files, layouts, work, config)
         lap("stage")
+        if sum(f["rows_read"] for f in staged) == 0:
+            shutil.rmtree(work)
+            raise RetailSimError(f"{input_spec}: input holds no data rows")
         calendar, calendar_source = _resolve_calendar(con, calendar, work)
         destroyed = _find_destroyed_basket_ids(con, work)
         lap("global")
@@ -195,7 +199,7 @@ def _prepare_workdir(work: Path, files: list[Path], calendar: Path | None, confi
         return
     if work.exists():
         shutil.rmtree(work)
-    for sub in ("_state", "_staging", "_quarantine", "transactions"):
+    for sub in ("_state", "_staging", "_quarantine", TRANSACTIONS):
         (work / sub).mkdir(parents=True)
     _write_json_atomic(state_file, state)
 
@@ -269,16 +273,16 @@ def _stage_job(job: tuple[Path, int, str, Path, IngestConfig]) -> dict:
 
 def _staged_part(work: Path, week: int | str, index: int | str) -> Path:
     """Canonical rows of one input file and week, before the week-level checks."""
-    return work / "transactions" / f"SHOP_WEEK={week}" / f"staged-f{index}.parquet"
+    return week_dir(work, week) / f"staged-f{index}.parquet"
 
 
 def _row_ids_part(work: Path, week: int | str, index: int | str) -> Path:
     """Hash and line of each row of the matching staged part, in the same order."""
-    return work / "_staging" / f"SHOP_WEEK={week}" / f"f{index}.parquet"
+    return work / "_staging" / str(week) / f"f{index}.parquet"
 
 
 def _final_part(work: Path, week: int | str, index: int | str) -> Path:
-    return work / "transactions" / f"SHOP_WEEK={week}" / f"part-f{index}.parquet"
+    return week_dir(work, week) / f"part-f{index}.parquet"
 
 
 def _remove_partial_file_outputs(work: Path, index: int) -> None:
@@ -375,7 +379,7 @@ def _staged_glob(work: Path) -> str:
 
 
 def _staged_weeks(work: Path) -> list[int]:
-    weeks = {int(p.parent.name.split("=", 1)[1]) for p in (work / "_staging").glob("SHOP_WEEK=*/f*.parquet")}
+    weeks = {int(p.parent.name) for p in (work / "_staging").glob("*/f*.parquet")}
     return sorted(weeks)
 
 
@@ -458,7 +462,7 @@ def _finalize_week(
     destroyed: pa.Array,
     config: IngestConfig,
 ) -> dict:
-    indices = sorted(p.stem[1:] for p in (work / "_staging" / f"SHOP_WEEK={week}").glob("f*.parquet"))
+    indices = sorted(p.stem[1:] for p in (work / "_staging" / str(week)).glob("f*.parquet"))
     row_ids = [pq.read_table(_row_ids_part(work, week, i)) for i in indices]
     sizes = [t.num_rows for t in row_ids]
     staged = [_staged_part(work, week, i) for i in indices]
@@ -553,7 +557,7 @@ def _build_report(
         customers, products, stores, anonymous = con.execute(
             f"""SELECT count(DISTINCT CUST_CODE), count(DISTINCT PROD_CODE), count(DISTINCT STORE_CODE),
                        count(*) FILTER (CUST_CODE IS NULL)
-                FROM read_parquet('{_final_part(work, "*", "*")}')"""
+                FROM read_parquet('{transactions_glob(work)}')"""
         ).fetchone()
     calendar_weeks = calendar.column("shop_week").to_pylist() if calendar.num_rows else []
     missing = [w for w in calendar_weeks if weeks and weeks[0] <= w <= weeks[-1] and w not in set(weeks)]

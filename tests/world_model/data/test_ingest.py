@@ -1,0 +1,275 @@
+"""Ingest: every row accepted or quarantined with its reason, line and original text; atomic; resumable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from retailsim.cli import main
+from tests.conftest import CALENDAR_200607_200609, lgsr_row, write_calendar, write_lgsr
+from world_model.data import ingest as ingest_module
+from world_model.data.dataset import read_transactions
+from world_model.data.ingest import IngestConfig, ingest
+from world_model.data.schema import CANONICAL_SCHEMA, Reason
+from world_model.errors import RetailSimError
+
+QUIET = IngestConfig(progress=False, workers=1)
+
+
+def read_output(out: Path) -> pa.Table:
+    return read_transactions(out)
+
+
+def test_every_defect_is_quarantined_with_reason_line_and_original_text(tmp_path: Path) -> None:
+    good = lgsr_row()
+    rows = [
+        good,  # line 2
+        lgsr_row(PROD_CODE="PRD0900097", SPEND="1.03"),  # 3
+        lgsr_row(QUANTITY="abc"),  # 4
+        lgsr_row(SHOP_DATE="20061345"),  # 5
+        lgsr_row(PROD_CODE=""),  # 6
+        lgsr_row(STORE_CODE=""),  # 7
+        lgsr_row(BASKET_ID=""),  # 8
+        lgsr_row(QUANTITY="0"),  # 9
+        lgsr_row(SPEND="-1.0"),  # 10
+        lgsr_row(SHOP_HOUR="25"),  # 11
+        lgsr_row(SHOP_WEEKDAY="3"),  # 12
+        lgsr_row(SHOP_DATE="20060424", SHOP_WEEKDAY="2", SPEND="0.930"),  # 13: a Monday of week 200609
+        dict(good),  # 14: exact duplicate of line 2
+        lgsr_row(CUST_CODE="", seg_1="", seg_2="", PROD_CODE="PRD0900121", BASKET_ID="2"),  # 15: anonymous
+        lgsr_row(QUANTITY="1.5"),  # 16
+    ]
+    source = write_lgsr(tmp_path / "in" / "transactions_200607.csv", rows, extra_lines=["1,2,3", ""])
+    write_calendar(tmp_path / "in" / "time.csv", CALENDAR_200607_200609)
+
+    report = ingest(tmp_path / "in", tmp_path / "out", QUIET)
+
+    assert report["rows_read"] == 17
+    assert report["rows_accepted"] == 3
+    assert report["rows_quarantined"] == 14
+    assert report["quarantine_reasons"] == {
+        Reason.MALFORMED_LINE: 2,
+        Reason.UNPARSEABLE_NUMBER: 2,
+        Reason.INVALID_DATE: 1,
+        Reason.MISSING_PROD_CODE: 1,
+        Reason.MISSING_STORE_CODE: 1,
+        Reason.MISSING_BASKET_ID: 1,
+        Reason.NONPOSITIVE_QUANTITY: 1,
+        Reason.NEGATIVE_SPEND: 1,
+        Reason.HOUR_OUT_OF_RANGE: 1,
+        Reason.WEEKDAY_MISMATCH: 1,
+        Reason.DATE_OUTSIDE_WEEK: 1,
+        Reason.DUPLICATE_LINE: 1,
+    }
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    by_line = {r["line"]: r for r in quarantine}
+    assert {line: r["reason"] for line, r in by_line.items()} == {
+        4: Reason.UNPARSEABLE_NUMBER,
+        5: Reason.INVALID_DATE,
+        6: Reason.MISSING_PROD_CODE,
+        7: Reason.MISSING_STORE_CODE,
+        8: Reason.MISSING_BASKET_ID,
+        9: Reason.NONPOSITIVE_QUANTITY,
+        10: Reason.NEGATIVE_SPEND,
+        11: Reason.HOUR_OUT_OF_RANGE,
+        12: Reason.WEEKDAY_MISMATCH,
+        13: Reason.DATE_OUTSIDE_WEEK,
+        14: Reason.DUPLICATE_LINE,
+        16: Reason.UNPARSEABLE_NUMBER,
+        17: Reason.MALFORMED_LINE,
+        18: Reason.MALFORMED_LINE,
+    }
+    assert by_line[4]["QUANTITY"] == "abc"
+    assert by_line[13]["SPEND"] == "0.930"  # a late rejection still carries the file's own text
+    assert by_line[14]["BASKET_ID"] == good["BASKET_ID"]
+    assert by_line[17]["raw_line"] == "1,2,3" and by_line[17]["PROD_CODE"] is None
+    assert all(r["source_file"] == str(source) for r in quarantine)
+
+    accepted = read_output(tmp_path / "out")
+    assert accepted.schema.remove_metadata() == CANONICAL_SCHEMA
+    assert sorted(accepted.column("PROD_CODE").to_pylist()) == ["PRD0900033", "PRD0900097", "PRD0900121"]
+    assert accepted.column("CUST_CODE").null_count == 1
+    assert report["anonymous_rows"] == 1
+    assert report["basket_ids_reconstructed"] is False  # the off-week row did not poison its basket
+    assert json.loads((tmp_path / "out" / "ingest_report.json").read_text())["rows_read"] == 17
+
+
+def test_cust_layout_with_destroyed_basket_ids_is_rebuilt_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    destroyed = "9.94E+14"
+    trips = [
+        dict(CUST_CODE="CUST01", STORE_CODE="STORE00001", SHOP_DATE="20060415", SHOP_WEEKDAY="7"),
+        dict(CUST_CODE="CUST02", STORE_CODE="STORE00002", SHOP_DATE="20060415", SHOP_WEEKDAY="7"),
+        dict(CUST_CODE="CUST01", STORE_CODE="STORE00001", SHOP_DATE="20060416", SHOP_WEEKDAY="1"),
+    ]
+    rows = [
+        lgsr_row(BASKET_ID=destroyed, PROD_CODE=f"PRD{t}{p}", **trip)
+        for t, trip in enumerate(trips)
+        for p in range(2)
+    ]
+    write_lgsr(tmp_path / "transactions_200607.csv", rows, layout="cust")
+
+    with caplog.at_level(logging.WARNING, logger="retailsim"):
+        report = ingest(tmp_path / "transactions_200607.csv", tmp_path / "out", QUIET)
+
+    assert report["layout"] == "cust"
+    assert report["basket_ids_reconstructed"] is True
+    assert report["baskets"] == 3
+    assert report["calendar_source"] == "inferred"
+    assert any("basket ids are destroyed" in r.getMessage() for r in caplog.records)
+    out = read_output(tmp_path / "out").to_pylist()
+    assert all(r["BASKET_ID_REBUILT"] and r["BASKET_ID"].startswith("R") for r in out)
+    assert len({(r["CUST_CODE"], r["STORE_CODE"], r["SHOP_DATE"], r["BASKET_ID"]) for r in out}) == 3
+    assert all(r["CUST_PRICE_SENSITIVITY"] == "MM" and r["seg_1"] is None for r in out)
+
+
+def test_one_basket_id_in_two_stores_is_rebuilt_but_sound_ids_are_kept(tmp_path: Path) -> None:
+    rows = [
+        lgsr_row(BASKET_ID="111", STORE_CODE="STORE00001"),
+        lgsr_row(BASKET_ID="111", STORE_CODE="STORE00002", PROD_CODE="PRD2"),
+        lgsr_row(BASKET_ID="222", PROD_CODE="PRD3"),
+    ]
+    write_lgsr(tmp_path / "transactions_200607.csv", rows)
+    report = ingest(tmp_path / "transactions_200607.csv", tmp_path / "out", QUIET)
+    out = read_output(tmp_path / "out").to_pylist()
+    assert report["destroyed_basket_ids"] == 1
+    assert [r["BASKET_ID_REBUILT"] for r in out] == [True, True, False]
+    assert out[2]["BASKET_ID"] == "222"
+    assert out[0]["BASKET_ID"] != out[1]["BASKET_ID"]
+
+
+def test_missing_required_column_fails_with_one_line_and_no_output(tmp_path: Path, capsys) -> None:
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row()])
+    table = pacsv.read_csv(source)
+    pacsv.write_csv(table.drop_columns(["SPEND"]), source)
+
+    with pytest.raises(RetailSimError, match=r"transactions_200607\.csv: missing required column SPEND"):
+        ingest(source, tmp_path / "out", QUIET)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+    assert main(["data", "ingest", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing required column SPEND" in err[0] and "Traceback" not in err[0]
+
+
+def test_empty_inputs_fail_cleanly(tmp_path: Path) -> None:
+    empty = tmp_path / "transactions_200607.csv"
+    empty.write_text("")
+    with pytest.raises(RetailSimError, match="file is empty"):
+        ingest(empty, tmp_path / "out", QUIET)
+    write_lgsr(empty, [])
+    with pytest.raises(RetailSimError, match="no data rows"):
+        ingest(empty, tmp_path / "out", QUIET)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    with pytest.raises(RetailSimError, match="no input files"):
+        ingest(tmp_path / "nothing_*.csv", tmp_path / "out", QUIET)
+
+
+def test_a_crash_leaves_no_output_and_a_rerun_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    write_lgsr(src / "transactions_200607.csv", [lgsr_row(), lgsr_row(PROD_CODE="PRD2"), lgsr_row(QUANTITY="x")])
+    write_lgsr(
+        src / "transactions_200609.csv",
+        [lgsr_row(SHOP_WEEK="200609", SHOP_DATE="20060424", SHOP_WEEKDAY="2", BASKET_ID="5")] * 2,
+    )
+    write_calendar(src / "time.csv", CALENDAR_200607_200609)
+    expected = ingest(src, tmp_path / "fresh", QUIET)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(ingest_module, "_build_report", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        ingest(src, tmp_path / "out", QUIET)
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "out.partial").exists()
+
+    monkeypatch.undo()
+    staged_again = []
+    monkeypatch.setattr(ingest_module, "_stage_one_file", lambda *a, **k: staged_again.append(a))
+    resumed = ingest(src, tmp_path / "out", QUIET)
+    assert staged_again == []  # both files were already staged before the crash
+    assert not (tmp_path / "out.partial").exists()
+    for key in ("rows_read", "rows_accepted", "rows_quarantined", "quarantine_reasons", "baskets", "missing_weeks"):
+        assert resumed[key] == expected[key]
+    assert read_output(tmp_path / "out").equals(read_output(tmp_path / "fresh"))
+    assert expected["missing_weeks"] == [200608]
+    assert expected["quarantine_reasons"] == {Reason.UNPARSEABLE_NUMBER: 1, Reason.DUPLICATE_LINE: 1}
+
+
+def test_parquet_and_gzip_inputs_give_the_same_dataset_as_csv(tmp_path: Path) -> None:
+    rows = [lgsr_row(PROD_CODE=f"PRD{i}", SPEND=f"{i}.5") for i in range(5)]
+    csv_dir, gz_dir, pq_dir = (tmp_path / n for n in ("csv", "gz", "pq"))
+    for d in (csv_dir, gz_dir, pq_dir):
+        d.mkdir()
+    write_lgsr(csv_dir / "transactions_200607.csv", rows)
+    write_lgsr(gz_dir / "transactions_200607.csv.gz", rows)
+    pq.write_table(pacsv.read_csv(csv_dir / "transactions_200607.csv"), pq_dir / "transactions_200607.parquet")
+    outputs = []
+    for d in (csv_dir, gz_dir, pq_dir):
+        ingest(d, tmp_path / f"out-{d.name}", QUIET)
+        outputs.append(read_output(tmp_path / f"out-{d.name}").drop_columns([]))
+    assert outputs[0].num_rows == 5
+    assert outputs[0].equals(outputs[1])
+    assert outputs[0].select(["PROD_CODE", "SPEND", "QUANTITY", "SHOP_DATE"]).equals(
+        outputs[2].select(["PROD_CODE", "SPEND", "QUANTITY", "SHOP_DATE"])
+    )
+
+
+def test_inferred_calendar_catches_a_row_dated_in_another_week(tmp_path: Path) -> None:
+    rows = [lgsr_row(PROD_CODE=f"PRD{i}") for i in range(4)]
+    rows.append(lgsr_row(SHOP_DATE="20060424", SHOP_WEEKDAY="2", BASKET_ID="77"))
+    write_lgsr(tmp_path / "transactions_200607.csv", rows)
+    report = ingest(tmp_path / "transactions_200607.csv", tmp_path / "out", QUIET)
+    assert report["calendar_source"] == "inferred"
+    assert report["quarantine_reasons"] == {Reason.DATE_OUTSIDE_WEEK: 1}
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row()])
+    ingest(source, tmp_path / "out", QUIET)
+    with pytest.raises(RetailSimError, match="--overwrite"):
+        ingest(source, tmp_path / "out", QUIET)
+    report = ingest(source, tmp_path / "out", IngestConfig(progress=False, workers=1, overwrite=True))
+    assert report["rows_accepted"] == 1
+    assert not (tmp_path / "out.old").exists()
+
+
+def test_process_pool_gives_the_same_result_as_inline(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for week, day in ((200607, "20060415"), (200609, "20060429")):
+        rows = [lgsr_row(SHOP_WEEK=str(week), SHOP_DATE=day, PROD_CODE=f"PRD{i}", BASKET_ID=f"{week}{i % 3}") for i in range(30)]
+        write_lgsr(src / f"transactions_{week}.csv", rows + [lgsr_row(SHOP_WEEK=str(week), QUANTITY="-2")])
+    inline = ingest(src, tmp_path / "a", QUIET)
+    pooled = ingest(src, tmp_path / "b", IngestConfig(progress=False, workers=2))
+    assert inline["rows_quarantined"] == pooled["rows_quarantined"] == 2
+    assert read_output(tmp_path / "a").equals(read_output(tmp_path / "b"))
+
+
+def test_real_slice_counts_match_the_raw_files(real_sample: Path, tmp_path: Path) -> None:
+    src = tmp_path / "slice"
+    src.mkdir()
+    for week in (200607, 200609, 200610):
+        shutil.copy(real_sample / f"transactions_{week}.csv.gz", src)
+    shutil.copy(real_sample / "time.csv", src)
+    report = ingest(src, tmp_path / "out", QUIET)
+    raw = duckdb.connect().execute(
+        f"""SELECT count(*), count(DISTINCT BASKET_ID), count(DISTINCT NULLIF(CUST_CODE, '')),
+                   count(DISTINCT PROD_CODE), count(DISTINCT STORE_CODE)
+            FROM read_csv('{src}/transactions_*.csv.gz', all_varchar=true)"""
+    ).fetchone()
+    assert (report["rows_read"], report["baskets"], report["customers"], report["products"], report["stores"]) == raw
+    assert report["rows_quarantined"] == 0
+    assert report["missing_weeks"] == [200608]
+    assert report["layout"] == "seg"
