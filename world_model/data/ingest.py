@@ -311,7 +311,7 @@ class _WeekPartWriters:
                 canonical.parent.mkdir(exist_ok=True)
                 row_ids.parent.mkdir(exist_ok=True)
                 self.writers[week] = (
-                    pq.ParquetWriter(f"{canonical}.tmp", CANONICAL_SCHEMA, compression="zstd"),
+                    pq.ParquetWriter(f"{canonical}.tmp", CANONICAL_SCHEMA, compression="zstd", compression_level=1),
                     pq.ParquetWriter(f"{row_ids}.tmp", ROW_ID_SCHEMA, compression="lz4"),
                 )
             canonical_writer, row_id_writer = self.writers[week]

@@ -24,8 +24,13 @@ from world_model.data.schema import (
 
 INTEGER_PATTERN = r"^-?[0-9]{1,9}$"
 DATE_PATTERN = r"^[0-9]{8}$"
+# The text hashed to find duplicate-line candidates: enough to make candidates rare, few enough to hash
+# fast. Candidates are confirmed on every canonical value (later_exact_copies).
+DUPLICATE_CANDIDATE_KEY = (
+    "BASKET_ID", "PROD_CODE", "SPEND", "QUANTITY", "SHOP_DATE", "SHOP_HOUR", "CUST_CODE", "STORE_CODE"
+)
 TYPED_COLUMNS = ("SHOP_WEEK", "SHOP_DATE", "SHOP_WEEKDAY", "SHOP_HOUR", "QUANTITY", "SPEND")
-# What the streaming pass keeps next to each canonical row: a hash of its exact text and its line.
+# What the streaming pass keeps next to each canonical row: a hash of its key text and its line.
 ROW_ID_SCHEMA = pa.schema([("_hash", pa.uint64()), ("_line", pa.int64())])
 
 
@@ -43,7 +48,7 @@ def row_check_sql(layout: str, table: str = "chunk") -> str:
         for c in CANONICAL_SCHEMA.names
         if c not in TYPED_COLUMNS and c != "BASKET_ID_REBUILT"
     )
-    exact_text = ", ".join(f'"{c}"' for c in layout_columns(layout))
+    candidate_key = ", ".join(f'"{c}"' for c in DUPLICATE_CANDIDATE_KEY)
     return f"""
     WITH typed AS (
         SELECT *,
@@ -75,7 +80,7 @@ def row_check_sql(layout: str, table: str = "chunk") -> str:
         t_quantity AS "QUANTITY", t_spend AS "SPEND",
         {text},
         false AS "BASKET_ID_REBUILT",
-        hash({exact_text}) AS "_hash",
+        hash({candidate_key}) AS "_hash",
         _line AS "_line"
     FROM typed
     """
@@ -108,8 +113,9 @@ def late_reasons(
 def later_exact_copies(hashes: np.ndarray, rows: RowLoader) -> np.ndarray:
     """True for each row repeating an earlier row (rows in input order).
 
-    The 64-bit hash of the row's exact text picks candidates cheaply; candidates are then compared on
-    every canonical value, so a hash collision alone never quarantines a distinct row.
+    The 64-bit hash of the row's key text (:data:`DUPLICATE_CANDIDATE_KEY`) picks candidates cheaply;
+    candidates are then compared on the hash and every canonical value, so neither a hash collision
+    nor a shared key alone quarantines a distinct row.
     """
     later = np.zeros(len(hashes), dtype=bool)
     if len(hashes) < 2:
