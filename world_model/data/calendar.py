@@ -49,3 +49,16 @@ def read_calendar(path: Path) -> pa.Table:
 
 def _parse_yyyymmdd(text: str) -> date:
     return datetime.strptime(str(text).strip(), "%Y%m%d").date()
+
+
+def lgsr_weeks_between(first: int, last: int) -> list[int]:
+    """Week numbers from ``first`` to ``last`` inclusive in LGSR numbering (yyyy01 .. yyyy52, then next year).
+
+    Used to name missing weeks when no calendar was given.
+    """
+    weeks, week = [], first
+    while week <= last:
+        weeks.append(week)
+        year, number = divmod(week, 100)
+        week = (year + 1) * 100 + 1 if number >= 52 else week + 1
+    return weeks

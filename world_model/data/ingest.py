@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from world_model.data.calendar import CALENDAR_SCHEMA, read_calendar
+from world_model.data.calendar import CALENDAR_SCHEMA, lgsr_weeks_between, read_calendar
 from world_model.data.dataset import TRANSACTIONS, transactions_glob, week_dir
 from world_model.data.duckdb_util import connect, fetch_arrow
 from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
@@ -559,8 +559,15 @@ def _build_report(
                        count(*) FILTER (CUST_CODE IS NULL)
                 FROM read_parquet('{transactions_glob(work)}')"""
         ).fetchone()
-    calendar_weeks = calendar.column("shop_week").to_pylist() if calendar.num_rows else []
-    missing = [w for w in calendar_weeks if weeks and weeks[0] <= w <= weeks[-1] and w not in set(weeks)]
+    missing: list[int] = []
+    if weeks:  # weeks of the calendar (or of LGSR numbering, when it was inferred) without a row
+        expected = (
+            calendar.column("shop_week").to_pylist()
+            if calendar_source == "time.csv"
+            else lgsr_weeks_between(weeks[0], weeks[-1])
+        )
+        present = set(weeks)
+        missing = [w for w in expected if weeks[0] <= w <= weeks[-1] and w not in present]
     return {
         "layout": layouts[0] if len(set(layouts)) == 1 else "mixed",
         "files": len(files),

@@ -273,3 +273,11 @@ def test_real_slice_counts_match_the_raw_files(real_sample: Path, tmp_path: Path
     assert report["rows_quarantined"] == 0
     assert report["missing_weeks"] == [200608]
     assert report["layout"] == "seg"
+
+
+def test_missing_weeks_are_named_without_a_calendar_by_lgsr_numbering(tmp_path: Path) -> None:
+    for week, day, weekday in ((200651, "20070213", "3"), (200702, "20070306", "3")):
+        write_lgsr(tmp_path / f"transactions_{week}.csv", [lgsr_row(SHOP_WEEK=str(week), SHOP_DATE=day, SHOP_WEEKDAY=weekday, BASKET_ID=str(week))])
+    report = ingest(tmp_path, tmp_path / "out", QUIET)
+    assert report["calendar_source"] == "inferred"
+    assert report["missing_weeks"] == [200652, 200701]
