@@ -66,7 +66,9 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     config = MarketConfig(
         customers=args.customers, products=args.products, stores=args.stores, weeks=args.weeks, seed=args.seed
     )
-    summary = generate_market(config, Path(args.out), fmt=args.format, dirty_rate=args.dirty, progress=not args.quiet)
+    summary = generate_market(
+        config, Path(args.out), fmt=args.format, dirty_rate=args.dirty, progress=not args.quiet, overwrite=args.overwrite
+    )
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--format", choices=["csv", "parquet"], default="csv")
     generate.add_argument("--dirty", type=_rate, default=0.0, help="share of rows given a defect (default 0)")
+    generate.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     generate.add_argument("--quiet", action="store_true", help="no progress bars")
     generate.set_defaults(func=_cmd_data_generate)
 

@@ -195,7 +195,7 @@ def _prepare_workdir(work: Path, files: list[Path], calendar: Path | None, confi
     }
     state_file = work / "_state" / "inputs.json"
     if state_file.exists() and json.loads(state_file.read_text()) == state:
-        log.info("resuming the unfinished ingest in %s", work)
+        log.warning("resuming the unfinished ingest in %s", work)
         return
     if work.exists():
         shutil.rmtree(work)
