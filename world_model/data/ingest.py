@@ -22,16 +22,15 @@ half-written dataset; rerunning the same command after a crash resumes from ``DI
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,9 +42,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from world_model.data.calendar import CALENDAR_SCHEMA, lgsr_weeks_between, read_calendar
-from world_model.data.dataset import TRANSACTIONS, transactions_glob, week_dir
+from world_model.data.dataset import PART_WRITE_OPTIONS, TRANSACTIONS, transactions_glob, week_dir
 from world_model.data.duckdb_util import connect, fetch_arrow
 from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
+from world_model.data.parallel import resolve_workers, run_jobs, worker_connection
 from world_model.data.quarantine import (
     QUARANTINE_SCHEMA,
     QuarantineWriter,
@@ -53,7 +53,7 @@ from world_model.data.quarantine import (
     quarantine_rows,
     reread_rows,
 )
-from world_model.data.row_checks import ROW_ID_SCHEMA, late_reasons, row_check_sql
+from world_model.data.row_checks import ROW_ID_SCHEMA, canonical_rows, late_reasons, row_check_sql
 from world_model.data.schema import (
     BASKET_REBUILD_KEY,
     CANONICAL_SCHEMA,
@@ -123,7 +123,6 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     work = out_dir.with_name(out_dir.name + ".partial")
     _prepare_workdir(work, files, calendar_path, config)
 
-    con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -133,28 +132,34 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
         timings[name] = round(now - clock, 3)
         clock = now
 
+    staged = _stage_files(files, layouts, work, config)
+    lap("stage")
+    if sum(f["rows_read"] for f in staged) == 0:
+        shutil.rmtree(work)
+        raise RetailSimError(f"{input_spec}: input holds no data rows")
+    # The parent opens DuckDB only between the pools, so forked workers never inherit a connection.
+    con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
     try:
-        staged = _stage_files(files, layouts, work, config)
-        lap("stage")
-        if sum(f["rows_read"] for f in staged) == 0:
-            shutil.rmtree(work)
-            raise RetailSimError(f"{input_spec}: input holds no data rows")
         calendar, calendar_source = _resolve_calendar(con, calendar, work)
         destroyed = _find_destroyed_basket_ids(con, work)
-        lap("global")
-        if len(destroyed):
-            log.warning(
-                "%d basket ids are destroyed (scientific notation or one id across several stores, dates or "
-                "customers): their baskets were rebuilt from %s",
-                len(destroyed),
-                ", ".join(BASKET_REBUILD_KEY),
-            )
-        weekly = _finalize_weeks(con, work, files, calendar, destroyed, config)
-        lap("finalize")
-        report = _build_report(con, work, files, layouts, staged, weekly, calendar, calendar_source, len(destroyed))
-        lap("report")
     finally:
         con.close()
+    lap("global")
+    if destroyed:
+        log.warning(
+            "%d basket ids are destroyed (scientific notation or one id across several stores, dates or "
+            "customers): their baskets were rebuilt from %s",
+            destroyed,
+            ", ".join(BASKET_REBUILD_KEY),
+        )
+    weekly = _finalize_weeks(work, files, calendar, config)
+    lap("finalize")
+    con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
+    try:
+        report = _build_report(con, work, files, layouts, staged, weekly, calendar, calendar_source, destroyed)
+    finally:
+        con.close()
+    lap("report")
     report["seconds_by_pass"] = timings
     report["seconds"] = round(time.perf_counter() - started, 3)
     report["rows_per_second"] = round(report["rows_read"] / max(report["seconds"], 1e-9))
@@ -210,9 +215,9 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression=compression)
+    pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 
 
@@ -222,35 +227,15 @@ def _write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd"
 def _stage_files(files: list[Path], layouts: list[str], work: Path, config: IngestConfig) -> list[dict]:
     """Pass 1: stream every file into week-partitioned staged parts; returns per-file counts.
 
-    Files are independent here, so they are staged by a pool of processes (one per core), each
-    with its own single-threaded DuckDB connection.
+    Files are independent here, so a pool of processes stages them, one file per job.
     """
-    results: dict[int, dict] = {}
-    todo = []
-    for index, path in enumerate(files):
-        marker = _stage_marker(work, index)
-        if marker.exists():
-            results[index] = json.loads(marker.read_text())
-        else:
-            todo.append(index)
-    workers = min(len(todo), config.workers or os.cpu_count() or 1)
-    bar = tqdm(total=len(files), initial=len(results), desc="ingest: read", unit="file", disable=not config.progress or None)
+    results = {i: json.loads(_stage_marker(work, i).read_text()) for i in range(len(files)) if _stage_marker(work, i).exists()}
+    todo = [i for i in range(len(files)) if i not in results]
     jobs = [(files[i], i, layouts[i], work, config) for i in todo]
-    if workers <= 1:
-        outcomes = map(_stage_job, jobs)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        outcomes = pool.map(_stage_job, jobs)
-    try:
-        for index, outcome in zip(todo, outcomes):
+    bar = tqdm(total=len(files), initial=len(results), desc="ingest: read", unit="file", disable=not config.progress or None)
+    with bar:
+        for index, outcome in zip(todo, run_jobs(_stage_job, jobs, resolve_workers(config.workers, len(jobs)), bar)):
             results[index] = outcome
-            bar.update(1)
-            bar.set_postfix(rows=f"{sum(r['rows_read'] for r in results.values()):,}")
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        bar.close()
     return [results[i] for i in range(len(files))]
 
 
@@ -262,13 +247,15 @@ def _stage_job(job: tuple[Path, int, str, Path, IngestConfig]) -> dict:
     """Stage one file (in a worker process or inline) and leave its marker."""
     path, index, layout, work, config = job
     _remove_partial_file_outputs(work, index)
-    con = connect(config.memory_limit, work / "_duckdb_tmp", 1 if (config.workers or os.cpu_count() or 1) > 1 else config.threads)
-    try:
-        result = _stage_one_file(con, path, index, layout, work, config)
-    finally:
-        con.close()
+    result = _stage_one_file(_worker_connection(work, config), path, index, layout, work, config)
     _write_json_atomic(_stage_marker(work, index), result)
     return result
+
+
+def _worker_connection(work: Path, config: IngestConfig) -> duckdb.DuckDBPyConnection:
+    """Single-threaded when files run in parallel processes; the configured threads when inline."""
+    threads = config.threads if config.workers == 1 else 1
+    return worker_connection(config.memory_limit, work / "_duckdb_tmp", threads)
 
 
 def _staged_part(work: Path, week: int | str, index: int | str) -> Path:
@@ -300,23 +287,23 @@ class _WeekPartWriters:
         self.work, self.index = work, f"{index:05d}"
         self.writers: dict[int, tuple[pq.ParquetWriter, pq.ParquetWriter]] = {}
 
-    def write(self, checked: pa.Table) -> None:
-        weeks = checked.column("SHOP_WEEK")
+    def write(self, rows: pa.Table, row_ids: pa.Table) -> None:
+        weeks = rows.column("SHOP_WEEK")
         distinct = pc.unique(weeks).to_pylist()
         for week in distinct:
-            part = checked if len(distinct) == 1 else checked.filter(pc.equal(weeks, week))
+            mask = None if len(distinct) == 1 else pc.equal(weeks, week)
             if week not in self.writers:
                 canonical = _staged_part(self.work, week, self.index)
-                row_ids = _row_ids_part(self.work, week, self.index)
+                ids = _row_ids_part(self.work, week, self.index)
                 canonical.parent.mkdir(exist_ok=True)
-                row_ids.parent.mkdir(exist_ok=True)
+                ids.parent.mkdir(exist_ok=True)
                 self.writers[week] = (
-                    pq.ParquetWriter(f"{canonical}.tmp", CANONICAL_SCHEMA, compression="zstd", compression_level=1),
-                    pq.ParquetWriter(f"{row_ids}.tmp", ROW_ID_SCHEMA, compression="lz4"),
+                    pq.ParquetWriter(f"{canonical}.tmp", CANONICAL_SCHEMA, **PART_WRITE_OPTIONS),
+                    pq.ParquetWriter(f"{ids}.tmp", ROW_ID_SCHEMA, compression="lz4"),
                 )
             canonical_writer, row_id_writer = self.writers[week]
-            canonical_writer.write_table(part.select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA))
-            row_id_writer.write_table(part.select(ROW_ID_SCHEMA.names).cast(ROW_ID_SCHEMA))
+            canonical_writer.write_table(rows if mask is None else rows.filter(mask))
+            row_id_writer.write_table((row_ids if mask is None else row_ids.filter(mask)).cast(ROW_ID_SCHEMA))
 
     def close(self, publish: bool) -> None:
         for week, pair in self.writers.items():
@@ -350,14 +337,17 @@ def _stage_one_file(
             con.register("chunk", raw.append_column("_line", pa.array(chunk.lines)))
             checked = fetch_arrow(con, sql)
             con.unregister("chunk")
+            if not np.array_equal(checked.column("_line").to_numpy(), chunk.lines):  # rows pair up by position
+                raise RuntimeError(f"{path}: DuckDB returned the rows of a block out of order")
             bad = pc.is_valid(checked.column("reason"))
             if pc.any(bad).as_py():
                 rejected_reasons = checked.column("reason").filter(bad)
                 reasons.update(rejected_reasons.to_pylist())
                 lines = chunk.lines[bad.to_numpy(zero_copy_only=False)]
                 quarantine.write(quarantine_rows(raw.filter(bad), lines, rejected_reasons, str(path)))
-                checked = checked.filter(pc.invert(bad))
-            parts.write(checked)
+                good = pc.invert(bad)
+                raw, checked = raw.filter(good), checked.filter(good)
+            parts.write(canonical_rows(raw, checked), checked.select(ROW_ID_SCHEMA.names))
         done = True
     finally:
         parts.close(publish=done)
@@ -409,9 +399,13 @@ def _resolve_calendar(
     return calendar, "inferred"
 
 
-def _find_destroyed_basket_ids(con: duckdb.DuckDBPyConnection, work: Path) -> pa.Array:
-    """The basket ids no single basket can own (materialized, so a resumed run reuses them)."""
-    path = work / "_state" / "destroyed_basket_ids.parquet"
+def _destroyed_ids_path(work: Path) -> Path:
+    return work / "_state" / "destroyed_basket_ids.parquet"
+
+
+def _find_destroyed_basket_ids(con: duckdb.DuckDBPyConnection, work: Path) -> int:
+    """Materialize the basket ids no single basket can own (a resumed run reuses them); returns how many."""
+    path = _destroyed_ids_path(work)
     if not path.exists():
         table = pa.table({"BASKET_ID": pa.array([], pa.string())})
         if _staged_weeks(work):
@@ -428,54 +422,78 @@ def _find_destroyed_basket_ids(con: duckdb.DuckDBPyConnection, work: Path) -> pa
                 """,
             )
         _write_parquet_atomic(table, path)
-    return pq.read_table(path).column("BASKET_ID").combine_chunks()
+    return pq.read_metadata(path).num_rows
+
+
+@functools.lru_cache(maxsize=4)
+def _destroyed_ids(work: Path) -> pa.Array:
+    """Read once per process (finalize asks for every week)."""
+    return pq.read_table(_destroyed_ids_path(work)).column("BASKET_ID").combine_chunks()
 
 
 # -------------------------------------------------------------------------------- pass 3: finalize
 
 
-def _finalize_weeks(
-    con: duckdb.DuckDBPyConnection,
-    work: Path,
-    files: list[Path],
-    calendar: pa.Table,
-    destroyed: pa.Array,
-    config: IngestConfig,
-) -> dict[int, dict]:
-    """Pass 3: per week, quarantine late findings, rebuild destroyed ids, publish the parts."""
+def _finalize_weeks(work: Path, files: list[Path], calendar: pa.Table, config: IngestConfig) -> dict[int, dict]:
+    """Pass 3: per week, quarantine late findings, rebuild destroyed ids, publish the parts.
+
+    Weeks are independent, so a pool of processes finalizes them; each leaves a marker.
+    """
     spans = {w: (a, b) for w, a, b in zip(*(calendar.column(c).to_pylist() for c in calendar.column_names))}
-    weekly: dict[int, dict] = {}
-    for week in tqdm(_staged_weeks(work), desc="ingest: finalize", unit="week", disable=not config.progress or None):
-        marker = work / "_state" / f"week-{week}.json"
-        if not marker.exists():
-            _write_json_atomic(marker, _finalize_week(con, work, week, files, spans.get(week), destroyed, config))
-        weekly[week] = json.loads(marker.read_text())
+    weeks = _staged_weeks(work)
+    weekly = {w: json.loads(_week_marker(work, w).read_text()) for w in weeks if _week_marker(work, w).exists()}
+    todo = [w for w in weeks if w not in weekly]
+    jobs = [(work, w, files, spans.get(w), config) for w in todo]
+    bar = tqdm(total=len(weeks), initial=len(weekly), desc="ingest: finalize", unit="week", disable=not config.progress or None)
+    with bar:
+        for week, outcome in zip(todo, run_jobs(_finalize_job, jobs, resolve_workers(config.workers, len(jobs)), bar)):
+            weekly[week] = outcome
     return weekly
 
 
-def _finalize_week(
-    con: duckdb.DuckDBPyConnection,
-    work: Path,
-    week: int,
-    files: list[Path],
-    span: tuple | None,
-    destroyed: pa.Array,
-    config: IngestConfig,
-) -> dict:
+def _dates_to_check(staged: list[Path], span: tuple | None) -> pa.ChunkedArray | None:
+    """The week's SHOP_DATE column, or None when the parts' statistics already prove every date in span."""
+    if span is not None:
+        inside = True
+        for path in staged:
+            metadata = pq.read_metadata(path)
+            column = metadata.schema.names.index("SHOP_DATE")
+            for group in range(metadata.num_row_groups):
+                stats = metadata.row_group(group).column(column).statistics
+                if stats is None or not stats.has_min_max or stats.min < span[0] or stats.max > span[1]:
+                    inside = False
+        if inside:
+            return None
+    return pa.chunked_array([pq.read_table(p, columns=["SHOP_DATE"]).column(0).combine_chunks() for p in staged])
+
+
+def _week_marker(work: Path, week: int) -> Path:
+    return work / "_state" / f"week-{week}.json"
+
+
+def _finalize_job(job: tuple[Path, int, list[Path], tuple | None, IngestConfig]) -> dict:
+    work, week, files, span, config = job
+    result = _finalize_week(work, week, files, span, config)
+    _write_json_atomic(_week_marker(work, week), result)
+    return result
+
+
+def _finalize_week(work: Path, week: int, files: list[Path], span: tuple | None, config: IngestConfig) -> dict:
     indices = sorted(p.stem[1:] for p in (work / "_staging" / str(week)).glob("f*.parquet"))
     row_ids = [pq.read_table(_row_ids_part(work, week, i)) for i in indices]
     sizes = [t.num_rows for t in row_ids]
     staged = [_staged_part(work, week, i) for i in indices]
     hashes = np.concatenate([t.column("_hash").to_numpy() for t in row_ids])
-    dates = pa.chunked_array([pq.read_table(p, columns=["SHOP_DATE"]).column(0).combine_chunks() for p in staged])
+    dates = _dates_to_check(staged, span)
 
     def load_rows(positions: np.ndarray) -> list[tuple]:
         week_rows = pa.concat_tables([pq.read_table(p) for p in staged])
         return [tuple(r.values()) for r in week_rows.take(pa.array(positions)).to_pylist()]
 
     reasons = late_reasons(dates, hashes, span, load_rows)
+    destroyed = _destroyed_ids(work)
     quarantined: Counter[str] = Counter()
-    rows_accepted = baskets = 0
+    rows_accepted = 0
     basket_ids: list[pa.Array] = []
     offsets = np.cumsum([0] + sizes)
     for i, index in enumerate(indices):
@@ -486,16 +504,16 @@ def _finalize_week(
             table = reread_rows(files[int(index)], lines, list(part_reasons[rejected]), config.block_bytes)
             _write_parquet_atomic(table, work / "_quarantine" / f"week-{week}-f{index}.parquet")
             quarantined.update(part_reasons[rejected].tolist())
-        accepted = _publish_part(con, work, week, index, part_reasons == None, destroyed)  # noqa: E711
+        keep = part_reasons == None  # noqa: E711
+        accepted = _publish_part(work, week, index, keep, destroyed, config)
         rows_accepted += len(accepted)
         basket_ids.append(accepted)
-    if basket_ids:
-        baskets = pc.count_distinct(pa.chunked_array(basket_ids, pa.string())).as_py()
+    baskets = pc.count_distinct(pa.chunked_array(basket_ids, pa.string())).as_py() if basket_ids else 0
     return {"rows_accepted": rows_accepted, "baskets": baskets, "quarantine_reasons": dict(quarantined)}
 
 
 def _publish_part(
-    con: duckdb.DuckDBPyConnection, work: Path, week: int, index: str, keep: np.ndarray, destroyed: pa.Array
+    work: Path, week: int, index: str, keep: np.ndarray, destroyed: pa.Array, config: IngestConfig
 ) -> pa.Array:
     """Turn a staged part into a final one (a rename when nothing changes); returns its basket ids."""
     staged, final = _staged_part(work, week, index), _final_part(work, week, index)
@@ -506,8 +524,10 @@ def _publish_part(
         basket_ids = pq.read_table(staged, columns=["BASKET_ID"]).column(0).combine_chunks()
         os.replace(staged, final)
         return basket_ids
-    rows = _with_rebuilt_basket_ids(con, rows.filter(pa.array(keep)), destroyed)
-    _write_parquet_atomic(rows, final, compression="zstd")
+    rows = _with_rebuilt_basket_ids(_worker_connection(work, config), rows.filter(pa.array(keep)), destroyed)
+    tmp = final.with_name(final.name + ".tmp")
+    pq.write_table(rows, tmp, **PART_WRITE_OPTIONS)
+    os.replace(tmp, final)
     os.remove(staged)
     return rows.column("BASKET_ID").combine_chunks()
 

@@ -84,15 +84,14 @@ def _iter_csv(path: Path, columns: list[str], block_bytes: int) -> Iterator[Chun
         next_line = 2
         while True:
             more = stream.read(block_bytes)
-            data = pending + more
             if more:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:  # a single line longer than a block: keep reading
-                    pending = data
+                cut = more.rfind(b"\n") + 1
+                if cut == 0:  # no line ends in this block: keep reading
+                    pending += more
                     continue
-                data, pending = data[:cut], data[cut:]
+                data, pending = b"".join((pending, memoryview(more)[:cut])), more[cut:]  # one copy
             else:
-                pending = b""
+                data, pending = pending, b""
             if data:
                 chunk = _parse_block(path, data, columns, next_line)
                 next_line += _count_lines(data)

@@ -14,16 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from world_model.data.schema import (
-    CANONICAL_SCHEMA,
-    INTEGER_COLUMNS,
-    LAYOUT_SEGMENT_COLUMNS,
-    Reason,
-    layout_columns,
-)
+from world_model.data.schema import CANONICAL_SCHEMA, INTEGER_COLUMNS, Reason, layout_columns
 
-INTEGER_PATTERN = r"^-?[0-9]{1,9}$"
-DATE_PATTERN = r"^[0-9]{8}$"
 # The text hashed to find duplicate-line candidates: enough to make candidates rare, few enough to hash
 # fast. Candidates are confirmed on every canonical value (later_exact_copies).
 DUPLICATE_CANDIDATE_KEY = (
@@ -37,24 +29,20 @@ ROW_ID_SCHEMA = pa.schema([("_hash", pa.uint64()), ("_line", pa.int64())])
 def row_check_sql(layout: str, table: str = "chunk") -> str:
     """SQL that types and checks every row of ``table`` (text columns of ``layout`` plus ``_line``).
 
-    Returns the canonical columns, ``reason`` (null when the row passed), ``_hash`` and ``_line``.
+    Returns, in input order, ``reason`` (null when the row passed), the six typed columns, ``_hash``
+    and ``_line``; the text columns are taken over from the input by :func:`canonical_rows`.
+    Integers must be plain decimal digits with an optional minus: TRY_CAST alone would also take
+    ``1.5`` (rounded), ``0x10`` and ``1_000``, so any other character marks the row.
     """
-    present = set(layout_columns(layout))
-    absent = {c for pair in LAYOUT_SEGMENT_COLUMNS.values() for c in pair} - present
     all_empty = " AND ".join(f'"{c}" = \'\'' for c in layout_columns(layout))
-    ints_ok = " AND ".join(f"regexp_full_match(\"{c}\", '{INTEGER_PATTERN}')" for c in INTEGER_COLUMNS)
-    text = ", ".join(
-        "CAST(NULL AS VARCHAR) AS \"{0}\"".format(c) if c in absent else f"NULLIF(\"{c}\", '') AS \"{c}\""
-        for c in CANONICAL_SCHEMA.names
-        if c not in TYPED_COLUMNS and c != "BASKET_ID_REBUILT"
-    )
+    integer_text = ", ".join(f'"{c}"' for c in INTEGER_COLUMNS)
     candidate_key = ", ".join(f'"{c}"' for c in DUPLICATE_CANDIDATE_KEY)
     return f"""
     WITH typed AS (
         SELECT *,
-            {ints_ok} AS ints_ok,
+            NOT regexp_matches(concat({integer_text}), '[^0-9-]') AS digits_only,
             TRY_CAST("SHOP_WEEK" AS INTEGER) AS t_week,
-            CASE WHEN regexp_full_match("SHOP_DATE", '{DATE_PATTERN}')
+            CASE WHEN length("SHOP_DATE") = 8
                  THEN CAST(try_strptime("SHOP_DATE", '%Y%m%d') AS DATE) END AS t_date,
             TRY_CAST("SHOP_WEEKDAY" AS TINYINT) AS t_weekday,
             TRY_CAST("SHOP_HOUR" AS TINYINT) AS t_hour,
@@ -65,7 +53,8 @@ def row_check_sql(layout: str, table: str = "chunk") -> str:
     SELECT
         CASE
             WHEN {all_empty} THEN '{Reason.MALFORMED_LINE}'
-            WHEN NOT ints_ok OR t_week IS NULL OR t_weekday IS NULL OR t_hour IS NULL OR t_quantity IS NULL
+            WHEN NOT digits_only OR t_week IS NULL OR TRY_CAST("SHOP_DATE" AS INTEGER) IS NULL
+                 OR t_weekday IS NULL OR t_hour IS NULL OR t_quantity IS NULL
                  OR t_spend IS NULL OR NOT isfinite(t_spend) THEN '{Reason.UNPARSEABLE_NUMBER}'
             WHEN t_date IS NULL THEN '{Reason.INVALID_DATE}'
             WHEN "PROD_CODE" = '' THEN '{Reason.MISSING_PROD_CODE}'
@@ -78,12 +67,35 @@ def row_check_sql(layout: str, table: str = "chunk") -> str:
         END AS reason,
         t_week AS "SHOP_WEEK", t_date AS "SHOP_DATE", t_weekday AS "SHOP_WEEKDAY", t_hour AS "SHOP_HOUR",
         t_quantity AS "QUANTITY", t_spend AS "SPEND",
-        {text},
-        false AS "BASKET_ID_REBUILT",
         hash({candidate_key}) AS "_hash",
         _line AS "_line"
     FROM typed
     """
+
+
+def canonical_rows(raw: pa.Table, checked: pa.Table) -> pa.Table:
+    """Accepted rows in the canonical schema: typed columns from ``checked``, text from ``raw``.
+
+    Empty text becomes null (an anonymous shopper has a null CUST_CODE); the segment pair a layout
+    lacks is null throughout.
+    """
+    n = raw.num_rows
+    columns = []
+    for field in CANONICAL_SCHEMA:
+        if field.name in TYPED_COLUMNS:
+            columns.append(checked.column(field.name))
+        elif field.name == "BASKET_ID_REBUILT":
+            columns.append(pa.array(np.zeros(n, dtype=bool)))
+        elif field.name not in raw.column_names:
+            columns.append(pa.nulls(n, pa.string()))
+        else:
+            columns.append(_empty_as_null(raw.column(field.name)))
+    return pa.Table.from_arrays(columns, schema=CANONICAL_SCHEMA)
+
+
+def _empty_as_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    empty = pc.equal(column, "")
+    return pc.if_else(empty, pa.scalar(None, pa.string()), column) if pc.any(empty).as_py() else column
 
 
 RowLoader = Callable[[np.ndarray], list[tuple]]
@@ -91,16 +103,19 @@ RowLoader = Callable[[np.ndarray], list[tuple]]
 
 
 def late_reasons(
-    dates: pa.ChunkedArray, hashes: np.ndarray, span: tuple[date, date] | None, rows: RowLoader
+    dates: pa.ChunkedArray | None, hashes: np.ndarray, span: tuple[date, date] | None, rows: RowLoader
 ) -> np.ndarray:
     """Reason (object array, None where accepted) for one week's rows in input order.
 
-    ``span`` is the week's (date_from, date_to), None when the calendar lacks the week. ``rows``
-    loads the canonical values of given row positions, used only to confirm duplicate candidates.
+    ``span`` is the week's (date_from, date_to), None when the calendar lacks the week; ``dates`` may be
+    None when every date is known to lie in the span. ``rows`` loads the canonical values of given row
+    positions, used only to confirm duplicate candidates.
     """
     n = len(hashes)
     if span is None:
         outside = np.ones(n, dtype=bool)
+    elif dates is None:
+        outside = np.zeros(n, dtype=bool)
     else:
         outside = pc.or_(pc.less(dates, pa.scalar(span[0])), pc.greater(dates, pa.scalar(span[1])))
         outside = outside.to_numpy(zero_copy_only=False)

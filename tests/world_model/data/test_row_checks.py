@@ -41,3 +41,26 @@ def test_date_outside_week_wins_over_duplicate_and_unknown_week_rejects_all() ->
     assert same_week.tolist() == [None, None, Reason.DUPLICATE_LINE]
     unknown = late_reasons(dates, hashes, None, lambda p: [rows[i] for i in p])
     assert set(unknown.tolist()) == {Reason.DATE_OUTSIDE_WEEK}
+
+
+def test_integers_must_be_plain_digits_and_spend_finite() -> None:
+    import duckdb
+
+    from tests.conftest import lgsr_row
+    from world_model.data.duckdb_util import fetch_arrow
+    from world_model.data.row_checks import row_check_sql
+
+    cases = {
+        "1": None, "-0": Reason.NONPOSITIVE_QUANTITY, "1.5": Reason.UNPARSEABLE_NUMBER,
+        "0x10": Reason.UNPARSEABLE_NUMBER, "1_000": Reason.UNPARSEABLE_NUMBER, " 1": Reason.UNPARSEABLE_NUMBER,
+        "+1": Reason.UNPARSEABLE_NUMBER, "99999999999": Reason.UNPARSEABLE_NUMBER, "": Reason.UNPARSEABLE_NUMBER,
+    }
+    rows = [lgsr_row(QUANTITY=q) for q in cases] + [lgsr_row(SPEND="nan"), lgsr_row(SPEND="inf"), lgsr_row(SPEND="1e2")]
+    table = pa.Table.from_pylist(rows).append_column("_line", pa.array(range(len(rows)), pa.int64()))
+    con = duckdb.connect()
+    con.register("chunk", table)
+    checked = fetch_arrow(con, row_check_sql("seg"))
+    expected = list(cases.values()) + [Reason.UNPARSEABLE_NUMBER, Reason.UNPARSEABLE_NUMBER, None]
+    assert checked.column("reason").to_pylist() == expected
+    assert checked.column("_line").to_pylist() == list(range(len(rows)))  # input order is kept
+    assert checked.column("SPEND").to_pylist()[-1] == 100.0
