@@ -83,9 +83,9 @@ class IngestConfig:
     memory_limit: str = "2GB"
     """DuckDB's memory limit; larger intermediate results spill to ``DIR.partial/_duckdb_tmp``."""
     threads: int | None = None
-    """DuckDB threads of the global passes (None: one per core)."""
+    """DuckDB threads of the global passes, and of every pass when ``workers`` is 1 (None: one per core)."""
     workers: int | None = None
-    """Processes staging files in parallel (None: one per core; 1 stages inline)."""
+    """Processes for the per-file and per-week passes (None: one per core; 1 runs inline)."""
     progress: bool = True
     """Show progress bars."""
 

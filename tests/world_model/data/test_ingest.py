@@ -281,3 +281,17 @@ def test_missing_weeks_are_named_without_a_calendar_by_lgsr_numbering(tmp_path: 
     report = ingest(tmp_path, tmp_path / "out", QUIET)
     assert report["calendar_source"] == "inferred"
     assert report["missing_weeks"] == [200652, 200701]
+
+
+def test_whole_real_sample_is_counted_exactly_and_loses_nothing(real_sample: Path, tmp_path: Path) -> None:
+    report = ingest(real_sample, tmp_path / "out", IngestConfig(progress=False))
+    raw_rows = duckdb.connect().execute(
+        f"SELECT count(*) FROM read_csv('{real_sample}/transactions_*.csv.gz', all_varchar=true)"
+    ).fetchone()[0]
+    assert report["files"] == 94
+    assert report["rows_read"] == raw_rows == 2_519_777
+    assert report["rows_accepted"] == raw_rows and report["rows_quarantined"] == 0
+    assert (report["first_week"], report["last_week"]) == (200607, 200752)
+    assert report["missing_weeks"] == [200608, 200643, 200703, 200743]
+    assert (report["customers"], report["products"], report["stores"], report["baskets"]) == (4862, 4993, 761, 392510)
+    assert report["basket_ids_reconstructed"] is False

@@ -1,0 +1,66 @@
+"""The command line: help at every level, one-line user errors, and the demo on a tiny market."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retailsim.cli import build_parser, main
+from retailsim.demo import DemoConfig, run_demo
+
+
+def _subcommand_paths(parser, prefix=()):
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _subcommand_paths(sub, prefix + (name,))
+
+
+def test_help_at_every_level(capsys) -> None:
+    paths = [()] + list(_subcommand_paths(build_parser()))
+    assert ("data", "ingest") in paths and ("data", "generate") in paths and ("demo",) in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: retailsim" in capsys.readouterr().out
+
+
+def test_console_script_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "retailsim", "data", "ingest", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"retailsim: error: {tmp_path / 'none'}: no input files (*.csv, *.csv.gz, *.parquet)"
+
+
+def test_generate_then_ingest_through_the_cli(tmp_path: Path, capsys) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    args = ["data", "generate", "--out", str(raw), "--customers", "40", "--products", "50", "--stores", "3"]
+    assert main([*args, "--weeks", "2", "--dirty", "0.05", "--quiet"]) == 0
+    generated = json.loads(capsys.readouterr().out)
+    assert main(["data", "ingest", str(raw), "--out", str(out), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows_read"] == generated["rows"]
+    assert report["rows_quarantined"] == sum(generated["defects"].values())
+    assert main(["data", "facts", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == report["rows_accepted"]
+    assert main([*args, "--weeks", "2", "--quiet"]) == 2  # exists: needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_generates_ingests_and_reports(tmp_path: Path, capsys) -> None:
+    report = run_demo(tmp_path, DemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
+    printed = capsys.readouterr().out
+    assert report["rows_quarantined"] > 0
+    assert (tmp_path / "ingested" / "ingest_report.json").exists()
+    assert "calibration facts" in printed and "items_per_basket" in printed
+    again = run_demo(tmp_path, DemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
+    assert again["rows_read"] == report["rows_read"]  # reruns replace the previous demo
