@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from world_model.data.facts import compute_facts, format_facts
+from world_model.data.facts import SCALE_FREE_FACTS, compute_facts, format_facts
 from world_model.data.ingest import IngestConfig, ingest, iter_report_lines
 from world_model.data.synthetic import MarketConfig, generate_market
 
@@ -41,8 +41,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     report = ingest(raw, ingested, IngestConfig(overwrite=True, progress=progress))
     for line in iter_report_lines(report):
         print(f"  {line}")
-    print("calibration facts (generated vs the real LGSR sample):")
-    for line in format_facts(compute_facts(ingested)).splitlines():
+    print("size-independent facts, generated vs the real LGSR sample (full table: docs/calibration.md):")
+    for line in format_facts(compute_facts(ingested), SCALE_FREE_FACTS).splitlines():
         print(f"  {line}")
     print(f"report: {ingested / 'ingest_report.json'}")
     return report

@@ -61,6 +61,15 @@ def test_demo_generates_ingests_and_reports(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert report["rows_quarantined"] > 0
     assert (tmp_path / "ingested" / "ingest_report.json").exists()
-    assert "calibration facts" in printed and "items_per_basket" in printed
+    assert "size-independent facts" in printed and "items_per_basket" in printed
     again = run_demo(tmp_path, DemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
     assert again["rows_read"] == report["rows_read"]  # reruns replace the previous demo
+
+
+def test_example_script_runs(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "examples" / "ingest_and_query.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path), "--customers", "60"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "top products by revenue" in result.stdout and "true elasticity" in result.stdout

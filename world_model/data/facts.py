@@ -38,7 +38,8 @@ REAL_SAMPLE_FACTS: dict[str, float] = {
     "classes": 250,
 }
 
-# Facts whose value does not depend on the dataset's size, compared as ratios in calibration tests.
+# Facts whose value does not depend on the dataset's size (the others move with the number of weeks,
+# products or customers), so a small generated market can still be compared with the real sample.
 SCALE_FREE_FACTS: tuple[str, ...] = (
     "items_per_basket",
     "items_per_basket_median",
@@ -138,10 +139,10 @@ def compare_to_real(facts: dict[str, float | int], names: tuple[str, ...] = tupl
     return rows
 
 
-def format_facts(facts: dict[str, float | int]) -> str:
-    """The facts as an aligned table, with the real sample's value where one is known."""
+def format_facts(facts: dict[str, float | int], names: tuple[str, ...] | None = None) -> str:
+    """The facts (all, or ``names``) as an aligned table, with the real sample's value where one is known."""
     lines = [f"{'fact':<28} {'value':>12} {'real sample':>12}"]
-    for name, value in facts.items():
-        real = REAL_SAMPLE_FACTS.get(name)
+    for name in names or tuple(facts):
+        value, real = facts.get(name), REAL_SAMPLE_FACTS.get(name)
         lines.append(f"{name:<28} {value!s:>12} {'' if real is None else real:>12}")
     return "\n".join(lines)
