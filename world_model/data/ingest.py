@@ -152,7 +152,7 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
             destroyed,
             ", ".join(BASKET_REBUILD_KEY),
         )
-    weekly = _finalize_weeks(work, files, calendar, config)
+    weekly = _finalize_weeks(work, files, staged, calendar, destroyed > 0, config)
     lap("finalize")
     con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
     try:
@@ -169,7 +169,9 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
 
 
 def _check_headers(files: list[Path]) -> list[str]:
-    """Fail early, naming the file and the column, when a file lacks a column of either layout."""
+    """Fail early, naming the file and the column, when a file lacks a column of either layout.
+
+    Returns each file's layout."""
     layouts = []
     for path in files:
         header = read_header(path)
@@ -281,11 +283,17 @@ def _remove_partial_file_outputs(work: Path, index: int) -> None:
 
 
 class _WeekPartWriters:
-    """Per week, a staged canonical part and its row-ids part, written in step and renamed on close."""
+    """Per week, a staged canonical part and its row-ids part, written in step and renamed on close.
+
+    Also summarizes each part (rows, distinct baskets, whether any two rows share a duplicate hash), so
+    finalize can publish a clean single-part week without reading it again.
+    """
 
     def __init__(self, work: Path, index: int) -> None:
         self.work, self.index = work, f"{index:05d}"
         self.writers: dict[int, tuple[pq.ParquetWriter, pq.ParquetWriter]] = {}
+        self.hashes: dict[int, list[np.ndarray]] = {}
+        self.basket_ids: dict[int, list[pa.Array]] = {}
 
     def write(self, rows: pa.Table, row_ids: pa.Table) -> None:
         weeks = rows.column("SHOP_WEEK")
@@ -301,9 +309,26 @@ class _WeekPartWriters:
                     pq.ParquetWriter(f"{canonical}.tmp", CANONICAL_SCHEMA, **PART_WRITE_OPTIONS),
                     pq.ParquetWriter(f"{ids}.tmp", ROW_ID_SCHEMA, compression="lz4"),
                 )
+                self.hashes[week], self.basket_ids[week] = [], []
+            part = rows if mask is None else rows.filter(mask)
+            part_ids = (row_ids if mask is None else row_ids.filter(mask)).cast(ROW_ID_SCHEMA)
             canonical_writer, row_id_writer = self.writers[week]
-            canonical_writer.write_table(rows if mask is None else rows.filter(mask))
-            row_id_writer.write_table((row_ids if mask is None else row_ids.filter(mask)).cast(ROW_ID_SCHEMA))
+            canonical_writer.write_table(part)
+            row_id_writer.write_table(part_ids)
+            self.hashes[week].append(part_ids.column("_hash").to_numpy())
+            self.basket_ids[week].append(pc.unique(part.column("BASKET_ID")))
+
+    def summaries(self) -> dict[str, dict]:
+        """{week: {rows, baskets, duplicate_candidates}} of the parts written."""
+        result = {}
+        for week, chunks in self.hashes.items():
+            hashes = np.concatenate(chunks)
+            result[str(week)] = {
+                "rows": len(hashes),
+                "baskets": pc.count_distinct(pa.chunked_array(self.basket_ids[week])).as_py(),
+                "duplicate_candidates": bool(len(np.unique(hashes)) < len(hashes)),
+            }
+        return result
 
     def close(self, publish: bool) -> None:
         for week, pair in self.writers.items():
@@ -358,6 +383,7 @@ def _stage_one_file(
         "rows_read": rows_read,
         "rows_staged": rows_read - sum(reasons.values()),
         "quarantine_reasons": dict(reasons),
+        "parts": parts.summaries(),
     }
 
 
@@ -434,16 +460,22 @@ def _destroyed_ids(work: Path) -> pa.Array:
 # -------------------------------------------------------------------------------- pass 3: finalize
 
 
-def _finalize_weeks(work: Path, files: list[Path], calendar: pa.Table, config: IngestConfig) -> dict[int, dict]:
+def _finalize_weeks(
+    work: Path, files: list[Path], staged: list[dict], calendar: pa.Table, rebuild: bool, config: IngestConfig
+) -> dict[int, dict]:
     """Pass 3: per week, quarantine late findings, rebuild destroyed ids, publish the parts.
 
     Weeks are independent, so a pool of processes finalizes them; each leaves a marker.
     """
     spans = {w: (a, b) for w, a, b in zip(*(calendar.column(c).to_pylist() for c in calendar.column_names))}
+    summaries: dict[int, dict[str, dict]] = {}
+    for index, result in enumerate(staged):
+        for week, summary in result["parts"].items():
+            summaries.setdefault(int(week), {})[f"{index:05d}"] = summary
     weeks = _staged_weeks(work)
     weekly = {w: json.loads(_week_marker(work, w).read_text()) for w in weeks if _week_marker(work, w).exists()}
     todo = [w for w in weeks if w not in weekly]
-    jobs = [(work, w, files, spans.get(w), config) for w in todo]
+    jobs = [(work, w, files, spans.get(w), summaries.get(w, {}), rebuild, config) for w in todo]
     bar = tqdm(total=len(weeks), initial=len(weekly), desc="ingest: finalize", unit="week", disable=not config.progress or None)
     with bar:
         for week, outcome in zip(todo, run_jobs(_finalize_job, jobs, resolve_workers(config.workers, len(jobs)), bar)):
@@ -451,31 +483,44 @@ def _finalize_weeks(work: Path, files: list[Path], calendar: pa.Table, config: I
     return weekly
 
 
-def _dates_to_check(staged: list[Path], span: tuple | None) -> pa.ChunkedArray | None:
-    """The week's SHOP_DATE column, or None when the parts' statistics already prove every date in span."""
-    if span is not None:
-        inside = True
-        for path in staged:
-            metadata = pq.read_metadata(path)
-            column = metadata.schema.names.index("SHOP_DATE")
-            for group in range(metadata.num_row_groups):
-                stats = metadata.row_group(group).column(column).statistics
-                if stats is None or not stats.has_min_max or stats.min < span[0] or stats.max > span[1]:
-                    inside = False
-        if inside:
-            return None
-    return pa.chunked_array([pq.read_table(p, columns=["SHOP_DATE"]).column(0).combine_chunks() for p in staged])
+def _dates_in_span_by_statistics(staged: list[Path], span: tuple | None) -> bool:
+    """True when the parts' SHOP_DATE min/max statistics alone prove every date lies in ``span``."""
+    if span is None:
+        return False
+    for path in staged:
+        metadata = pq.read_metadata(path)
+        column = metadata.schema.names.index("SHOP_DATE")
+        for group in range(metadata.num_row_groups):
+            stats = metadata.row_group(group).column(column).statistics
+            if stats is None or not stats.has_min_max or stats.min < span[0] or stats.max > span[1]:
+                return False
+    return True
 
 
 def _week_marker(work: Path, week: int) -> Path:
     return work / "_state" / f"week-{week}.json"
 
 
-def _finalize_job(job: tuple[Path, int, list[Path], tuple | None, IngestConfig]) -> dict:
-    work, week, files, span, config = job
-    result = _finalize_week(work, week, files, span, config)
+def _finalize_job(job: tuple) -> dict:
+    work, week, files, span, summaries, rebuild, config = job
+    result = _publish_clean_week(work, week, span, summaries, rebuild)
+    if result is None:
+        result = _finalize_week(work, week, files, span, config)
     _write_json_atomic(_week_marker(work, week), result)
     return result
+
+
+def _publish_clean_week(work: Path, week: int, span: tuple | None, summaries: dict[str, dict], rebuild: bool) -> dict | None:
+    """The common case, without reading any rows: one staged part, no duplicate candidates, every date
+    in the week by the part's statistics, no ids to rebuild. Returns None when the week needs the full pass."""
+    if rebuild or len(summaries) != 1:
+        return None
+    (index, summary), = summaries.items()
+    staged = _staged_part(work, week, index)
+    if summary["duplicate_candidates"] or not staged.exists() or not _dates_in_span_by_statistics([staged], span):
+        return None
+    os.replace(staged, _final_part(work, week, index))
+    return {"rows_accepted": summary["rows"], "baskets": summary["baskets"], "quarantine_reasons": {}}
 
 
 def _finalize_week(work: Path, week: int, files: list[Path], span: tuple | None, config: IngestConfig) -> dict:
@@ -484,7 +529,9 @@ def _finalize_week(work: Path, week: int, files: list[Path], span: tuple | None,
     sizes = [t.num_rows for t in row_ids]
     staged = [_staged_part(work, week, i) for i in indices]
     hashes = np.concatenate([t.column("_hash").to_numpy() for t in row_ids])
-    dates = _dates_to_check(staged, span)
+    dates = None
+    if not _dates_in_span_by_statistics(staged, span):
+        dates = pa.chunked_array([pq.read_table(p, columns=["SHOP_DATE"]).column(0).combine_chunks() for p in staged])
 
     def load_rows(positions: np.ndarray) -> list[tuple]:
         week_rows = pa.concat_tables([pq.read_table(p) for p in staged])
