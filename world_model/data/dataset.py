@@ -4,6 +4,7 @@ Layout of ``DIR`` written by ``retailsim data ingest``::
 
     DIR/transactions/<SHOP_WEEK>/part-f<file>.parquet   canonical rows (schema.CANONICAL_SCHEMA)
     DIR/quarantine.parquet                              rejected rows, original text + reason
+    DIR/calendar.parquet                                shop_week, date_from, date_to (time.csv or inferred)
     DIR/ingest_report.json                              counts, weeks, timings, inputs
 
 Week folders are named by the bare week number, not ``SHOP_WEEK=yyyyww``: SHOP_WEEK is also a column
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from world_model.errors import RetailSimError
 
 TRANSACTIONS = "transactions"
+CALENDAR_FILE = "calendar.parquet"
 PART_PATTERN = "part-*.parquet"
 
 
@@ -40,6 +42,14 @@ def transaction_files(root: str | Path) -> list[Path]:
     if not files:
         raise RetailSimError(f"{root}: no ingested transactions (run 'retailsim data ingest' first)")
     return files
+
+
+def read_calendar_table(root: str | Path) -> pa.Table:
+    """The calendar ingest checked dates against: (shop_week int32, date_from date32, date_to date32)."""
+    path = Path(root) / CALENDAR_FILE
+    if not path.exists():
+        raise RetailSimError(f"{root}: no {CALENDAR_FILE} (ingest it again with this version of retailsim)")
+    return pq.read_table(path)
 
 
 def read_transactions(root: str | Path, columns: list[str] | None = None) -> pa.Table:

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from world_model.data.calendar import CALENDAR_SCHEMA, lgsr_weeks_between, read_calendar
-from world_model.data.dataset import PART_WRITE_OPTIONS, TRANSACTIONS, transactions_glob, week_dir
+from world_model.data.dataset import CALENDAR_FILE, PART_WRITE_OPTIONS, TRANSACTIONS, transactions_glob, week_dir
 from world_model.data.duckdb_util import connect, fetch_arrow
 from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
 from world_model.data.parallel import resolve_workers, run_jobs, worker_connection
@@ -164,6 +164,7 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     report["seconds"] = round(time.perf_counter() - started, 3)
     report["rows_per_second"] = round(report["rows_read"] / max(report["seconds"], 1e-9))
     report["parameters"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    _write_parquet_atomic(calendar, work / CALENDAR_FILE)  # downstream maps weeks to 1..N through it
     _publish(work, out_dir, report)
     return report
 

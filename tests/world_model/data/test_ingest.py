@@ -16,7 +16,7 @@ import pytest
 from retailsim.cli import main
 from tests.conftest import CALENDAR_200607_200609, lgsr_row, write_calendar, write_lgsr
 from world_model.data import ingest as ingest_module
-from world_model.data.dataset import read_transactions
+from world_model.data.dataset import read_calendar_table, read_transactions
 from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.schema import CANONICAL_SCHEMA, Reason
 from world_model.errors import RetailSimError
@@ -204,6 +204,7 @@ def test_a_crash_leaves_no_output_and_a_rerun_resumes_to_the_same_result(tmp_pat
         assert resumed[key] == expected[key]
     assert read_output(tmp_path / "out").equals(read_output(tmp_path / "fresh"))
     assert expected["missing_weeks"] == [200608]
+    assert read_calendar_table(tmp_path / "out").column("shop_week").to_pylist() == [200607, 200608, 200609]
     assert expected["quarantine_reasons"] == {Reason.UNPARSEABLE_NUMBER: 1, Reason.DUPLICATE_LINE: 1}
 
 
