@@ -81,6 +81,39 @@ def _cmd_data_facts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(text: str) -> tuple[int, int]:
+    try:
+        train_end, valid_end = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TRAIN_END,VALID_END (e.g. 80,95), got {text}") from None
+    if not 1 <= train_end < valid_end:
+        raise argparse.ArgumentTypeError(f"need 1 <= TRAIN_END < VALID_END, got {text}")
+    return train_end, valid_end
+
+
+def _cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from world_model.data.ingest import IngestConfig, ingest
+    from world_model.pipeline.config import PipelineConfig
+    from world_model.pipeline.runner import run_pipeline
+    from world_model.pipeline.stages import ALL_STAGES
+
+    source, workdir = Path(args.input), Path(args.out)
+    if not (source / "ingest_report.json").exists():  # raw LGSR input: ingest it first
+        ingested = workdir / "ingested"
+        if not (ingested / "ingest_report.json").exists():
+            ingest(source, ingested, IngestConfig(progress=not args.quiet))
+        source = ingested
+    train_end, valid_end = args.split
+    config = PipelineConfig(train_end=train_end, valid_end=valid_end, memory_limit=args.memory_limit, progress=not args.quiet)
+    report = run_pipeline(source, workdir, ALL_STAGES, config, only=args.stages.split(",") if args.stages else None)
+    for name, stage in report["stages"].items():
+        state = "skipped (up to date)" if stage["skipped"] else f"{stage['seconds']:.1f} s, peak {stage['peak_rss_mb']:.0f} MB"
+        outputs = ", ".join(f"{k} {v:,}" for k, v in stage["outputs"].items() if isinstance(v, int))
+        print(f"{name:<18} {state:<28} {outputs}")
+    print(f"report: {workdir / 'pipeline_report.json'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from retailsim.demo import run_demo
 
@@ -154,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     facts.add_argument("ingested", help="directory written by 'retailsim data ingest'")
     facts.add_argument("--json", action="store_true", help="print JSON")
     facts.set_defaults(func=_cmd_data_facts)
+
+    pipeline = commands.add_parser("pipeline", help="the data-to-training pipeline")
+    pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND", required=True)
+    run = pipeline_commands.add_parser(
+        "run",
+        help="ingested (or raw) transactions -> processed/, features/, prepared/",
+        description="Run the pipeline's stages in order. Finished stages whose inputs and parameters are "
+        "unchanged are skipped, so rerunning after a crash resumes. Everything fitted uses the training weeks only.",
+    )
+    run.add_argument("input", help="a directory written by 'retailsim data ingest', or raw LGSR input to ingest first")
+    run.add_argument("--out", required=True, help="work directory")
+    run.add_argument("--stages", help="comma-separated stages to run (with what they need); default: all")
+    run.add_argument("--split", type=_split, default=(80, 95), help="TRAIN_END,VALID_END week indices (default 80,95)")
+    run.add_argument("--memory-limit", default="4GB", help="DuckDB memory limit (default 4GB)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_pipeline_run)
     return parser
 
 

@@ -1,0 +1,211 @@
+"""Run pipeline stages in order, each once: manifests, skipping, atomic outputs and resume.
+
+A stage writes its files into a scratch folder; only when it returns are they renamed into
+``WORKDIR/<section>/`` and its manifest written, last. The manifest holds a fingerprint of everything
+the outputs depend on (the ingested data's report, the fitted parameters, the stage's version, the
+fingerprints of the stages it reads), so a re-run skips a stage whose fingerprint and outputs are
+unchanged and a crashed run resumes at the first stage without a valid manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from tqdm.auto import tqdm
+
+from world_model.data.dataset import read_calendar_table, transactions_glob
+from world_model.data.duckdb_util import connect
+from world_model.errors import RetailSimError
+from world_model.pipeline.config import PipelineConfig
+from world_model.pipeline.weeks import WeekIndex
+
+MANIFESTS = "manifests"
+REPORT = "pipeline_report.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: reads the ingested data and upstream artifacts, writes ``outputs``."""
+
+    name: str
+    section: str
+    """Folder of WORKDIR the outputs go to: "processed", "features" or "prepared"."""
+    outputs: tuple[str, ...]
+    run: Callable[["StageContext"], dict[str, int]]
+    """Writes every output into ``ctx.out``; returns {output file: rows}."""
+    depends_on: tuple[str, ...] = ()
+    version: int = 1
+    """Bump when the stage's logic changes, so old outputs are rebuilt."""
+
+
+class StageContext:
+    """What a stage may use: the ingested data through DuckDB views, upstream artifacts, the config."""
+
+    def __init__(self, ingested: Path, workdir: Path, config: PipelineConfig, weeks: WeekIndex, out: Path) -> None:
+        self.ingested, self.workdir, self.config, self.weeks, self.out = ingested, workdir, config, weeks, out
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A connection with views ``transactions`` (canonical rows + week_index + split) and
+        ``train_transactions`` (training weeks only: everything fitted reads this one)."""
+        con = connect(self.config.memory_limit, self.workdir / ".duckdb_tmp", self.config.threads)
+        con.register("week_index_table", self.weeks.table())
+        con.execute(
+            f"""CREATE VIEW transactions AS
+                SELECT t.*, w.week_index, w.split
+                FROM read_parquet('{transactions_glob(self.ingested)}') t JOIN week_index_table w USING (SHOP_WEEK)"""
+        )
+        con.execute("CREATE VIEW train_transactions AS SELECT * FROM transactions WHERE split = 'train'")
+        return con
+
+    def artifact(self, section: str, name: str) -> Path:
+        """Path of an upstream stage's output."""
+        path = self.workdir / section / name
+        if not path.exists():
+            raise RetailSimError(f"{path}: missing upstream artifact (run its stage first)")
+        return path
+
+
+def run_pipeline(
+    ingested: Path, workdir: Path, stages: list[Stage], config: PipelineConfig, only: list[str] | None = None
+) -> dict:
+    """Run ``stages`` (or the ``only`` ones and what they need) over ``ingested`` into ``workdir``."""
+    report_path = ingested / "ingest_report.json"
+    if not report_path.exists():
+        raise RetailSimError(f"{ingested}: not an ingested directory (no ingest_report.json)")
+    ingest_report = json.loads(report_path.read_text())
+    weeks = WeekIndex.from_calendar(
+        read_calendar_table(ingested),
+        ingest_report["first_week"],
+        ingest_report["last_week"],
+        config.train_end,
+        config.valid_end,
+    )
+    selected = _select(stages, only)
+    (workdir / MANIFESTS).mkdir(parents=True, exist_ok=True)
+    data_fingerprint = _digest(report_path.read_bytes())
+    fingerprints: dict[str, str] = {}
+    results: dict[str, dict] = {}
+    for stage in tqdm(selected, desc="pipeline", unit="stage", disable=not config.progress or None):
+        fingerprint = _digest(
+            json.dumps(
+                {
+                    "stage": stage.name,
+                    "version": stage.version,
+                    "data": data_fingerprint,
+                    "parameters": config.fitted_parameters(),
+                    "upstream": {d: fingerprints[d] for d in stage.depends_on},
+                },
+                sort_keys=True,
+            ).encode()
+        )
+        fingerprints[stage.name] = fingerprint
+        manifest = _read_manifest(workdir, stage)
+        if manifest and manifest["fingerprint"] == fingerprint and _outputs_exist(workdir, stage):
+            results[stage.name] = {**manifest, "skipped": True}
+            continue
+        results[stage.name] = _run_stage(stage, ingested, workdir, config, weeks, fingerprint)
+    report = {"ingested": str(ingested), "weeks": len(weeks.shop_weeks), "stages": results}
+    _write_json_atomic(workdir / REPORT, report)
+    return report
+
+
+def _select(stages: list[Stage], only: list[str] | None) -> list[Stage]:
+    by_name = {s.name: s for s in stages}
+    if not only:
+        return stages
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise RetailSimError(f"--stages: unknown stage {unknown[0]} (known: {', '.join(by_name)})")
+    wanted: set[str] = set()
+    todo = list(only)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(by_name[name].depends_on)
+    return [s for s in stages if s.name in wanted]
+
+
+def _run_stage(
+    stage: Stage, ingested: Path, workdir: Path, config: PipelineConfig, weeks: WeekIndex, fingerprint: str
+) -> dict:
+    scratch = workdir / stage.section / f".tmp-{stage.name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        rows = stage.run(StageContext(ingested, workdir, config, weeks, scratch))
+    missing = [name for name in stage.outputs if not (scratch / name).exists()]
+    if missing:
+        raise RuntimeError(f"stage {stage.name} did not write {missing}")
+    for name in stage.outputs:
+        target = workdir / stage.section / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(scratch / name, target)
+    shutil.rmtree(scratch)
+    manifest = {
+        "stage": stage.name,
+        "fingerprint": fingerprint,
+        "outputs": rows,
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_mb": round(memory.peak_bytes / 2**20, 1),
+        "skipped": False,
+    }
+    _write_json_atomic(workdir / MANIFESTS / f"{stage.name}.json", manifest)
+    return manifest
+
+
+def _read_manifest(workdir: Path, stage: Stage) -> dict | None:
+    path = workdir / MANIFESTS / f"{stage.name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _outputs_exist(workdir: Path, stage: Stage) -> bool:
+    return all((workdir / stage.section / name).exists() for name in stage.outputs)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class PeakMemory:
+    """Samples this process's resident memory every 50 ms while the block runs (Linux /proc)."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            try:
+                with open("/proc/self/statm") as handle:
+                    self.peak_bytes = max(self.peak_bytes, int(handle.read().split()[1]) * page)
+            except OSError:
+                return
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

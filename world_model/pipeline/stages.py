@@ -1,0 +1,9 @@
+"""The pipeline's stages in the order they run."""
+
+from __future__ import annotations
+
+from world_model.pipeline.customers import MISSION_PATTERNS, STORE_AFFINITY
+from world_model.pipeline.product_graph import PRODUCT_GRAPH
+from world_model.pipeline.runner import Stage
+
+ALL_STAGES: list[Stage] = [PRODUCT_GRAPH, STORE_AFFINITY, MISSION_PATTERNS]
