@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from world_model.data.dataset import transaction_files, transactions_glob
-from world_model.data.duckdb_util import connect
+from world_model.data.duckdb_util import connect, sql_string
 
 # Facts measured by compute_facts on the real sample in ../shared/data/lgsr_sample (94 weekly files,
 # 200607-200752); ARCHITECTURE.md's figures for the full 113-file sample agree within a few percent,
@@ -59,7 +59,7 @@ def compute_facts(ingested_dir: str | Path) -> dict[str, float | int]:
     """Compute the calibration facts of a directory written by ``retailsim data ingest``."""
     transaction_files(ingested_dir)  # fails clearly when there is nothing to read
     con = connect()
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{transactions_glob(ingested_dir)}')")
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({sql_string(transactions_glob(ingested_dir))})")
     facts: dict[str, float | int] = {}
     (
         facts["rows"],

@@ -22,7 +22,6 @@ half-written dataset; rerunning the same command after a crash resumes from ``DI
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import logging
@@ -43,7 +42,7 @@ from tqdm.auto import tqdm
 
 from world_model.data.calendar import CALENDAR_SCHEMA, lgsr_weeks_between, read_calendar
 from world_model.data.dataset import CALENDAR_FILE, PART_WRITE_OPTIONS, TRANSACTIONS, transactions_glob, week_dir
-from world_model.data.duckdb_util import connect, fetch_arrow
+from world_model.data.duckdb_util import connect, fetch_arrow, sql_string
 from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
 from world_model.data.parallel import resolve_workers, run_jobs, worker_connection
 from world_model.data.quarantine import (
@@ -68,6 +67,10 @@ log = logging.getLogger("retailsim")
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 SCIENTIFIC_ID_PATTERN = r"^[0-9.]+[eE][+-]?[0-9]+$"
+# Rows of one file and week summarized in memory while staging (~20 bytes a row); a larger part (a
+# whole-dataset single file) is summarized by reading it back in finalize instead.
+SUMMARY_MAX_ROWS = 5_000_000
+LATE_REJECTION_SCHEMA = pa.schema([("file", pa.int32()), ("line", pa.int64()), ("reason", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not config.overwrite:
         raise RetailSimError(f"{out_dir}: output directory exists and is not empty (pass --overwrite)")
+    connect(config.memory_limit).close()  # a bad --memory-limit fails now, not after the first pass
     files, found_calendar = discover_inputs(input_spec)
     calendar_path = config.calendar or found_calendar
     layouts = _check_headers(files)
@@ -153,6 +157,7 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
             ", ".join(BASKET_REBUILD_KEY),
         )
     weekly = _finalize_weeks(work, files, staged, calendar, destroyed > 0, config)
+    _quarantine_late_rejections(work, files, config)
     lap("finalize")
     con = connect(config.memory_limit, work / "_duckdb_tmp", config.threads)
     try:
@@ -293,6 +298,7 @@ class _WeekPartWriters:
     def __init__(self, work: Path, index: int) -> None:
         self.work, self.index = work, f"{index:05d}"
         self.writers: dict[int, tuple[pq.ParquetWriter, pq.ParquetWriter]] = {}
+        self.rows: dict[int, int] = {}
         self.hashes: dict[int, list[np.ndarray]] = {}
         self.basket_ids: dict[int, list[pa.Array]] = {}
 
@@ -316,17 +322,24 @@ class _WeekPartWriters:
             canonical_writer, row_id_writer = self.writers[week]
             canonical_writer.write_table(part)
             row_id_writer.write_table(part_ids)
-            self.hashes[week].append(part_ids.column("_hash").to_numpy())
-            self.basket_ids[week].append(pc.unique(part.column("BASKET_ID")))
+            self.rows[week] = self.rows.get(week, 0) + part.num_rows
+            if self.rows[week] > SUMMARY_MAX_ROWS:  # too big to summarize in memory: finalize reads it
+                self.hashes[week], self.basket_ids[week] = [], []
+            else:
+                self.hashes[week].append(part_ids.column("_hash").to_numpy())
+                self.basket_ids[week].append(pc.unique(part.column("BASKET_ID")))
 
-    def summaries(self) -> dict[str, dict]:
-        """{week: {rows, baskets, duplicate_candidates}} of the parts written."""
-        result = {}
+    def summaries(self) -> dict[str, dict | None]:
+        """{week: {rows, baskets, duplicate_candidates}} of the parts written (None where too big)."""
+        result: dict[str, dict | None] = {}
         for week, chunks in self.hashes.items():
+            if self.rows[week] > SUMMARY_MAX_ROWS:
+                result[str(week)] = None
+                continue
             hashes = np.concatenate(chunks)
             result[str(week)] = {
                 "rows": len(hashes),
-                "baskets": pc.count_distinct(pa.chunked_array(self.basket_ids[week])).as_py(),
+                "baskets": pc.count_distinct(pa.chunked_array(self.basket_ids[week], pa.string())).as_py(),
                 "duplicate_candidates": bool(len(np.unique(hashes)) < len(hashes)),
             }
         return result
@@ -415,9 +428,12 @@ def _resolve_calendar(
                 con,
                 f"""
                 SELECT CAST(SHOP_WEEK AS INTEGER) AS shop_week, date_from, CAST(date_from + 6 AS DATE) AS date_to
-                FROM (SELECT SHOP_WEEK, mode(SHOP_DATE - CAST(isodow(SHOP_DATE) - 1 AS INTEGER)) AS date_from
-                      FROM read_parquet('{_staged_glob(work)}') GROUP BY 1)
-                ORDER BY 1
+                FROM (SELECT SHOP_WEEK, monday AS date_from,
+                             row_number() OVER (PARTITION BY SHOP_WEEK ORDER BY count(*) DESC, monday) AS rank
+                      FROM (SELECT SHOP_WEEK, SHOP_DATE - CAST(isodow(SHOP_DATE) - 1 AS INTEGER) AS monday
+                            FROM read_parquet({sql_string(_staged_glob(work))}))
+                      GROUP BY SHOP_WEEK, monday)
+                WHERE rank = 1 ORDER BY 1
                 """,
             ).cast(CALENDAR_SCHEMA)
         _write_parquet_atomic(table, path)
@@ -439,7 +455,7 @@ def _find_destroyed_basket_ids(con: duckdb.DuckDBPyConnection, work: Path) -> in
             table = fetch_arrow(
                 con,
                 f"""
-                SELECT BASKET_ID FROM read_parquet('{_staged_glob(work)}') s
+                SELECT BASKET_ID FROM read_parquet({sql_string(_staged_glob(work))}) s
                 JOIN calendar c ON s.SHOP_WEEK = c.shop_week AND s.SHOP_DATE BETWEEN c.date_from AND c.date_to
                 GROUP BY BASKET_ID
                 HAVING min(STORE_CODE) <> max(STORE_CODE) OR min(SHOP_DATE) <> max(SHOP_DATE)
@@ -452,31 +468,29 @@ def _find_destroyed_basket_ids(con: duckdb.DuckDBPyConnection, work: Path) -> in
     return pq.read_metadata(path).num_rows
 
 
-@functools.lru_cache(maxsize=4)
-def _destroyed_ids(work: Path) -> pa.Array:
-    """Read once per process (finalize asks for every week)."""
-    return pq.read_table(_destroyed_ids_path(work)).column("BASKET_ID").combine_chunks()
-
-
 # -------------------------------------------------------------------------------- pass 3: finalize
 
 
 def _finalize_weeks(
     work: Path, files: list[Path], staged: list[dict], calendar: pa.Table, rebuild: bool, config: IngestConfig
 ) -> dict[int, dict]:
-    """Pass 3: per week, quarantine late findings, rebuild destroyed ids, publish the parts.
+    """Pass 3: per week, find late rejections, rebuild destroyed ids, publish the parts.
 
-    Weeks are independent, so a pool of processes finalizes them; each leaves a marker.
+    Weeks are independent, so a pool of processes finalizes them. A week first writes everything it
+    changes under temporary names, then its marker, then commits (renames); a week with a marker is
+    only committed again, so a crash at any point resumes to the same result.
     """
     spans = {w: (a, b) for w, a, b in zip(*(calendar.column(c).to_pylist() for c in calendar.column_names))}
-    summaries: dict[int, dict[str, dict]] = {}
+    summaries: dict[int, dict[str, dict | None]] = {}
     for index, result in enumerate(staged):
         for week, summary in result["parts"].items():
             summaries.setdefault(int(week), {})[f"{index:05d}"] = summary
     weeks = _staged_weeks(work)
     weekly = {w: json.loads(_week_marker(work, w).read_text()) for w in weeks if _week_marker(work, w).exists()}
+    for week in weekly:
+        _commit_week(work, week)
     todo = [w for w in weeks if w not in weekly]
-    jobs = [(work, w, files, spans.get(w), summaries.get(w, {}), rebuild, config) for w in todo]
+    jobs = [(work, w, spans.get(w), summaries.get(w, {}), rebuild, config) for w in todo]
     bar = tqdm(total=len(weeks), initial=len(weekly), desc="ingest: finalize", unit="week", disable=not config.progress or None)
     with bar:
         for week, outcome in zip(todo, run_jobs(_finalize_job, jobs, resolve_workers(config.workers, len(jobs)), bar)):
@@ -502,32 +516,43 @@ def _week_marker(work: Path, week: int) -> Path:
     return work / "_state" / f"week-{week}.json"
 
 
+def _late_rejections_part(work: Path, week: int) -> Path:
+    """(file, line, reason) of a week's late rejections; their text is read back once per file at the end."""
+    return work / "_quarantine" / f"late-week-{week}.parquet"
+
+
+def _week_parts(work: Path, week: int) -> list[str]:
+    return sorted(p.stem[1:] for p in (work / "_staging" / str(week)).glob("f*.parquet"))
+
+
 def _finalize_job(job: tuple) -> dict:
-    work, week, files, span, summaries, rebuild, config = job
-    result = _publish_clean_week(work, week, span, summaries, rebuild)
+    work, week, span, summaries, rebuild, config = job
+    for pending in week_dir(work, week).glob("*.pending"):  # left by a crash before this week's marker
+        pending.unlink()
+    result = None if rebuild else _clean_week_result(work, week, span, summaries)
     if result is None:
-        result = _finalize_week(work, week, files, span, config)
+        result = _finalize_week(work, week, span, rebuild, config)
     _write_json_atomic(_week_marker(work, week), result)
+    _commit_week(work, week)
     return result
 
 
-def _publish_clean_week(work: Path, week: int, span: tuple | None, summaries: dict[str, dict], rebuild: bool) -> dict | None:
-    """The common case, without reading any rows: one staged part, no duplicate candidates, every date
-    in the week by the part's statistics, no ids to rebuild. Returns None when the week needs the full pass."""
-    if rebuild or len(summaries) != 1:
+def _clean_week_result(work: Path, week: int, span: tuple | None, summaries: dict[str, dict | None]) -> dict | None:
+    """The common case, decided without reading any rows: one staged part, no duplicate candidates and
+    every date in the week by the part's statistics. None when the week needs the full pass."""
+    if len(summaries) != 1:
         return None
     (index, summary), = summaries.items()
-    staged = _staged_part(work, week, index)
-    if summary["duplicate_candidates"] or not staged.exists() or not _dates_in_span_by_statistics([staged], span):
+    if summary is None or summary["duplicate_candidates"]:
         return None
-    os.replace(staged, _final_part(work, week, index))
+    if not _dates_in_span_by_statistics([_staged_part(work, week, index)], span):
+        return None
     return {"rows_accepted": summary["rows"], "baskets": summary["baskets"], "quarantine_reasons": {}}
 
 
-def _finalize_week(work: Path, week: int, files: list[Path], span: tuple | None, config: IngestConfig) -> dict:
-    indices = sorted(p.stem[1:] for p in (work / "_staging" / str(week)).glob("f*.parquet"))
+def _finalize_week(work: Path, week: int, span: tuple | None, rebuild: bool, config: IngestConfig) -> dict:
+    indices = _week_parts(work, week)
     row_ids = [pq.read_table(_row_ids_part(work, week, i)) for i in indices]
-    sizes = [t.num_rows for t in row_ids]
     staged = [_staged_part(work, week, i) for i in indices]
     hashes = np.concatenate([t.column("_hash").to_numpy() for t in row_ids])
     dates = None
@@ -539,45 +564,69 @@ def _finalize_week(work: Path, week: int, files: list[Path], span: tuple | None,
         return [tuple(r.values()) for r in week_rows.take(pa.array(positions)).to_pylist()]
 
     reasons = late_reasons(dates, hashes, span, load_rows)
-    destroyed = _destroyed_ids(work)
-    quarantined: Counter[str] = Counter()
-    rows_accepted = 0
+    destroyed = _destroyed_ids(work) if rebuild else pa.array([], pa.string())
+    offsets = np.cumsum([0] + [t.num_rows for t in row_ids])
+    late = {"file": [], "line": [], "reason": []}
     basket_ids: list[pa.Array] = []
-    offsets = np.cumsum([0] + sizes)
     for i, index in enumerate(indices):
         part_reasons = reasons[offsets[i] : offsets[i + 1]]
         rejected = np.flatnonzero(part_reasons != None)  # noqa: E711 - object array of str/None
-        if len(rejected):
-            lines = row_ids[i].column("_line").to_numpy()[rejected]
-            table = reread_rows(files[int(index)], lines, list(part_reasons[rejected]), config.block_bytes)
-            _write_parquet_atomic(table, work / "_quarantine" / f"week-{week}-f{index}.parquet")
-            quarantined.update(part_reasons[rejected].tolist())
-        keep = part_reasons == None  # noqa: E711
-        accepted = _publish_part(work, week, index, keep, destroyed, config)
-        rows_accepted += len(accepted)
-        basket_ids.append(accepted)
-    baskets = pc.count_distinct(pa.chunked_array(basket_ids, pa.string())).as_py() if basket_ids else 0
-    return {"rows_accepted": rows_accepted, "baskets": baskets, "quarantine_reasons": dict(quarantined)}
+        late["file"] += [int(index)] * len(rejected)
+        late["line"] += row_ids[i].column("_line").to_numpy()[rejected].tolist()
+        late["reason"] += part_reasons[rejected].tolist()
+        basket_ids.append(_prepare_part(work, week, index, part_reasons == None, destroyed, config))  # noqa: E711
+    _write_parquet_atomic(pa.table(late, schema=LATE_REJECTION_SCHEMA), _late_rejections_part(work, week))
+    accepted = pa.chunked_array(basket_ids, pa.string())
+    return {
+        "rows_accepted": len(accepted),
+        "baskets": pc.count_distinct(accepted).as_py(),
+        "quarantine_reasons": dict(Counter(late["reason"])),
+    }
 
 
-def _publish_part(
+def _prepare_part(
     work: Path, week: int, index: str, keep: np.ndarray, destroyed: pa.Array, config: IngestConfig
 ) -> pa.Array:
-    """Turn a staged part into a final one (a rename when nothing changes); returns its basket ids."""
-    staged, final = _staged_part(work, week, index), _final_part(work, week, index)
-    if not staged.exists():  # published before a crash
-        return pq.read_table(final, columns=["BASKET_ID"]).column(0).combine_chunks()
-    rows = pq.read_table(staged) if not keep.all() or len(destroyed) else None
-    if rows is None:
-        basket_ids = pq.read_table(staged, columns=["BASKET_ID"]).column(0).combine_chunks()
-        os.replace(staged, final)
-        return basket_ids
-    rows = _with_rebuilt_basket_ids(_worker_connection(work, config), rows.filter(pa.array(keep)), destroyed)
-    tmp = final.with_name(final.name + ".tmp")
-    pq.write_table(rows, tmp, **PART_WRITE_OPTIONS)
-    os.replace(tmp, final)
-    os.remove(staged)
+    """Write the part's final content as ``.pending`` when it changes (commit renames it); returns its
+    accepted basket ids."""
+    staged = _staged_part(work, week, index)
+    if keep.all() and len(destroyed) == 0:
+        return pq.read_table(staged, columns=["BASKET_ID"]).column(0).combine_chunks()
+    rows = pq.read_table(staged).filter(pa.array(keep))
+    rows = _with_rebuilt_basket_ids(_worker_connection(work, config), rows, destroyed)
+    pending = _final_part(work, week, index).with_name(f"part-f{index}.parquet.pending")
+    pq.write_table(rows, pending, **PART_WRITE_OPTIONS)
     return rows.column("BASKET_ID").combine_chunks()
+
+
+def _commit_week(work: Path, week: int) -> None:
+    """Publish a week whose marker is written: idempotent, so it can be repeated after a crash."""
+    for index in _week_parts(work, week):
+        staged, final = _staged_part(work, week, index), _final_part(work, week, index)
+        pending = final.with_name(f"part-f{index}.parquet.pending")
+        if pending.exists():
+            os.replace(pending, final)
+            staged.unlink(missing_ok=True)
+        elif staged.exists():
+            os.replace(staged, final)
+
+
+def _destroyed_ids(work: Path) -> pa.Array:
+    return pq.read_table(_destroyed_ids_path(work)).column("BASKET_ID").combine_chunks()
+
+
+def _quarantine_late_rejections(work: Path, files: list[Path], config: IngestConfig) -> None:
+    """Read the original text of every late rejection back from its source, each file once."""
+    parts = sorted((work / "_quarantine").glob("late-week-*.parquet"))
+    if not parts:
+        return
+    late = pa.concat_tables([pq.read_table(p) for p in parts])
+    for index in pc.unique(late.column("file")).to_pylist():
+        mine = late.filter(pc.equal(late.column("file"), index))
+        table = reread_rows(files[index], mine.column("line").to_numpy(), mine.column("reason").to_pylist(), config.block_bytes)
+        _write_parquet_atomic(table, work / "_quarantine" / f"late-f{index:05d}.parquet")
+    for part in parts:
+        part.unlink()
 
 
 def _with_rebuilt_basket_ids(con: duckdb.DuckDBPyConnection, rows: pa.Table, destroyed: pa.Array) -> pa.Table:
@@ -625,12 +674,12 @@ def _build_report(
         customers, products, stores, anonymous = con.execute(
             f"""SELECT count(DISTINCT CUST_CODE), count(DISTINCT PROD_CODE), count(DISTINCT STORE_CODE),
                        count(*) FILTER (CUST_CODE IS NULL)
-                FROM read_parquet('{transactions_glob(work)}')"""
+                FROM read_parquet({sql_string(transactions_glob(work))})"""
         ).fetchone()
     missing: list[int] = []
     if weeks:  # weeks of the calendar (or of LGSR numbering, when it was inferred) without a row
         expected = (
-            calendar.column("shop_week").to_pylist()
+            sorted(calendar.column("shop_week").to_pylist())
             if calendar_source == "time.csv"
             else lgsr_weeks_between(weeks[0], weeks[-1])
         )
@@ -665,13 +714,15 @@ def _publish(work: Path, out_dir: Path, report: dict) -> None:
     target = work / "quarantine.parquet"
     if parts:
         con = connect()
+        sources = ", ".join(sql_string(p) for p in parts)
         con.execute(
-            f"COPY (SELECT * FROM read_parquet({[str(p) for p in parts]}) ORDER BY source_file, line) "
-            f"TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
+            f"COPY (SELECT * FROM read_parquet([{sources}]) ORDER BY source_file, line) "
+            f"TO {sql_string(target)} (FORMAT parquet, COMPRESSION zstd)"
         )
         con.close()
     else:
         pq.write_table(QUARANTINE_SCHEMA.empty_table(), target)
+    (work / "_state" / "inputs.json").unlink()  # first: an interrupted clean-up must not look resumable
     for scratch in ("_staging", "_quarantine", "_duckdb_tmp", "_state"):
         shutil.rmtree(work / scratch, ignore_errors=True)
     _write_json_atomic(work / "ingest_report.json", report)

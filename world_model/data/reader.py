@@ -58,7 +58,7 @@ def read_header(path: Path) -> list[str]:
         raise RetailSimError(f"{path}: file is empty (no header line)")
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     try:
-        text = first.decode("utf-8")
+        text = first.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError:
         raise RetailSimError(f"{path}: header is not UTF-8 text") from None
     return [name.strip().strip('"') for name in text.split(",")]
@@ -102,7 +102,11 @@ def _iter_csv(path: Path, columns: list[str], block_bytes: int) -> Iterator[Chun
 
 
 def _count_lines(data: bytes) -> int:
-    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    """Physical lines as pyarrow's parser sees them: ended by LF, CRLF or a lone CR."""
+    lines = data.count(b"\n")
+    if b"\r" in data:
+        lines += data.count(b"\r") - data.count(b"\r\n")
+    return lines + (0 if not data or data.endswith((b"\n", b"\r")) else 1)
 
 
 def _parse_block(path: Path, data: bytes, columns: list[str], first_line: int) -> Chunk:
@@ -128,9 +132,9 @@ def _parse_block(path: Path, data: bytes, columns: list[str], first_line: int) -
     total = _count_lines(data)
     bad = np.array(sorted(line for line, _ in malformed), dtype=np.int64)
     good = np.ones(total, dtype=bool)
-    good[bad - first_line] = False
+    good[bad[bad < first_line + total] - first_line] = False
     lines = np.flatnonzero(good).astype(np.int64) + first_line
-    if len(lines) != table.num_rows:  # would mean an embedded newline in a quoted field
+    if len(lines) != table.num_rows or len(bad) and bad[-1] >= first_line + total:  # a quoted newline
         raise RetailSimError(
             f"{path}: lines {first_line}..{first_line + total - 1} hold {table.num_rows} records for "
             f"{len(lines)} well-formed lines (quoted newlines are not supported)"
@@ -152,7 +156,17 @@ def _iter_parquet(path: Path, columns: list[str]) -> Iterator[Chunk]:
 
 
 def _as_text(array: pa.Array) -> pa.Array:
-    """Parquet columns may be typed; validation works on text, with '' for a missing value."""
+    """Parquet columns may be typed; validation works on LGSR's text, with '' for a missing value.
+
+    Dates become yyyymmdd and whole-number floats integers (a float BASKET_ID 9.941001e14 is the id
+    994100100398294, not a destroyed one); other values are cast as they are.
+    """
+    if pa.types.is_date(array.type) or pa.types.is_timestamp(array.type):
+        array = pc.strftime(array, format="%Y%m%d")
+    elif pa.types.is_floating(array.type):
+        valid = pc.drop_null(array)
+        if len(valid) and pc.all(pc.equal(pc.floor(valid), valid)).as_py():
+            array = pc.cast(array, pa.int64())
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         array = pc.cast(array, pa.string())
     return pc.fill_null(array, "")

@@ -44,8 +44,8 @@ def row_check_sql(layout: str, table: str = "chunk") -> str:
             TRY_CAST("SHOP_WEEK" AS INTEGER) AS t_week,
             CASE WHEN length("SHOP_DATE") = 8
                  THEN CAST(try_strptime("SHOP_DATE", '%Y%m%d') AS DATE) END AS t_date,
-            TRY_CAST("SHOP_WEEKDAY" AS TINYINT) AS t_weekday,
-            TRY_CAST("SHOP_HOUR" AS TINYINT) AS t_hour,
+            TRY_CAST("SHOP_WEEKDAY" AS INTEGER) AS t_weekday,
+            TRY_CAST("SHOP_HOUR" AS INTEGER) AS t_hour,
             TRY_CAST("QUANTITY" AS INTEGER) AS t_quantity,
             TRY_CAST("SPEND" AS DOUBLE) AS t_spend
         FROM {table}
@@ -82,8 +82,8 @@ def canonical_rows(raw: pa.Table, checked: pa.Table) -> pa.Table:
     n = raw.num_rows
     columns = []
     for field in CANONICAL_SCHEMA:
-        if field.name in TYPED_COLUMNS:
-            columns.append(checked.column(field.name))
+        if field.name in TYPED_COLUMNS:  # hour and weekday are checked in range before this narrowing cast
+            columns.append(checked.column(field.name).cast(field.type))
         elif field.name == "BASKET_ID_REBUILT":
             columns.append(pa.array(np.zeros(n, dtype=bool)))
         elif field.name not in raw.column_names:

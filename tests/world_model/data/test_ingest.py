@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -296,3 +297,94 @@ def test_whole_real_sample_is_counted_exactly_and_loses_nothing(real_sample: Pat
     assert report["missing_weeks"] == [200608, 200643, 200703, 200743]
     assert (report["customers"], report["products"], report["stores"], report["baskets"]) == (4862, 4993, 761, 392510)
     assert report["basket_ids_reconstructed"] is False
+
+
+def _two_week_source(root: Path) -> Path:
+    src = root / "in"
+    write_lgsr(src / "transactions_200607.csv", [lgsr_row(), lgsr_row(PROD_CODE="PRD2"), lgsr_row()])  # a duplicate
+    write_lgsr(src / "transactions_200609.csv", [lgsr_row(SHOP_WEEK="200609", SHOP_DATE="20060424", SHOP_WEEKDAY="2", BASKET_ID="5")])
+    write_calendar(src / "time.csv", CALENDAR_200607_200609)
+    return src
+
+
+@pytest.mark.parametrize("crash_in", ["_commit_week", "_quarantine_late_rejections", "_publish"])
+def test_a_crash_in_any_late_step_resumes_to_the_same_result(tmp_path: Path, monkeypatch, crash_in: str) -> None:
+    src = _two_week_source(tmp_path)
+    expected = ingest(src, tmp_path / "fresh", QUIET)
+    real = getattr(ingest_module, crash_in)
+    calls = []
+
+    def crash_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("power cut")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, crash_in, crash_once)
+    with pytest.raises(RuntimeError, match="power cut"):
+        ingest(src, tmp_path / "out", QUIET)
+    resumed = ingest(src, tmp_path / "out", QUIET)
+    assert resumed["quarantine_reasons"] == expected["quarantine_reasons"] == {Reason.DUPLICATE_LINE: 1}
+    assert resumed["rows_accepted"] == expected["rows_accepted"]
+    assert read_output(tmp_path / "out").equals(read_output(tmp_path / "fresh"))
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    assert [(r["line"], r["reason"]) for r in quarantine] == [(4, Reason.DUPLICATE_LINE)]
+
+
+def test_two_ingests_in_one_process_do_not_share_destroyed_ids(tmp_path: Path) -> None:
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(BASKET_ID="1"), lgsr_row(BASKET_ID="2", PROD_CODE="P2")])
+    assert ingest(source, tmp_path / "out", QUIET)["destroyed_basket_ids"] == 0
+    write_lgsr(source, [lgsr_row(BASKET_ID="1"), lgsr_row(BASKET_ID="1", STORE_CODE="STORE00009", PROD_CODE="P2")])
+    report = ingest(source, tmp_path / "out", IngestConfig(progress=False, workers=1, overwrite=True))
+    assert report["destroyed_basket_ids"] == 1
+    assert read_output(tmp_path / "out").column("BASKET_ID_REBUILT").to_pylist() == [True, True]
+
+
+def test_an_interrupted_clean_up_does_not_look_resumable(tmp_path: Path, monkeypatch) -> None:
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(), lgsr_row(QUANTITY="0")])
+    real_rmtree = shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):
+        if str(path).endswith("_duckdb_tmp"):
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(source, tmp_path / "out", QUIET)
+    monkeypatch.undo()
+    report = ingest(source, tmp_path / "out", QUIET)
+    assert (report["rows_accepted"], report["rows_quarantined"]) == (1, 1)
+
+
+def test_large_hour_and_weekday_are_range_errors_not_parse_errors(tmp_path: Path) -> None:
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(SHOP_HOUR="200"), lgsr_row(SHOP_WEEKDAY="300")])
+    report = ingest(source, tmp_path / "out", QUIET)
+    assert report["quarantine_reasons"] == {Reason.HOUR_OUT_OF_RANGE: 1, Reason.WEEKDAY_MISMATCH: 1}
+
+
+def test_byte_order_mark_and_lone_carriage_return(tmp_path: Path) -> None:
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(), lgsr_row(PROD_CODE="P2"), lgsr_row(PROD_CODE="P3")])
+    text = source.read_text().splitlines()
+    source.write_bytes(("\ufeff" + "\n".join(text[:2]) + "\r" + "\n".join(text[2:]) + "\n").encode("utf-8"))
+    report = ingest(source, tmp_path / "out", QUIET)
+    assert report["rows_read"] == 3 and report["rows_accepted"] == 3
+
+
+def test_typed_parquet_dates_and_float_ids_are_read_as_lgsr_text(tmp_path: Path) -> None:
+    csv_file = write_lgsr(tmp_path / "csv" / "transactions_200607.csv", [lgsr_row(), lgsr_row(PROD_CODE="P2", BASKET_ID="994100100398295")])
+    table = pacsv.read_csv(csv_file)
+    table = table.set_column(table.schema.get_field_index("SHOP_DATE"), "SHOP_DATE", pa.array([date(2006, 4, 15)] * 2))
+    table = table.set_column(table.schema.get_field_index("BASKET_ID"), "BASKET_ID", table.column("BASKET_ID").cast(pa.float64()))
+    (tmp_path / "pq").mkdir()
+    pq.write_table(table, tmp_path / "pq" / "transactions_200607.parquet")
+    report = ingest(tmp_path / "pq", tmp_path / "out", QUIET)
+    assert report["rows_accepted"] == 2 and report["destroyed_basket_ids"] == 0
+    assert sorted(read_output(tmp_path / "out").column("BASKET_ID").to_pylist()) == ["994100100398294", "994100100398295"]
+
+
+def test_paths_with_quotes_and_a_bad_memory_limit(tmp_path: Path) -> None:
+    source = write_lgsr(tmp_path / "it's" / "transactions_200607.csv", [lgsr_row()])
+    assert ingest(source.parent, tmp_path / "o'ut", QUIET)["rows_accepted"] == 1
+    with pytest.raises(RetailSimError, match="--memory-limit"):
+        ingest(source.parent, tmp_path / "x", IngestConfig(progress=False, memory_limit="2 gigs"))
