@@ -1,0 +1,86 @@
+"""The runner: manifests, skipping finished stages, resuming after a crash, atomic outputs, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from retailsim.cli import main
+from tests.world_model.pipeline.conftest import SPLIT
+from world_model.errors import RetailSimError
+from world_model.pipeline.runner import Stage, StageContext, run_pipeline
+from world_model.pipeline.weeks import WeekIndex
+
+
+def counting_stage(name: str, calls: list[str], depends_on: tuple[str, ...] = (), fail: bool = False) -> Stage:
+    def run(ctx: StageContext) -> dict[str, int]:
+        calls.append(name)
+        pq.write_table(pa.table({"x": [1, 2]}), ctx.out / f"{name}.parquet")
+        if fail:
+            raise RuntimeError(f"{name} crashed")
+        return {f"{name}.parquet": 2}
+
+    return Stage(name=name, section="processed", outputs=(f"{name}.parquet",), run=run, depends_on=depends_on)
+
+
+def test_finished_stages_are_skipped_and_a_crash_resumes_at_the_failed_stage(ingested_market: Path, tmp_path: Path) -> None:
+    calls: list[str] = []
+    crashing = [counting_stage("a", calls), counting_stage("b", calls, ("a",), fail=True)]
+    with pytest.raises(RuntimeError, match="b crashed"):
+        run_pipeline(ingested_market, tmp_path, crashing, SPLIT)
+    assert not (tmp_path / "processed" / "b.parquet").exists()  # nothing half-written is published
+    assert (tmp_path / "processed" / "a.parquet").exists()
+
+    stages = [counting_stage("a", calls), counting_stage("b", calls, ("a",))]
+    report = run_pipeline(ingested_market, tmp_path, stages, SPLIT)
+    assert calls == ["a", "b", "b"]  # a ran once; b ran again after its crash
+    assert report["stages"]["a"]["skipped"] and not report["stages"]["b"]["skipped"]
+    assert run_pipeline(ingested_market, tmp_path, stages, SPLIT)["stages"]["b"]["skipped"]
+    assert calls == ["a", "b", "b"]
+    manifest = json.loads((tmp_path / "manifests" / "b.json").read_text())
+    assert manifest["outputs"] == {"b.parquet": 2} and manifest["seconds"] >= 0 and manifest["peak_rss_mb"] > 0
+
+
+def test_a_changed_parameter_or_a_missing_output_reruns_the_stage(ingested_market: Path, tmp_path: Path) -> None:
+    calls: list[str] = []
+    stages = [counting_stage("a", calls)]
+    run_pipeline(ingested_market, tmp_path, stages, SPLIT)
+    run_pipeline(ingested_market, tmp_path, stages, dataclasses.replace(SPLIT, train_end=7))
+    (tmp_path / "processed" / "a.parquet").unlink()
+    run_pipeline(ingested_market, tmp_path, stages, SPLIT)
+    assert calls == ["a", "a", "a"]
+
+
+def test_only_selected_stages_and_their_dependencies_run(ingested_market: Path, tmp_path: Path) -> None:
+    calls: list[str] = []
+    stages = [counting_stage("a", calls), counting_stage("b", calls, ("a",)), counting_stage("c", calls)]
+    run_pipeline(ingested_market, tmp_path, stages, SPLIT, only=["b"])
+    assert calls == ["a", "b"]
+    with pytest.raises(RetailSimError, match="unknown stage z"):
+        run_pipeline(ingested_market, tmp_path, stages, SPLIT, only=["z"])
+
+
+def test_week_index_keeps_missing_weeks_in_place() -> None:
+    calendar = pa.table({"shop_week": [200651, 200652, 200701, 200702, 200703]})
+    weeks = WeekIndex.from_calendar(calendar, 200651, 200703, train_end=2, valid_end=3)
+    assert weeks.index(200701) == 3 and weeks.index(200703) == 5
+    assert [weeks.split(i) for i in range(1, 6)] == ["train", "train", "validation", "test", "test"]
+    with pytest.raises(ValueError):
+        WeekIndex.from_calendar(calendar, 200650, 200703, 2, 3)
+
+
+def test_cli_runs_the_pipeline_and_skips_on_rerun(ingested_market: Path, tmp_path: Path, capsys) -> None:
+    args = ["pipeline", "run", str(ingested_market), "--out", str(tmp_path), "--split", "8,10", "--quiet"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "product_graph" in first and "skipped" not in first
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("skipped (up to date)") == first.count("\n") - 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pipeline", "run", str(ingested_market), "--out", str(tmp_path), "--split", "9,3"])
+    assert exit_info.value.code == 2
