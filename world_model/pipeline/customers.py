@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+from world_model.data.duckdb_util import sql_string
 from world_model.pipeline.runner import Stage, StageContext
 
 AFFINITY = "customer_store_affinity.parquet"
@@ -50,7 +51,7 @@ def build_store_affinity(ctx: StageContext) -> dict[str, int]:
                   row_number() OVER (PARTITION BY CUST_CODE ORDER BY count(*) DESC, STORE_CODE) AS rank
            FROM trips GROUP BY CUST_CODE, STORE_CODE"""
     )
-    con.execute(f"COPY (SELECT * FROM visits ORDER BY CUST_CODE, rank) TO '{ctx.out / VISITS}' (FORMAT parquet)")
+    con.execute(f"COPY (SELECT * FROM visits ORDER BY CUST_CODE, rank) TO {sql_string(ctx.out / VISITS)} (FORMAT parquet)")
     con.execute(
         f"""COPY (
               WITH ordered AS (
@@ -72,7 +73,7 @@ def build_store_affinity(ctx: StageContext) -> dict[str, int]:
               SELECT CUST_CODE, primary_store, loyalty, stores_visited, switching_frequency, trips,
                      first_week_index, last_week_index
               FROM per_customer JOIN stores USING (CUST_CODE) ORDER BY CUST_CODE
-            ) TO '{ctx.out / AFFINITY}' (FORMAT parquet)"""
+            ) TO {sql_string(ctx.out / AFFINITY)} (FORMAT parquet)"""
     )
     rows = {name: _count(con, ctx, name) for name in (AFFINITY, VISITS)}
     con.close()
@@ -94,7 +95,7 @@ def build_mission_patterns(ctx: StageContext) -> dict[str, int]:
     con.execute(
         f"""COPY (SELECT CUST_CODE, count(*) AS trips, {", ".join(shares)}
                   FROM trips GROUP BY CUST_CODE ORDER BY CUST_CODE)
-            TO '{ctx.out / MISSIONS}' (FORMAT parquet)"""
+            TO {sql_string(ctx.out / MISSIONS)} (FORMAT parquet)"""
     )
     rows = {MISSIONS: _count(con, ctx, MISSIONS)}
     con.close()
@@ -107,7 +108,7 @@ def _slug(value: str) -> str:
 
 
 def _count(con, ctx: StageContext, name: str) -> int:
-    return con.execute(f"SELECT count(*) FROM read_parquet('{ctx.out / name}')").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM read_parquet({sql_string(ctx.out / name)})").fetchone()[0]
 
 
 STORE_AFFINITY = Stage(name="store_affinity", section="processed", outputs=(AFFINITY, VISITS), run=build_store_affinity)

@@ -11,6 +11,7 @@ does it with spilling under the configured memory limit.
 
 from __future__ import annotations
 
+from world_model.data.duckdb_util import sql_string
 from world_model.pipeline.runner import Stage, StageContext
 
 EDGES = "product_graph_edges.parquet"
@@ -46,7 +47,7 @@ def build_product_graph(ctx: StageContext) -> dict[str, int]:
                 JOIN product_baskets d ON d.PROD_CODE = p.dst)
               WHERE rank <= {int(config.top_complements)}
               ORDER BY src, rank
-            ) TO '{ctx.out / EDGES}' (FORMAT parquet, COMPRESSION zstd)"""
+            ) TO {sql_string(ctx.out / EDGES)} (FORMAT parquet, COMPRESSION zstd)"""
     )
     con.execute(
         f"""COPY (
@@ -56,14 +57,14 @@ def build_product_graph(ctx: StageContext) -> dict[str, int]:
                      sum(SPEND) / sum(QUANTITY) AS mean_unit_price,
                      coalesce(any_value(e.degree), 0) AS out_degree
               FROM train_transactions t
-              LEFT JOIN (SELECT src AS PROD_CODE, count(*) AS degree FROM read_parquet('{ctx.out / EDGES}') GROUP BY 1) e
+              LEFT JOIN (SELECT src AS PROD_CODE, count(*) AS degree FROM read_parquet({sql_string(ctx.out / EDGES)}) GROUP BY 1) e
                 USING (PROD_CODE)
               GROUP BY t.PROD_CODE ORDER BY t.PROD_CODE
-            ) TO '{ctx.out / NODES}' (FORMAT parquet, COMPRESSION zstd)"""
+            ) TO {sql_string(ctx.out / NODES)} (FORMAT parquet, COMPRESSION zstd)"""
     )
     rows = {
-        EDGES: con.execute(f"SELECT count(*) FROM read_parquet('{ctx.out / EDGES}')").fetchone()[0],
-        NODES: con.execute(f"SELECT count(*) FROM read_parquet('{ctx.out / NODES}')").fetchone()[0],
+        EDGES: con.execute(f"SELECT count(*) FROM read_parquet({sql_string(ctx.out / EDGES)})").fetchone()[0],
+        NODES: con.execute(f"SELECT count(*) FROM read_parquet({sql_string(ctx.out / NODES)})").fetchone()[0],
     }
     con.close()
     return rows

@@ -23,7 +23,7 @@ import duckdb
 from tqdm.auto import tqdm
 
 from world_model.data.dataset import read_calendar_table, transactions_glob
-from world_model.data.duckdb_util import connect
+from world_model.data.duckdb_util import connect, sql_string
 from world_model.errors import RetailSimError
 from world_model.pipeline.config import PipelineConfig
 from world_model.pipeline.weeks import WeekIndex
@@ -61,7 +61,7 @@ class StageContext:
         con.execute(
             f"""CREATE VIEW transactions AS
                 SELECT t.*, w.week_index, w.split
-                FROM read_parquet('{transactions_glob(self.ingested)}') t JOIN week_index_table w USING (SHOP_WEEK)"""
+                FROM read_parquet({sql_string(transactions_glob(self.ingested))}) t JOIN week_index_table w USING (SHOP_WEEK)"""
         )
         con.execute("CREATE VIEW train_transactions AS SELECT * FROM transactions WHERE split = 'train'")
         return con
