@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from world_model.pipeline.customers import MISSION_PATTERNS, STORE_AFFINITY
 from world_model.pipeline.entity_features import CUSTOMER_FEATURES, STORE_FEATURES
+from world_model.pipeline.product_features import PRODUCT_EMBEDDINGS, PSEUDO_BRANDS
 from world_model.pipeline.product_graph import PRODUCT_GRAPH
 from world_model.pipeline.runner import Stage
 
-ALL_STAGES: list[Stage] = [PRODUCT_GRAPH, STORE_AFFINITY, MISSION_PATTERNS, STORE_FEATURES, CUSTOMER_FEATURES]
+ALL_STAGES: list[Stage] = [
+    PRODUCT_GRAPH,
+    STORE_AFFINITY,
+    MISSION_PATTERNS,
+    PSEUDO_BRANDS,
+    PRODUCT_EMBEDDINGS,
+    STORE_FEATURES,
+    CUSTOMER_FEATURES,
+]
