@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from world_model.pipeline.customers import MISSION_PATTERNS, STORE_AFFINITY
 from world_model.pipeline.entity_features import CUSTOMER_FEATURES, STORE_FEATURES
+from world_model.pipeline.prices import PRICES
 from world_model.pipeline.product_features import PRODUCT_EMBEDDINGS, PSEUDO_BRANDS
 from world_model.pipeline.product_graph import PRODUCT_GRAPH
 from world_model.pipeline.runner import Stage
 
 ALL_STAGES: list[Stage] = [
+    PRICES,
     PRODUCT_GRAPH,
     STORE_AFFINITY,
     MISSION_PATTERNS,
