@@ -30,6 +30,7 @@ from world_model.pipeline.weeks import WeekIndex
 
 MANIFESTS = "manifests"
 REPORT = "pipeline_report.json"
+SPILL = ".duckdb_tmp"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class StageContext:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A connection with views ``transactions`` (canonical rows + week_index + split) and
         ``train_transactions`` (training weeks only: everything fitted reads this one)."""
-        con = connect(self.config.memory_limit, self.workdir / ".duckdb_tmp", self.config.threads)
+        con = connect(self.config.memory_limit, self.workdir / SPILL, self.config.threads)
         con.register("week_index_table", self.weeks.table())
         con.execute(
             f"""CREATE VIEW transactions AS
@@ -91,6 +92,9 @@ def run_pipeline(
     )
     selected = _select(stages, only)
     (workdir / MANIFESTS).mkdir(parents=True, exist_ok=True)
+    # A killed run leaves DuckDB's spill files behind and no later connection reuses them (GBs at scale);
+    # one run owns the work directory, so whatever is there now is garbage.
+    shutil.rmtree(workdir / SPILL, ignore_errors=True)
     data_fingerprint = _digest(report_path.read_bytes())
     fingerprints: dict[str, str] = {}
     results: dict[str, dict] = {}

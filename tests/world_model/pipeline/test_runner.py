@@ -13,7 +13,7 @@ import pytest
 from retailsim.cli import main
 from tests.world_model.pipeline.conftest import SPLIT
 from world_model.errors import RetailSimError
-from world_model.pipeline.runner import Stage, StageContext, run_pipeline
+from world_model.pipeline.runner import SPILL, Stage, StageContext, run_pipeline
 from world_model.pipeline.weeks import WeekIndex
 
 
@@ -56,6 +56,14 @@ def test_a_changed_parameter_or_a_missing_output_reruns_the_stage(ingested_marke
     (tmp_path / "processed" / "a.parquet").unlink()
     run_pipeline(ingested_market, tmp_path, stages, SPLIT)
     assert calls == ["a", "a", "a"]
+
+
+def test_spill_files_left_by_a_killed_run_are_cleared(ingested_market: Path, tmp_path: Path) -> None:
+    leftover = tmp_path / SPILL / "duckdb_temp_123_storage_0.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"x" * 1024)
+    run_pipeline(ingested_market, tmp_path, [counting_stage("a", [])], SPLIT)
+    assert not leftover.exists()
 
 
 def test_only_selected_stages_and_their_dependencies_run(ingested_market: Path, tmp_path: Path) -> None:
