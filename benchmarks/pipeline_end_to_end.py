@@ -44,6 +44,7 @@ def bench_pipeline(source: Path, workdir: Path, split: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=3_000_000, help="rows of the generated market (0: skip)")
+    parser.add_argument("--market", type=Path, help="an already generated market to use instead of generating one")
     parser.add_argument("--real", type=Path, default=REAL_SAMPLE)
     parser.add_argument("--split", default="80,95", help="TRAIN_END,VALID_END")
     parser.add_argument("--workdir", type=Path)
@@ -53,7 +54,9 @@ def main() -> None:
     try:
         if args.real.is_dir():
             result["real_sample"] = bench_pipeline(args.real, workdir, args.split)
-        if args.rows:
+        if args.market:
+            result["generated"] = bench_pipeline(args.market, workdir, args.split)
+        elif args.rows:
             market, result["generate"] = generate(args.rows, workdir, seed=0)
             result["generated"] = bench_pipeline(market, workdir, args.split)
     finally:

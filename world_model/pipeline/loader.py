@@ -153,19 +153,26 @@ def bert_mask(
     return masked, labels
 
 
+def _read_samples(data: PreparedData, name: str, columns: tuple[str, ...]) -> list[np.ndarray]:
+    """Sample columns as numpy: int64, except ``week_gap`` float64 (NaN for a cold start)."""
+    path = data.prepared / name
+    if not path.exists():
+        raise RetailSimError(f"{path}: missing (split must be train, validation or test)")
+    table = pq.read_table(path, columns=list(columns))
+    return [
+        table.column(c).to_numpy(zero_copy_only=False).astype(np.float64 if c == "week_gap" else np.int64)
+        for c in columns
+    ]
+
+
 class NextBasketDataset(Dataset):
     """Samples of ``prepared/{split}_next_basket.parquet``: the customer's last ``history_baskets`` baskets
     before the target (1 = the design's input basket; cold-start samples have none) and the target."""
 
     def __init__(self, data: PreparedData, split: str, history_baskets: int = 1) -> None:
-        path = data.prepared / f"{split}_next_basket.parquet"
-        if not path.exists():
-            raise RetailSimError(f"{path}: missing (split must be train, validation or test)")
-        table = pq.read_table(path, columns=["target_basket_row", "num_history_baskets", "week_gap"])
+        columns = _read_samples(data, f"{split}_next_basket.parquet", ("target_basket_row", "num_history_baskets", "week_gap"))
         self.data, self.history_baskets = data, history_baskets
-        self.targets = table.column("target_basket_row").to_numpy().astype(np.int64)
-        self.history = table.column("num_history_baskets").to_numpy().astype(np.int64)
-        self.week_gap = table.column("week_gap").to_numpy(zero_copy_only=False).astype(np.float64)
+        self.targets, self.history, self.week_gap = columns
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -195,14 +202,9 @@ class StoreVisitDataset(Dataset):
     target store as the label."""
 
     def __init__(self, data: PreparedData, split: str) -> None:
-        path = data.prepared / f"{split}_store_visit.parquet"
-        if not path.exists():
-            raise RetailSimError(f"{path}: missing (split must be train, validation or test)")
-        table = pq.read_table(path, columns=["previous_basket_row", "target_basket_row", "week_gap"])
+        columns = _read_samples(data, f"{split}_store_visit.parquet", ("previous_basket_row", "target_basket_row", "week_gap"))
         self.data = data
-        self.previous = table.column("previous_basket_row").to_numpy().astype(np.int64)
-        self.targets = table.column("target_basket_row").to_numpy().astype(np.int64)
-        self.week_gap = table.column("week_gap").to_numpy(zero_copy_only=False).astype(np.float64)
+        self.previous, self.targets, self.week_gap = columns
 
     def __len__(self) -> int:
         return len(self.targets)
