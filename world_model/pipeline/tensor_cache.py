@@ -22,7 +22,7 @@ loader workers), and records the code -> row maps in ``vocab.json``:
   customer's history is the contiguous rows before a basket): ``basket_offsets.npy`` [B + 1] int64,
   ``basket_items.npy`` [items] int32 vocabulary rows (each distinct product once, by PROD_CODE),
   ``basket_item_prices.npy`` [items, 6] float32 raw price inputs (``price_features.RAW_PRICE_COLUMNS``) of
-  each item at its basket's store and week, and ``basket_table.npy`` [B, 11] int32 (columns in
+  each item at its basket's store and week, and ``basket_table.npy`` [B, 12] int32 (columns in
   ``BASKET_TABLE_COLUMNS``; trip attributes as code-book positions, -1 unknown).
 
 Everything fitted (the vocabularies, code books, priors, the UNK rows) comes from training-week
@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from world_model.data.duckdb_util import sql_string
+from world_model.errors import RetailSimError
 from world_model.pipeline.customers import AFFINITY, MISSION_ATTRIBUTES, MISSIONS, VISITS, _slug
 from world_model.pipeline.entity_features import (
     COLD_START_TRIPS,
@@ -160,7 +161,12 @@ def _code_books(con) -> dict[str, list[str]]:
     books = {}
     for attribute, slots in TRIP_ATTRIBUTE_SLOTS.items():
         query = f"SELECT DISTINCT {attribute} FROM train_transactions WHERE {attribute} IS NOT NULL ORDER BY 1"
-        books[attribute] = [v for (v,) in con.execute(query).fetchall()][:slots]
+        books[attribute] = [v for (v,) in con.execute(query).fetchall()]
+        if len(books[attribute]) > slots:
+            raise RetailSimError(
+                f"{attribute}: {len(books[attribute])} distinct values in the training weeks, but T6 has room for "
+                f"{slots} (the width is fixed); map rare values together before ingest"
+            )
     return books
 
 
@@ -187,7 +193,7 @@ def _write_baskets(ctx: StageContext, con, books: dict[str, list[str]]) -> dict[
         book_sql.append(f"CASE b.{attribute} {cases} ELSE -1 END" if book else "-1")
     split_sql = " ".join(f"WHEN '{s}' THEN {c}" for s, c in SPLIT_CODES.items())
     table_sql = f"""
-        SELECT coalesce(c.vocab_row, {CUSTOMER_UNK}), coalesce(s.vocab_row, {STORE_UNK}), b.week_index, b.SHOP_DATE,
+        SELECT coalesce(c.vocab_row, {CUSTOMER_UNK}), coalesce(s.vocab_row, {STORE_UNK}), b.week_index, CAST(strftime(b.SHOP_DATE, '%Y%m%d') AS INTEGER),
                b.weekday, b.hour, b.history_baskets, CASE b.split {split_sql} END, {", ".join(book_sql)}, b.n_products
         FROM read_parquet({baskets_path}) b
         LEFT JOIN customer_vocab c USING (CUST_CODE) LEFT JOIN store_vocab s USING (STORE_CODE)

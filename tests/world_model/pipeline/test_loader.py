@@ -70,6 +70,8 @@ def test_next_basket_batch_matches_the_sample_files(data: PreparedData) -> None:
             assert latest == data.basket_items[start:stop].tolist()
         target = baskets.loc[int(sample["target_basket_row"])]
         assert first["t3"][position, 16 + int(target["weekday"]) - 1] == 1
+        day_of_year = pd.Timestamp(target["SHOP_DATE"]).day_of_year - 1
+        assert first["t3"][position, 0].item() == pytest.approx(np.sin(2 * np.pi * day_of_year / 365.25), abs=1e-5)
         assert first["store"][position] == data.vocab["stores"]["codes"].index(target["STORE_CODE"]) + 1
 
 

@@ -96,6 +96,7 @@ def test_baskets_hold_each_trip_distinct_products_and_their_prices(workdir: Path
         assert got == [row_of.get(c, UNK) for c in codes]
         assert table[b.basket_row, BASKET_TABLE_COLUMNS.index("store_row")] == store_row.get(b.STORE_CODE, 0)
         assert table[b.basket_row, BASKET_TABLE_COLUMNS.index("week_index")] == b.week_index
+        assert table[b.basket_row, BASKET_TABLE_COLUMNS.index("shop_date")] == int(pd.Timestamp(b.SHOP_DATE).strftime("%Y%m%d"))
         for offset, code in enumerate(codes):
             key = (code, b.STORE_CODE, b.week_index)
             if key in derived.index:
