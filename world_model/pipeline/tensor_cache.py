@@ -189,7 +189,7 @@ def _write_baskets(ctx: StageContext, con, books: dict[str, list[str]]) -> dict[
     con.execute(f"CREATE TEMP TABLE customer_vocab AS SELECT CUST_CODE, row + 1 AS vocab_row FROM read_parquet({sql_string(ctx.artifact('features', CUSTOMER_INDEX))})")
     book_sql = []
     for attribute, book in books.items():
-        cases = " ".join(f"WHEN {_quote(v)} THEN {i}" for i, v in enumerate(book))
+        cases = " ".join(f"WHEN {sql_string(v)} THEN {i}" for i, v in enumerate(book))
         book_sql.append(f"CASE b.{attribute} {cases} ELSE -1 END" if book else "-1")
     split_sql = " ".join(f"WHEN '{s}' THEN {c}" for s, c in SPLIT_CODES.items())
     table_sql = f"""
@@ -272,10 +272,6 @@ def _stream(con, sql: str, sink) -> None:
         block = np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float64) for c in batch.columns])
         sink(start, block)
         start += len(block)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def build_tensor_cache(ctx: StageContext) -> dict[str, int]:
