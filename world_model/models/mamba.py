@@ -1,0 +1,418 @@
+"""The Mamba encoder, with its selective-scan backend chosen at run time.
+
+The layer is Mamba-1 as in ``mamba_ssm/modules/mamba_simple.py`` (Gu & Dao, 2023): per channel of the inner
+width, a linear recurrence whose step size, input and output maps depend on the input,
+
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t        h: [d_state] per (batch, channel)
+    y_t = C_t . h_t + D * u_t,  then gated by SiLU(z_t).
+
+Backends (``selective_scan`` picks one per call; ``backend_for`` says which):
+
+- ``"mamba_ssm"``: ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``, the fused CUDA kernel, when
+  the package imports (it only installs where CUDA and nvcc exist: the ``cuda`` extra) and the tensors are
+  on CUDA.
+- ``"pytorch"``: ``selective_scan_parallel``, a chunked log-depth scan in plain PyTorch, everywhere else.
+
+Both read the same parameters under the same names as ``mamba_simple.Mamba`` (``in_proj, conv1d, x_proj,
+dt_proj, A_log, D, out_proj``), so a checkpoint moves between backends and loads ``mamba_ssm`` weights.
+``selective_scan_reference`` is the sequential loop over time: a test reference, not a backend.
+
+Not here (yet): the one-token decoding step with a cached state, and the fused ``mamba_inner_fn`` /
+``causal_conv1d`` path (the convolution is a plain depthwise ``nn.Conv1d`` on both backends).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+try:  # the fused kernel imports its CUDA extension at module load, so a CPU-only machine fails here
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+except (ImportError, OSError) as error:  # OSError: the extension is present but its CUDA libraries are not
+    selective_scan_fn = None
+    KERNEL_IMPORT_ERROR: str | None = f"{type(error).__name__}: {error}"
+else:
+    KERNEL_IMPORT_ERROR = None
+
+KERNEL_BACKEND = "mamba_ssm"
+PURE_BACKEND = "pytorch"
+DEFAULT_CHUNK_SIZE = 8  # on CPU, 4 to 32 measured within ~25% of each other; 4-8 fastest at L = 1024
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class MambaConfig:
+    """Sizes and initialisation of a Mamba encoder; the defaults are ``mamba_simple.Mamba``'s."""
+
+    d_model: int
+    """Width of the residual stream: the encoder's input and output feature size."""
+    d_state: int = 16
+    """State size N of the recurrence, per inner channel."""
+    d_conv: int = 4
+    """Kernel width of the causal depthwise convolution before the scan."""
+    expand: int = 2
+    """Inner width = expand * d_model: the channels the scan runs over."""
+    dt_rank: int | str = "auto"
+    """Rank of the low-rank projection that makes the step size delta; "auto" = ceil(d_model / 16)
+    (resolved to an int on construction)."""
+    dt_min: float = 0.001
+    """Smallest initial step size: softplus(dt_proj.bias) starts log-uniform in [dt_min, dt_max]."""
+    dt_max: float = 0.1
+    """Largest initial step size."""
+    dt_init_floor: float = 1e-4
+    """Lower clamp on the sampled initial step sizes."""
+    bias: bool = False
+    """Biases on in_proj and out_proj."""
+    conv_bias: bool = True
+    """Bias on the depthwise convolution."""
+    n_layers: int = 4
+    """Residual Mamba layers in the encoder."""
+
+    def __post_init__(self) -> None:
+        if self.dt_rank == "auto":
+            self.dt_rank = math.ceil(self.d_model / 16)
+        elif isinstance(self.dt_rank, str):
+            raise ValueError(f"dt_rank must be an int or 'auto', got {self.dt_rank!r}")
+        for name in ("d_model", "d_state", "d_conv", "expand", "dt_rank", "n_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @classmethod
+    def small(cls, **overrides) -> MambaConfig:
+        """A size that trains on a CPU: d_model 64, 2 layers (inner width 128)."""
+        return cls(**{"d_model": 64, "n_layers": 2, **overrides})
+
+    @classmethod
+    def full(cls, **overrides) -> MambaConfig:
+        """The design's size (issue 4): d_model 512, 4 layers (inner width 1024)."""
+        return cls(**{"d_model": 512, "n_layers": 4, **overrides})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Selective scan: shapes as mamba_ssm's selective_scan_fn
+#   u, delta, z: [batch, d_inner, L]   A: [d_inner, d_state]   B, C: [batch, d_state, L]
+#   D, delta_bias: [d_inner]           result: [batch, d_inner, L], in u's dtype
+# Arithmetic is in float32 at least (float64 stays float64), as the kernel computes in float32.
+# --------------------------------------------------------------------------------------------------------------
+
+def _check_scan_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                       z: Tensor | None, delta_bias: Tensor | None) -> None:
+    if u.dim() != 3:
+        raise ValueError(f"u must be [batch, d_inner, L], got {tuple(u.shape)}")
+    batch, d_inner, length = u.shape
+    if A.dim() != 2 or A.shape[0] != d_inner:
+        raise ValueError(f"A must be [d_inner={d_inner}, d_state], got {tuple(A.shape)}")
+    d_state = A.shape[1]
+    expected = {"delta": (delta, (batch, d_inner, length)), "B": (B, (batch, d_state, length)),
+                "C": (C, (batch, d_state, length)), "D": (D, (d_inner,)), "z": (z, (batch, d_inner, length)),
+                "delta_bias": (delta_bias, (d_inner,))}
+    for name, (tensor, shape) in expected.items():
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+
+
+def _compute_dtype(u: Tensor) -> torch.dtype:
+    return torch.promote_types(u.dtype, torch.float32)
+
+
+def _step_sizes(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool) -> Tensor:
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(delta.dtype)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
+
+
+def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                             z: Tensor | None = None, delta_bias: Tensor | None = None,
+                             delta_softplus: bool = True) -> Tensor:
+    """The selective scan as a sequential loop over time (``mamba_ssm``'s ``selective_scan_ref``).
+
+    A test reference only: L small steps in Python, each a [batch, d_inner, d_state] update. Note that
+    ``delta_softplus`` defaults to True here (the Mamba layer's setting), False in ``mamba_ssm``.
+    """
+    _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
+    dtype_in, dtype = u.dtype, _compute_dtype(u)
+    u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
+    delta = _step_sizes(delta, delta_bias, delta_softplus)
+    decay = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))  # [b, d_inner, L, d_state]
+    drive = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)  # [b, d_inner, L, d_state]
+    state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])  # [b, d_inner, d_state]
+    ys = []
+    # unbind, not decay[:, :, t]: the backward of L slices would write L full-size zero gradients (O(L^2))
+    for decay_t, drive_t, C_t in zip(decay.unbind(2), drive.unbind(2), C.unbind(2)):
+        state = decay_t * state + drive_t
+        ys.append(torch.einsum("bdn,bn->bd", state, C_t))  # [b, d_inner]
+    y = torch.stack(ys, dim=2)  # [b, d_inner, L]
+    return _skip_and_gate(y, u, D, z).to(dtype_in)
+
+
+def _chunked_linear_scan(a: Tensor, x: Tensor, chunk_size: int, reverse: bool = False) -> Tensor:
+    """h_t = a_t * h_{t-1} + x_t along the first dimension (h_{-1} = 0), without autograd; a, x are not written.
+
+    ``reverse=True`` runs the other way: h_t = a_t * h_{t+1} + x_t (h_L = 0).
+
+    1. Split time into chunks of T = chunk_size (padded, at the end the scan reaches last, with the identity
+       pair a=1, x=0).
+    2. Within every chunk at once, a Hillis-Steele scan over (a, x) pairs: at offset k = 1, 2, 4, ... < T,
+       x_t <- x_t + a_t * x_{t-k} and a_t <- a_t * a_{t-k}. After ceil(log2 T) steps x_t is the chunk-local
+       state (zero state entering the chunk) and a_t the product of the chunk's a up to t.
+    3. The chunks' last pairs are a sequence of length L/T: scan it with this same function (recursion depth
+       log_T L) to get the state at the end of every chunk.
+    4. Add the state entering each chunk, carried by the prefix products: h_t = x_t + a_t * h_start.
+
+    Depth ~log2 L whole-tensor steps, no loop over L. Work ~(2 log2 T + 1) passes over the tensor per
+    level, levels shrinking by T; the reference loop makes ~2. Every factor multiplied in is a product of
+    a's in [0, 1], so nothing can overflow (small products underflow to 0, which is their value).
+    Time is the first dimension so that every shifted slice is made of whole contiguous time steps.
+    """
+    length = a.shape[0]
+    if length == 1:
+        return x.clone()
+    chunk = min(chunk_size, length)
+    n_chunks = -(-length // chunk)
+    pad = n_chunks * chunk - length
+    if pad:
+        identity_a, identity_x = a.new_ones((pad, *a.shape[1:])), x.new_zeros((pad, *x.shape[1:]))
+        a = torch.cat([identity_a, a] if reverse else [a, identity_a])
+        x = torch.cat([identity_x, x] if reverse else [x, identity_x])
+    a = a.reshape(n_chunks, chunk, *a.shape[1:])  # [n_chunks, T, ...]
+    x = x.reshape(n_chunks, chunk, *x.shape[1:])
+
+    def split(t: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(the first `step` positions the scan meets, which keep their value; the others; their partners)."""
+        if reverse:
+            return t[:, -step:], t[:, :-step], t[:, step:]
+        return t[:, :step], t[:, step:], t[:, :-step]
+
+    # each step writes fresh buffers (two per tensor, used in turn): the right-hand sides read the old values,
+    # and the caller's tensors are never written
+    spare_a = spare_x = None
+    step = 1
+    while step < chunk:
+        new_a = torch.empty_like(a) if spare_a is None else spare_a
+        new_x = torch.empty_like(x) if spare_x is None else spare_x
+        (a_kept, a_updated, a_partner), (x_kept, x_updated, x_partner) = split(a, step), split(x, step)
+        new_a_kept, new_a_updated, _ = split(new_a, step)
+        new_x_kept, new_x_updated, _ = split(new_x, step)
+        new_x_kept.copy_(x_kept)
+        torch.addcmul(x_updated, a_updated, x_partner, out=new_x_updated)
+        new_a_kept.copy_(a_kept)
+        torch.mul(a_updated, a_partner, out=new_a_updated)
+        if step > 1:  # a, x are buffers of ours from here on
+            spare_a, spare_x = a, x
+        a, x = new_a, new_x
+        step *= 2
+    if n_chunks > 1:
+        last = 0 if reverse else -1
+        chunk_end_states = _chunked_linear_scan(a[:, last], x[:, last], chunk_size, reverse)  # [n_chunks, ...]
+        if reverse:
+            x[:-1].addcmul_(a[:-1], chunk_end_states[1:].unsqueeze(1))
+        else:
+            x[1:].addcmul_(a[1:], chunk_end_states[:-1].unsqueeze(1))
+    h = x.reshape(n_chunks * chunk, *x.shape[2:])
+    return h[pad:] if reverse else h[:length]
+
+
+class _LinearScan(torch.autograd.Function):
+    """h = linear_scan(a, x) with h_t = a_t h_{t-1} + x_t over dim 0; the backward pass is the same scan backwards.
+
+    With g = dLoss/dh, the adjoint lam_t = dLoss/dh_t (through all later steps) obeys
+    lam_t = a_{t+1} lam_{t+1} + g_t: a linear scan in reversed time. Then dLoss/dx_t = lam_t and
+    dLoss/da_t = lam_t h_{t-1}. Only a and h are kept for backward (no per-step intermediates).
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, x: Tensor, chunk_size: int) -> Tensor:
+        h = _chunked_linear_scan(a, x, chunk_size)
+        ctx.save_for_backward(a, h)
+        ctx.chunk_size = chunk_size
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h: Tensor):
+        a, h = ctx.saved_tensors
+        a_next = torch.cat([a[1:], a.new_zeros((1, *a.shape[1:]))])  # a_{t+1}, 0 past the end
+        lam = _chunked_linear_scan(a_next, grad_h, ctx.chunk_size, reverse=True)
+        grad_a = torch.empty_like(a)
+        grad_a[0] = 0.0  # h_{-1} = 0
+        torch.mul(lam[1:], h[:-1], out=grad_a[1:])
+        return grad_a, lam, None
+
+
+def selective_scan_parallel(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                            z: Tensor | None = None, delta_bias: Tensor | None = None,
+                            delta_softplus: bool = True, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    """The selective scan in plain PyTorch, parallel over time; same arguments and result as the reference.
+
+    Discretise once: a = exp(delta * A) in (0, 1] (A < 0, delta > 0, so the only exponentials have exponents
+    <= 0) and x = delta * B * u, both time-major [L, batch, d_inner, d_state]; then the chunked log-depth
+    scan (``_chunked_linear_scan``) with a hand-written backward (``_LinearScan``), and y = C . h + D u, gated.
+
+    Cost: memory: a, x, h of L*batch*d_inner*d_state each (a and h kept for backward) plus up to four such
+    buffers while scanning; the reference loop holds about as much. Work ~(2 log2 T + 1) passes per element
+    against the loop's ~2, in ~log2 L steps instead of L (T = chunk_size >= 2): on a GPU the steps are what
+    counts, on a CPU the passes (see benchmarks/mamba_scan.py). Differentiable once (no double backward).
+    """
+    if chunk_size < 2:
+        raise ValueError(f"chunk_size must be >= 2, got {chunk_size}")
+    _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
+    dtype_in, dtype = u.dtype, _compute_dtype(u)
+    u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
+    delta = _step_sizes(delta, delta_bias, delta_softplus)
+    delta_t = delta.permute(2, 0, 1).contiguous()  # [L, b, d_inner]
+    a = torch.exp(delta_t.unsqueeze(-1) * A)  # [L, b, d_inner, d_state], in (0, 1]
+    x = (delta_t * u.permute(2, 0, 1)).unsqueeze(-1) * B.permute(2, 0, 1).unsqueeze(2)  # [L, b, d_inner, d_state]
+    h = _LinearScan.apply(a, x, chunk_size)  # [L, b, d_inner, d_state]
+    y = torch.matmul(h, C.permute(2, 0, 1).unsqueeze(-1)).squeeze(-1)  # [L, b, d_inner]
+    y = y.permute(1, 2, 0).contiguous()  # [b, d_inner, L]
+    return _skip_and_gate(y, u, D, z).to(dtype_in)
+
+
+def backend_for(tensor: Tensor) -> str:
+    """The backend ``selective_scan`` uses for tensors like this one: "mamba_ssm" or "pytorch"."""
+    return KERNEL_BACKEND if selective_scan_fn is not None and tensor.is_cuda else PURE_BACKEND
+
+
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                   z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = True) -> Tensor:
+    """The selective scan on the best backend for ``u`` (see ``backend_for``); arguments as the reference."""
+    if backend_for(u) == KERNEL_BACKEND:
+        return selective_scan_fn(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+    return selective_scan_parallel(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------------------------
+
+class MambaBlock(nn.Module):
+    """One Mamba mixer, [batch, L, d_model] -> [batch, L, d_model], causal in L.
+
+    Parameter names, shapes and initialisation are ``mamba_simple.Mamba``'s, so state dicts are interchangeable:
+    in_proj.weight [2*d_inner, d_model], conv1d.weight [d_inner, 1, d_conv] (+ conv1d.bias),
+    x_proj.weight [dt_rank + 2*d_state, d_inner], dt_proj.weight [d_inner, dt_rank], dt_proj.bias [d_inner],
+    A_log [d_inner, d_state], D [d_inner], out_proj.weight [d_model, d_inner] (+ biases when config.bias).
+    """
+
+    def __init__(self, config: MambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        d_model, d_inner, d_state, dt_rank = config.d_model, config.d_inner, config.d_state, int(config.dt_rank)
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=config.bias)
+        # depthwise; padding d_conv - 1 on both sides, the right side cut in forward: a causal convolution
+        self.conv1d = nn.Conv1d(d_inner, d_inner, kernel_size=config.d_conv, groups=d_inner,
+                                padding=config.d_conv - 1, bias=config.conv_bias)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=config.bias)
+        self.reset_dt_parameters()
+        # markers read by mamba_ssm-style optimiser and init code
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.dt_proj.bias._no_reinit = True
+
+    @torch.no_grad()
+    def reset_dt_parameters(self) -> None:
+        """mamba_simple's dt init: weight ~ U(+-dt_rank^-0.5); softplus(bias) log-uniform in [dt_min, dt_max]."""
+        config = self.config
+        nn.init.uniform_(self.dt_proj.weight, -int(config.dt_rank) ** -0.5, int(config.dt_rank) ** -0.5)
+        log_min, log_max = math.log(config.dt_min), math.log(config.dt_max)
+        dt = torch.exp(torch.rand(config.d_inner) * (log_max - log_min) + log_min).clamp(min=config.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        config = self.config
+        length = hidden.shape[1]
+        xz = self.in_proj(hidden).transpose(1, 2)  # [b, 2*d_inner, L]
+        x, z = xz.chunk(2, dim=1)  # [b, d_inner, L] each; z gates the output
+        x = F.silu(self.conv1d(x)[..., :length])  # [b, d_inner, L]
+        x_dbl = self.x_proj(x.transpose(1, 2))  # [b, L, dt_rank + 2*d_state]
+        dt, B, C = torch.split(x_dbl, [int(config.dt_rank), config.d_state, config.d_state], dim=-1)
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [b, d_inner, L]; its bias goes in the scan
+        B = B.transpose(1, 2).contiguous()  # [b, d_state, L]
+        C = C.transpose(1, 2).contiguous()  # [b, d_state, L]
+        A = -torch.exp(self.A_log.float())  # [d_inner, d_state], < 0
+        y = selective_scan(x, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                           delta_softplus=True)  # [b, d_inner, L]
+        return self.out_proj(y.transpose(1, 2))  # [b, L, d_model]
+
+
+class MambaLayer(nn.Module):
+    """Pre-norm residual layer: h + mixer(norm(h)). Names follow mamba_ssm's ``Block`` (norm, mixer)."""
+
+    def __init__(self, config: MambaConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.mixer = MambaBlock(config)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return hidden + self.mixer(self.norm(hidden))  # [b, L, d_model]
+
+
+class MambaEncoder(nn.Module):
+    """n_layers residual Mamba layers and a final LayerNorm: [batch, L, d_model] -> [batch, L, d_model].
+
+    Names follow mamba_ssm's ``MixerModel`` (``layers.{i}.mixer.*``, ``norm_f``), and so does the init of the
+    residual output projections (scaled by 1/sqrt(n_layers), as GPT-2).
+
+    ``padding_mask`` [batch, L], True at real positions, must be right-padded (real positions first). The
+    encoder is causal, so padding after the real positions cannot reach them anyway; the padded inputs are
+    also replaced by zeros (whatever they hold, NaN included) and the padded outputs set to zero, so the
+    result does not depend on the padding's values at all. Left padding is rejected: a zero input still
+    writes into the state (through the LayerNorm and convolution biases) and would shift the real positions.
+    """
+
+    def __init__(self, config: MambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(MambaLayer(config) for _ in range(config.n_layers))
+        self.norm_f = nn.LayerNorm(config.d_model)
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.mixer.out_proj.weight /= math.sqrt(config.n_layers)
+
+    def forward(self, hidden: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        if padding_mask is not None:
+            padding_mask = _check_right_padded(padding_mask, hidden)
+            hidden = hidden.masked_fill(~padding_mask.unsqueeze(-1), 0.0)  # [b, L, d_model]
+        for layer in self.layers:
+            hidden = layer(hidden)  # [b, L, d_model]
+        hidden = self.norm_f(hidden)
+        if padding_mask is not None:
+            hidden = hidden.masked_fill(~padding_mask.unsqueeze(-1), 0.0)
+        return hidden
+
+
+def _check_right_padded(padding_mask: Tensor, hidden: Tensor) -> Tensor:
+    if tuple(padding_mask.shape) != tuple(hidden.shape[:2]):
+        raise ValueError(f"padding_mask must be [batch, L] = {tuple(hidden.shape[:2])}, "
+                         f"got {tuple(padding_mask.shape)}")
+    padding_mask = padding_mask.to(device=hidden.device, dtype=torch.bool)
+    if (padding_mask[:, 1:] & ~padding_mask[:, :-1]).any():
+        raise ValueError("padding_mask must be right-padded: a real position (True) follows a padded one")
+    return padding_mask
