@@ -110,6 +110,22 @@ def test_parallel_scan_gradcheck() -> None:
     assert torch.autograd.gradcheck(scan, tensors)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length, chunk_size", [(1, 4), (2, 4), (9, 2), (37, 4), (130, 3)])
+def test_linear_scan_both_directions_leave_inputs_unwritten(length: int, chunk_size: int, reverse: bool) -> None:
+    generator = torch.Generator().manual_seed(length)
+    a = torch.rand(length, 2, 3, dtype=torch.float64, generator=generator)
+    x = torch.randn(length, 2, 3, dtype=torch.float64, generator=generator)
+    a_before, x_before = a.clone(), x.clone()
+    state, expected = torch.zeros(2, 3, dtype=torch.float64), [None] * length
+    for t in (reversed(range(length)) if reverse else range(length)):
+        state = a[t] * state + x[t]
+        expected[t] = state
+    got = mamba._chunked_linear_scan(a, x, chunk_size, reverse=reverse)
+    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-12, atol=1e-12)
+    assert torch.equal(a, a_before) and torch.equal(x, x_before)
+
+
 def test_long_sequence_with_large_steps_stays_finite_and_matches() -> None:
     inputs = scan_inputs(1, 4, 4, 2048, dtype=torch.float32, delta_scale=20.0)
     inputs["delta_bias"] = torch.full((4,), 5.0)  # softplus(delta) up to ~100: exp(delta * A) underflows to 0
