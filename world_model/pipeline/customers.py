@@ -90,7 +90,7 @@ def build_mission_patterns(ctx: StageContext) -> dict[str, int]:
             literal = value.replace("'", "''")
             shares.append(
                 f"count(*) FILTER ({column} = '{literal}') / greatest(count({column}), 1)::DOUBLE"
-                f" AS \"{prefix}__{_slug(value)}\""
+                f" AS \"{prefix}__{column_slug(value)}\""
             )
     con.execute(
         f"""COPY (SELECT CUST_CODE, count(*) AS trips, {", ".join(shares)}
@@ -102,7 +102,7 @@ def build_mission_patterns(ctx: StageContext) -> dict[str, int]:
     return rows
 
 
-def _slug(value: str) -> str:
+def column_slug(value: str) -> str:
     """'Top Up' -> 'top_up': column names without spaces or symbols."""
     return re.sub(r"[^0-9a-z]+", "_", value.lower()).strip("_") or "blank"
 

@@ -146,7 +146,7 @@ class _Matrix:
         return matrix
 
 
-def _vocabulary(con, column: str, source: str, slots: int, what: str) -> list[str]:
+def training_vocabulary(con, column: str, source: str, slots: int, what: str) -> list[str]:
     """Distinct non-null training values of ``column`` in code order; more than ``slots`` is an error."""
     query = f"SELECT DISTINCT {column} FROM {source} WHERE {column} IS NOT NULL ORDER BY 1"
     values = [v for (v,) in con.execute(query).fetchall()]
@@ -194,10 +194,10 @@ def build_store_features(ctx: StageContext) -> dict[str, int]:
     con = ctx.connect()
     last_week = _last_train_week(ctx)
     data_weeks = con.execute("SELECT count(DISTINCT week_index) FROM train_transactions").fetchone()[0]
-    formats = _vocabulary(con, "STORE_FORMAT", "train_transactions", FORMAT_SLOTS, "store format block")
-    regions = _vocabulary(con, "STORE_REGION", "train_transactions", REGION_SLOTS, "store region block")
+    formats = training_vocabulary(con, "STORE_FORMAT", "train_transactions", FORMAT_SLOTS, "store format block")
+    regions = training_vocabulary(con, "STORE_REGION", "train_transactions", REGION_SLOTS, "store region block")
     attributes = {
-        c: _vocabulary(con, c, "train_transactions", n, f"{c} share block") for c, n in BASKET_ATTRIBUTE_SLOTS.items()
+        c: training_vocabulary(con, c, "train_transactions", n, f"{c} share block") for c, n in BASKET_ATTRIBUTE_SLOTS.items()
     }
     con.execute(
         """CREATE TEMP TABLE store_baskets AS
@@ -297,14 +297,14 @@ def build_customer_features(ctx: StageContext) -> dict[str, int]:
         c for c in SEGMENT_COLUMNS
         if con.execute(f"SELECT count({c}) FROM train_transactions WHERE CUST_CODE IS NOT NULL").fetchone()[0] > 0
     ]
-    segments = {c: _vocabulary(con, c, named, CUSTOMER_STATIC_SLOTS, "customer static block") for c in segment_columns}
+    segments = {c: training_vocabulary(con, c, named, CUSTOMER_STATIC_SLOTS, "customer static block") for c in segment_columns}
     static_width = 2 + sum(len(v) + 1 for v in segments.values())
     if static_width > CUSTOMER_STATIC_SLOTS:
         raise RetailSimError(
             f"segment columns {', '.join(segments)}: {static_width - 2} one-hot slots with unknowns, the customer "
             f"static block has room for {CUSTOMER_STATIC_SLOTS - 2}"
         )
-    divisions = _vocabulary(con, "PROD_CODE_40", "train_transactions", DIVISION_SLOTS, "customer division block")
+    divisions = training_vocabulary(con, "PROD_CODE_40", "train_transactions", DIVISION_SLOTS, "customer division block")
     weeks_sql = "SELECT DISTINCT week_index FROM train_transactions ORDER BY 1"
     data_weeks = np.array([w for (w,) in con.execute(weeks_sql).fetchall()])
     con.execute(

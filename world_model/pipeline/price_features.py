@@ -36,7 +36,7 @@ import pandas as pd
 
 from world_model.data.duckdb_util import fetch_arrow, sql_string
 from world_model.errors import RetailSimError
-from world_model.pipeline.prices import DEPTH_DECIMALS, DISCOUNT_BINS, _weighted_median
+from world_model.pipeline.prices import DEPTH_DECIMALS, DISCOUNT_BINS, weighted_median_sql
 from world_model.pipeline.prices import OUTPUT as PRICES_FILE
 from world_model.pipeline.product_features import EMBEDDING_INDEX_FILE
 from world_model.pipeline.product_graph import NODES
@@ -189,7 +189,7 @@ def build_price_features(ctx: StageContext) -> dict[str, int]:
                        promo_flag, price_source::VARCHAR = 'observed' AS observed
                 FROM read_parquet({prices}) WHERE split::VARCHAR = 'train' AND actual_price > 0"""
         )
-        medians = _weighted_median("SELECT PROD_CODE, observed, lp, count(*) AS n FROM train GROUP BY ALL",
+        medians = weighted_median_sql("SELECT PROD_CODE, observed, lp, count(*) AS n FROM train GROUP BY ALL",
                                    "PROD_CODE, observed", "lp", "n", "median_log_price")
         per_product = fetch_arrow(con, f"""
             SELECT s.*, m.median_log_price FROM (

@@ -30,7 +30,7 @@ of the training weeks do not change when later weeks are added to (or removed fr
 
 Memory: every step is a DuckDB aggregate, join or window, which spill past the memory limit. Medians are
 never DuckDB's ``median()`` (its per-group state holds every value and does not spill): values are
-first counted per distinct value, and the median is read from cumulative counts (``_weighted_median``).
+first counted per distinct value, and the median is read from cumulative counts (``weighted_median_sql``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ DEPTH_DECIMALS = 6
 0.050000000000000044, not 0.05)."""
 
 
-def _weighted_median(source: str, keys: str, value: str, weight: str, alias: str) -> str:
+def weighted_median_sql(source: str, keys: str, value: str, weight: str, alias: str) -> str:
     """SQL: per ``keys``, the median of ``value`` repeated ``weight`` times, over the rows of ``source``.
 
     Equal to DuckDB's ``median`` (the mean of the two middle values when the count is even) but made
@@ -123,7 +123,7 @@ def _fit_and_observe(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         "CREATE TEMP TABLE products AS SELECT row_number() OVER (ORDER BY PROD_CODE) AS product_id, * FROM ("
-        + _weighted_median(
+        + weighted_median_sql(
             "SELECT * FROM line_prices WHERE is_train", "PROD_CODE", "unit_price", "n_lines", "median_price"
         )
         + ")"
@@ -169,7 +169,7 @@ def _fit_and_observe(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         "CREATE TEMP TABLE observed AS "
-        + _weighted_median(
+        + weighted_median_sql(
             "SELECT * FROM lines WHERE NOT outlier", "product_id, store_id, week_index", "unit_price", "n_lines", "price"
         )
     )
@@ -182,7 +182,7 @@ def _fit_and_observe(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         "CREATE TEMP TABLE format_region AS "
-        + _weighted_median(
+        + weighted_median_sql(
             "SELECT o.*, s.STORE_FORMAT, s.STORE_REGION, 1 AS one FROM observed o JOIN stores s USING (store_id)",
             "product_id, week_index, STORE_FORMAT, STORE_REGION",
             "price",
@@ -196,7 +196,7 @@ def _fit_and_observe(con: duckdb.DuckDBPyConnection) -> None:
                   last_value(CASE WHEN g.price IS NOT NULL THEN week_index END IGNORE NULLS) OVER w AS evidence_week,
                   last_value(g.price IGNORE NULLS) OVER w AS evidence_global_price
            FROM products CROSS JOIN week_index_table LEFT JOIN ("""
-        + _weighted_median("SELECT *, 1 AS one FROM observed", "product_id, week_index", "price", "one", "price")
+        + weighted_median_sql("SELECT *, 1 AS one FROM observed", "product_id, week_index", "price", "one", "price")
         + """) g USING (product_id, week_index)
            WINDOW w AS (PARTITION BY product_id ORDER BY week_index ROWS UNBOUNDED PRECEDING)"""
     )

@@ -40,8 +40,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from world_model.data.duckdb_util import sql_string
-from world_model.errors import RetailSimError
-from world_model.pipeline.customers import AFFINITY, MISSION_ATTRIBUTES, MISSIONS, VISITS, _slug
+from world_model.pipeline.customers import AFFINITY, MISSION_ATTRIBUTES, MISSIONS, VISITS, column_slug
 from world_model.pipeline.entity_features import (
     COLD_START_TRIPS,
     CUSTOMER_INDEX,
@@ -49,6 +48,7 @@ from world_model.pipeline.entity_features import (
     CUSTOMER_STATIC_SLOTS,
     STORE_INDEX,
     STORE_MATRIX,
+    training_vocabulary,
 )
 from world_model.pipeline.model_inputs import T1_DIM, TRIP_ATTRIBUTE_SLOTS, trip_features
 from world_model.pipeline.price_features import RAW_PRICE_COLUMNS, price_inputs_sql
@@ -158,16 +158,7 @@ def _customer_matrix(ctx: StageContext, store_rows: pd.Series, stores: np.ndarra
 
 def _code_books(con) -> dict[str, list[str]]:
     """Training values of each trip attribute in code order (the order mission patterns use)."""
-    books = {}
-    for attribute, slots in TRIP_ATTRIBUTE_SLOTS.items():
-        query = f"SELECT DISTINCT {attribute} FROM train_transactions WHERE {attribute} IS NOT NULL ORDER BY 1"
-        books[attribute] = [v for (v,) in con.execute(query).fetchall()]
-        if len(books[attribute]) > slots:
-            raise RetailSimError(
-                f"{attribute}: {len(books[attribute])} distinct values in the training weeks, but T6 has room for "
-                f"{slots} (the width is fixed); map rare values together before ingest"
-            )
-    return books
+    return {a: training_vocabulary(con, a, "train_transactions", slots, "T6 trip block") for a, slots in TRIP_ATTRIBUTE_SLOTS.items()}
 
 
 def _trip_patterns(ctx: StageContext, codes: pd.Index, books: dict[str, list[str]]) -> np.ndarray:
@@ -175,7 +166,7 @@ def _trip_patterns(ctx: StageContext, codes: pd.Index, books: dict[str, list[str
     distributions = {}
     for attribute, book in books.items():
         prefix = MISSION_ATTRIBUTES[attribute]
-        columns = [f"{prefix}__{_slug(v)}" for v in book]
+        columns = [f"{prefix}__{column_slug(v)}" for v in book]
         distributions[attribute] = missions.reindex(columns=columns).fillna(0).to_numpy(np.float64)
     patterns = trip_features(distributions)
     return np.vstack([patterns.mean(axis=0, keepdims=True) if len(patterns) else patterns[:1], patterns])

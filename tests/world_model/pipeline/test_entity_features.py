@@ -19,7 +19,7 @@ from world_model.pipeline.entity_features import (
     COLD_START_TRIPS,
     CUSTOMER_DIM,
     STORE_DIM,
-    _vocabulary,
+    training_vocabulary,
     store_identity,
 )
 from world_model.pipeline.runner import run_pipeline
@@ -160,5 +160,5 @@ def test_a_vocabulary_larger_than_its_block_is_an_error() -> None:
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT 'F' || i::VARCHAR AS STORE_FORMAT FROM range(17) r(i)")
     with pytest.raises(RetailSimError, match="room for 16"):
-        _vocabulary(con, "STORE_FORMAT", "t", 16, "store format block")
-    assert len(_vocabulary(con, "STORE_FORMAT", "t", 17, "store format block")) == 17
+        training_vocabulary(con, "STORE_FORMAT", "t", 16, "store format block")
+    assert len(training_vocabulary(con, "STORE_FORMAT", "t", 17, "store format block")) == 17

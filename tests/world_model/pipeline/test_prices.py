@@ -20,7 +20,7 @@ from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.schema import CANONICAL_SCHEMA
 from world_model.data.synthetic import MarketConfig, generate_market
 from world_model.pipeline.config import PipelineConfig
-from world_model.pipeline.prices import PRICES, _weighted_median, build_prices
+from world_model.pipeline.prices import PRICES, weighted_median_sql, build_prices
 from world_model.pipeline.runner import StageContext
 from world_model.pipeline.weeks import WeekIndex
 
@@ -220,7 +220,7 @@ def test_weighted_median_equals_duckdb_median() -> None:
         "CREATE TABLE v AS SELECT i % 7 AS k, (hash(i) % 50) / 10 AS x FROM range(2001) t(i) WHERE i % 11 <> 3"
     )
     counted = "SELECT k, x, count(*) AS n FROM v GROUP BY ALL"
-    ours = con.execute(f"SELECT * FROM ({_weighted_median(counted, 'k', 'x', 'n', 'm')}) ORDER BY k").fetchall()
+    ours = con.execute(f"SELECT * FROM ({weighted_median_sql(counted, 'k', 'x', 'n', 'm')}) ORDER BY k").fetchall()
     theirs = con.execute("SELECT k, median(x) FROM v GROUP BY k ORDER BY k").fetchall()
     assert [k for k, _ in ours] == [k for k, _ in theirs]
     assert [m for _, m in ours] == pytest.approx([m for _, m in theirs])
