@@ -1,0 +1,75 @@
+"""``train(..., resume=True)``: a run killed mid-epoch and resumed ends bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.world_model.training.toy_task import Killed, ToyTask
+from world_model.errors import RetailSimError
+from world_model.training import TrainConfig, load_checkpoint, train
+
+CONFIG = TrainConfig(epochs=3, lr=1e-2, warmup_fraction=0.2, patience=0, progress=False, log_every=0)
+
+
+def assert_same_state(left: dict, right: dict) -> None:
+    """Bit-identical nested state (tensors, numbers, lists, dicts)."""
+    if isinstance(left, torch.Tensor):
+        assert torch.equal(left, right)
+    elif isinstance(left, dict):
+        assert left.keys() == right.keys()
+        for key in left:
+            assert_same_state(left[key], right[key])
+    elif isinstance(left, (list, tuple)):
+        assert len(left) == len(right)
+        for a, b in zip(left, right):
+            assert_same_state(a, b)
+    else:
+        assert left == right
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+    # dropout makes every step draw from torch's RNG: the RNG state must be restored too
+    whole_task = ToyTask(dropout=0.3)
+    whole = train(whole_task, CONFIG, tmp_path / "whole")
+
+    with pytest.raises(Killed):
+        train(ToyTask(dropout=0.3, fail_at=(1, 3)), CONFIG, tmp_path / "split")  # dies 3 steps into epoch 1
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 0
+    resumed_task = ToyTask(dropout=0.3)
+    resumed = train(resumed_task, CONFIG, tmp_path / "split", resume=True)
+
+    # the first step after resuming, and every later one, sees the same parameters and the same loss
+    assert resumed_task.steps_seen == whole_task.steps_seen[8:]
+    a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    for key in ("model", "optimizer", "scheduler", "step", "history", "best_value", "best_epoch", "rng"):
+        assert_same_state(a[key], b[key])
+    assert resumed["history"] == whole["history"] and resumed["steps"] == whole["steps"] == 24
+    assert resumed["epochs_run"] == 3
+
+
+def test_early_stopping_counter_survives_a_resume(tmp_path: Path) -> None:
+    scores = [0.1, 0.5, 0.4, 0.45, 0.3, 0.9]  # best at epoch 1; patience 2 runs out after epoch 3
+    config = TrainConfig(epochs=6, patience=2, max_steps_per_epoch=2, progress=False, log_every=0)
+    with pytest.raises(Killed):
+        train(ToyTask(scripted_scores=scores, fail_at=(3, 0)), config, tmp_path)
+    summary = train(ToyTask(scripted_scores=scores), config, tmp_path, resume=True)
+    assert summary["stopped_early"] and summary["epochs_run"] == 4 and summary["best_epoch"] == 1
+    assert not (tmp_path / "epoch-004.pt").exists()
+
+    again = train(ToyTask(scripted_scores=scores), config, tmp_path, resume=True)  # a stopped run stays stopped
+    assert again["epochs_run"] == 4 and again["steps"] == summary["steps"]
+
+
+def test_resume_without_last_checkpoint_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(RetailSimError, match=f"^{tmp_path / 'last.pt'}: missing"):
+        train(ToyTask(), CONFIG, tmp_path, resume=True)
+
+
+def test_resume_with_a_changed_config_warns(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, max_steps_per_epoch=1, progress=False, log_every=0)
+    train(ToyTask(), config, tmp_path)
+    with pytest.warns(UserWarning, match="changed epochs, lr"):
+        train(ToyTask(), TrainConfig(epochs=2, lr=0.5, max_steps_per_epoch=1, progress=False), tmp_path, resume=True)
