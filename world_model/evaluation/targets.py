@@ -18,6 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
+from world_model.arrays import gather_ranges
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.tensor_cache import BASKET_TABLE_COLUMNS, SPLIT_CODES, UNK
 
@@ -28,16 +29,6 @@ CHUNK_HISTORY_ITEMS = 1 << 22
 LIMIT_SEED = 0
 
 _COLUMN = {name: i for i, name in enumerate(BASKET_TABLE_COLUMNS)}
-
-
-def gather_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(start, stop)`` for every pair, vectorized."""
-    lengths = (stops - starts).astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.repeat(starts.astype(np.int64) - np.cumsum(np.r_[0, lengths[:-1]]), lengths)
-    return shift + np.arange(total, dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from world_model.evaluation.targets import EvaluationTargets, gather_ranges
+from world_model.evaluation.targets import EvaluationTargets
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.tensor_cache import UNK
 
@@ -92,8 +92,3 @@ def test_min_products_one_gives_every_store_visit(prepared: PreparedData) -> Non
 def test_unknown_split_is_refused(prepared: PreparedData) -> None:
     with pytest.raises(ValueError, match="split"):
         EvaluationTargets.from_prepared(prepared, "holdout")
-
-
-def test_gather_ranges() -> None:
-    assert gather_ranges(np.array([2, 5, 9]), np.array([4, 5, 12])).tolist() == [2, 3, 9, 10, 11]
-    assert gather_ranges(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
