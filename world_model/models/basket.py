@@ -1,0 +1,262 @@
+"""The basket world model: which products a customer buys on a trip, given everything known before it.
+
+    context  T1 customer 192 | T3 time 64 | T5 store 96 | T6 trip 48  = 400 -> Linear -> d      (1 token)
+    items    T2 product 256 | T4 price 64 = 320 -> Linear -> d, + basket-distance and age embeddings
+    encoder  Mamba (n_layers, d) over [context; history items], oldest item first          [B, 1 + L, d]
+    decoder  Transformer (self-attention over its queries + cross-attention to the encoder)
+             queries: ``n_queries`` learned slots (next basket) or the target basket's masked items (masked)
+    heads    product logits over the vocabulary (PAD/UNK/MASK included, never predicted)
+             + basket size, mission type, mission focus, price sensitivity (from the first query)
+
+Product logits are the sum of two scores:
+
+- explore: ``summary . out(T2_v) + bias_v`` for every product v of the vocabulary (what anyone might buy);
+- repeat: for the customer's own products (``history.HistoryFeatures.products``), an MLP over the explicit
+  history statistics of that product (counts, recency, cycle, store and weekday shares, P-TopFreq rank)
+  and the elementwise product of the decoder summary with the product's output embedding. This is a
+  pointer/repeat head in the spirit of RepeatNet (Ren et al., 2019): in the real sample most of a basket
+  was bought by the customer before, and the decoder decides how much each of them matters this trip.
+
+The same backbone trains with two objectives (``BasketModelConfig.objective`` picks the queries):
+``next_basket`` (multi-label softmax over the vocabulary, or a sampled softmax) is the one the simulator
+uses; ``masked`` predicts BERT-masked items of the target basket from the rest of it and the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from world_model.models.history import PRODUCT_FEATURES
+from world_model.models.mamba import MambaConfig, MambaEncoder
+from world_model.pipeline.model_inputs import T1_DIM, T2_DIM, T3_DIM, T4_DIM, T5_DIM, T6_DIM
+from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
+
+TRIP_HEADS = ("BASKET_SIZE", "BASKET_TYPE", "BASKET_DOMINANT_MISSION", "BASKET_PRICE_SENSITIVITY")
+"""Auxiliary heads, by the trip attribute they predict (basket size, mission type, focus, price sensitivity)."""
+MAX_DISTANCE = 64
+"""Basket distances (1 = the latest earlier basket) at or beyond this share one embedding."""
+OBJECTIVES = ("next_basket", "masked")
+
+
+@dataclass
+class BasketModelConfig:
+    """Sizes of the basket model. ``full()`` is the design's size, ``small()`` trains on a CPU."""
+
+    n_products: int
+    """Rows of the product vocabulary, PAD/UNK/MASK included (``PreparedData.n_products``)."""
+    trip_classes: dict[str, int] = field(default_factory=dict)
+    """Classes of each auxiliary head (the trip code books' sizes); a missing head is not built."""
+    d_model: int = 512
+    """Width of the encoder, decoder and output embeddings."""
+    encoder_layers: int = 4
+    """Mamba layers over [context; items]."""
+    d_state: int = 16
+    """Mamba state size per inner channel."""
+    decoder_layers: int = 2
+    """Transformer decoder layers (self-attention + cross-attention + FFN)."""
+    n_heads: int = 8
+    """Attention heads in the decoder."""
+    ffn: int = 2048
+    """Decoder feed-forward width."""
+    n_queries: int = 4
+    """Learned query slots of the next-basket decoder."""
+    dropout: float = 0.1
+    """Dropout in the fusions, the decoder and the repeat head."""
+    repeat_hidden: int = 64
+    """Hidden width of the repeat head's MLP."""
+    max_sequence_items: int = 256
+    """History items fed to the encoder (the latest ones); the repeat head's statistics use all history."""
+    finetune_embeddings: bool = False
+    """Train the T2 product table (otherwise frozen, the pipeline's GraphSAGE vectors)."""
+    objective: str = "next_basket"
+    """``next_basket`` or ``masked`` (module docstring)."""
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+
+    @classmethod
+    def full(cls, **overrides) -> BasketModelConfig:
+        """The design's size: d 512, 4 Mamba layers, 2 decoder layers with FFN 2048."""
+        return cls(**overrides)
+
+    @classmethod
+    def small(cls, **overrides) -> BasketModelConfig:
+        """A size that trains on 2 CPU cores in minutes per epoch on the real sample."""
+        return cls(**{"d_model": 64, "encoder_layers": 2, "decoder_layers": 1, "n_heads": 4, "ffn": 256,
+                      "max_sequence_items": 64, **overrides})  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RepeatHead(nn.Module):
+    """Score of each of the customer's own products: MLP([history statistics, summary * product])."""
+
+    def __init__(self, d_model: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(len(PRODUCT_FEATURES) + d_model, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1),
+        )  # fmt: skip
+
+    def forward(self, summary: Tensor, candidate_embeddings: Tensor, features: Tensor) -> Tensor:
+        # summary [B, d], candidate_embeddings [B, H, d], features [B, H, F] -> [B, H]
+        interaction = self.query(summary).unsqueeze(1) * candidate_embeddings
+        return self.mlp(torch.cat([features, interaction], dim=-1)).squeeze(-1)
+
+
+class BasketWorldModel(nn.Module):
+    """Product logits [B, V] and trip-head logits for a batch (keys in ``forward``'s docstring)."""
+
+    def __init__(self, config: BasketModelConfig, products: np.ndarray, customers: np.ndarray,
+                 stores: np.ndarray) -> None:  # fmt: skip
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.products = nn.Embedding.from_pretrained(torch.tensor(np.asarray(products)), freeze=not config.finetune_embeddings)
+        self.customers = nn.Embedding.from_pretrained(torch.tensor(np.asarray(customers)), freeze=True)
+        self.stores = nn.Embedding.from_pretrained(torch.tensor(np.asarray(stores)), freeze=True)
+        if self.products.num_embeddings != config.n_products:
+            raise ValueError(f"products table has {self.products.num_embeddings} rows, config says {config.n_products}")
+        self.context_fusion = nn.Sequential(nn.Linear(T1_DIM + T3_DIM + T5_DIM + T6_DIM, d), nn.GELU(),
+                                            nn.Dropout(config.dropout), nn.Linear(d, d))  # fmt: skip
+        self.product_fusion = nn.Linear(T2_DIM + T4_DIM, d)
+        self.distance_embedding = nn.Embedding(MAX_DISTANCE + 1, d)
+        self.age = nn.Linear(1, d)
+        self.encoder = MambaEncoder(MambaConfig(d_model=d, n_layers=config.encoder_layers, d_state=config.d_state))
+        if config.objective == "masked":  # only what the objective uses: DDP requires every parameter to get a gradient
+            self.target_fusion = nn.Linear(T2_DIM, d)
+        else:
+            self.queries = nn.Parameter(torch.randn(config.n_queries, d) * 0.02)
+            self.repeat = RepeatHead(d, config.repeat_hidden, config.dropout)
+        layer = nn.TransformerDecoderLayer(d, config.n_heads, config.ffn, config.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)  # fmt: skip
+        self.decoder = nn.TransformerDecoder(layer, config.decoder_layers, norm=nn.LayerNorm(d))
+        self.output = nn.Linear(T2_DIM, d)
+        self.output_bias = nn.Parameter(torch.zeros(config.n_products))
+        self.trip_heads = nn.ModuleDict({name: nn.Linear(d, k) for name, k in config.trip_classes.items() if k > 0})
+
+    # ------------------------------------------------------------------------------------------ pieces
+
+    def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Encoder states [B, 1 + L, d] and their validity mask [B, 1 + L] (True = real)."""
+        context = torch.cat([self.customers(batch["customer"]), batch["t3"], self.stores(batch["store"]), batch["t6"]], -1)
+        context = self.context_fusion(context).unsqueeze(1)  # [B, 1, d]
+        items = batch["items"]  # [B, L]
+        item_tokens = self.product_fusion(torch.cat([self.products(items), batch["t4"]], -1))  # [B, L, d]
+        distance = batch["item_basket"].clamp(max=MAX_DISTANCE)
+        item_tokens = item_tokens + self.distance_embedding(distance) + self.age(torch.log1p(batch["item_weeks"]).unsqueeze(-1))
+        mask = torch.cat([torch.ones_like(items[:, :1], dtype=torch.bool), batch["item_basket"] > 0], 1)
+        states = self.encoder(torch.cat([context, item_tokens], 1), padding_mask=mask)
+        return states, mask
+
+    def decode(self, batch: dict[str, Tensor], states: Tensor, mask: Tensor) -> Tensor:
+        """Decoder outputs [B, Q, d]: the learned queries, or (masked objective) the target's items."""
+        if self.config.objective == "masked":
+            queries = self.target_fusion(self.products(batch["basket_input"]))  # [B, M, d]
+            query_padding = batch["basket_input"] == 0
+        else:
+            queries = self.queries.unsqueeze(0).expand(states.shape[0], -1, -1)
+            query_padding = None
+        return self.decoder(queries, states, tgt_key_padding_mask=query_padding, memory_key_padding_mask=~mask)
+
+    def output_embeddings(self) -> Tensor:
+        return self.output(self.products.weight)  # [V, d]
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``batch``: customer [B], store [B], t3 [B, 64], t6 [B, 48], items/item_basket [B, L] long,
+        item_weeks [B, L] float, t4 [B, L, 64], candidates [B, H] long (0 = none), candidate_features
+        [B, H, F]; masked objective also basket_input [B, M]. Returns ``logits`` [B, V] (next basket; -inf
+        on PAD/UNK/MASK) or ``masked_logits`` [B, M, V], ``summary`` [B, d] and one [B, k] per trip head."""
+        states, mask = self.encode(batch)
+        decoded = self.decode(batch, states, mask)
+        out_embeddings = self.output_embeddings()
+        summary = decoded[:, 0] if self.config.objective == "masked" else decoded.mean(1)
+        result = {"summary": summary, "encoder_summary": (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)}
+        for name, head in self.trip_heads.items():
+            result[name] = head(decoded[:, 0])
+        if self.config.objective == "masked":
+            result["masked_logits"] = decoded @ out_embeddings.T + self.output_bias  # [B, M, V]
+            real = (batch["targets"] > 0).unsqueeze(-1)
+            target_tokens = self.target_fusion(self.products(batch["targets"]))
+            result["basket_embedding"] = (target_tokens * real).sum(1) / real.sum(1).clamp(min=1)  # [B, d]
+            return result
+        result["logits"] = self.product_logits(summary, batch["candidates"], batch["candidate_features"], out_embeddings)
+        return result
+
+    def product_logits(self, summary: Tensor, candidates: Tensor, features: Tensor,
+                       out_embeddings: Tensor | None = None) -> Tensor:  # fmt: skip
+        """Explore logits for the whole vocabulary plus the repeat head's scores at the candidates: [B, V]."""
+        out_embeddings = self.output_embeddings() if out_embeddings is None else out_embeddings
+        logits = summary @ out_embeddings.T + self.output_bias  # [B, V]
+        repeat = self.repeat(summary, out_embeddings[candidates], features)  # [B, H]
+        repeat = repeat.masked_fill(candidates < PRODUCT_SPECIALS, 0.0).to(logits.dtype)
+        logits = logits.scatter_add(1, candidates, repeat)
+        logits[:, :PRODUCT_SPECIALS] = float("-inf")
+        return logits
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+
+def multilabel_softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean over the batch of -(1/|T|) sum_{t in T} log softmax(logits)_t, T = the target's real products
+    (PAD/UNK/MASK ignored): a listwise loss that ranks every product of the basket above the others."""
+    real = targets >= PRODUCT_SPECIALS  # [B, M]
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets).masked_fill(~real, 0.0)  # [B, M]
+    per_sample = -log_probs.sum(1) / real.sum(1).clamp(min=1)
+    return per_sample[real.any(1)].mean() if real.any() else logits.sum() * 0.0
+
+
+def sampled_softmax_loss(logits: Tensor, targets: Tensor, candidates: Tensor, negatives: int,
+                         generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    """The multi-label softmax restricted to the targets, the customer's candidates and ``negatives``
+    uniformly drawn products shared by the batch: a cheaper loss for a large vocabulary."""
+    vocab = logits.shape[1]
+    drawn = torch.randint(PRODUCT_SPECIALS, vocab, (negatives,), device=logits.device, generator=generator)
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep[:, drawn] = True
+    keep.scatter_(1, candidates, True)
+    keep.scatter_(1, targets, True)
+    keep[:, :PRODUCT_SPECIALS] = False
+    return multilabel_softmax_loss(logits.masked_fill(~keep, float("-inf")), targets)
+
+
+def trip_head_loss(outputs: dict[str, Tensor], labels: dict[str, Tensor]) -> Tensor:
+    """Mean cross-entropy of the trip heads; label -1 (unknown) is ignored."""
+    losses = [F.cross_entropy(outputs[name].float(), labels[name], ignore_index=-1)
+              for name in labels if name in outputs and (labels[name] >= 0).any()]  # fmt: skip
+    return torch.stack(losses).mean() if losses else next(iter(outputs.values())).sum() * 0.0
+
+
+def focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0) -> Tensor:
+    """Focal loss (Lin et al., 2017) over a softmax: cross-entropy scaled by (1 - p_true)^gamma; -100 ignored."""
+    flat, flat_labels = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+    chosen = flat_labels != -100
+    if not chosen.any():
+        return logits.sum() * 0.0
+    log_p = torch.log_softmax(flat[chosen], -1).gather(1, flat_labels[chosen].unsqueeze(1)).squeeze(1)
+    return (-(1 - log_p.exp()) ** gamma * log_p).mean()
+
+
+def basket_contrastive_loss(summary: Tensor, basket_embedding: Tensor, temperature: float = 0.1) -> Tensor:
+    """InfoNCE between each sample's history summary and its own target basket's mean product embedding,
+    the other baskets of the batch as negatives."""
+    a, b = F.normalize(summary.float(), dim=-1), F.normalize(basket_embedding.float(), dim=-1)
+    logits = a @ b.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
+
+
+def top_k_products(logits: Tensor, k: int) -> Tensor:
+    """The k highest-scoring products [B, k] (PAD/UNK/MASK are -inf, so never chosen while k < V - 3)."""
+    return torch.topk(logits, min(k, logits.shape[1] - PRODUCT_SPECIALS), dim=1).indices
