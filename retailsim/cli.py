@@ -114,6 +114,92 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ train / evaluate
+
+
+def _train_config(args: argparse.Namespace):
+    from world_model.training.config import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
+                       amp=args.amp, device=args.device, progress=not args.quiet,
+                       max_steps_per_epoch=args.max_steps_per_epoch)  # fmt: skip
+
+
+def _print_training(summary: dict, out: Path) -> None:
+    best = summary.get("best_value")
+    print(f"epochs run: {summary.get('epochs_run')}, best {summary.get('monitor')} = "
+          f"{'n/a' if best is None else f'{best:.4f}'} (epoch {summary.get('best_epoch')})"
+          f"{', stopped early' if summary.get('stopped_early') else ''}")  # fmt: skip
+    print(f"checkpoints: {out} (best.pt, last.pt); TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+
+
+def _cmd_train_store_visit(args: argparse.Namespace) -> int:
+    from world_model.pipeline.loader import PreparedData
+    from world_model.training.tasks import StoreVisitTask, StoreVisitTaskConfig
+    from world_model.training.trainer import train
+
+    data = PreparedData(args.workdir)
+    task = StoreVisitTask(data, task_config=StoreVisitTaskConfig(batch_size=args.batch_size, seed=args.seed))
+    summary = train(task, _train_config(args), Path(args.out), resume=args.resume)
+    _print_training(summary, Path(args.out))
+    return 0
+
+
+def _cmd_train_world_model(args: argparse.Namespace) -> int:
+    from world_model.models.basket import BasketModelConfig
+    from world_model.pipeline.loader import PreparedData
+    from world_model.training.tasks import BasketTask, BasketTaskConfig, trip_classes
+    from world_model.training.trainer import train
+
+    data = PreparedData(args.workdir)
+    sizes = BasketModelConfig.full if args.size == "full" else BasketModelConfig.small
+    config = sizes(n_products=data.n_products, trip_classes=trip_classes(data), objective=args.objective.replace("-", "_"))
+    task_config = BasketTaskConfig(batch_size=args.batch_size, seed=args.seed, sampled_negatives=args.sampled_negatives)
+    task = BasketTask(data, config, task_config, epochs=args.epochs)
+    summary = train(task, _train_config(args), Path(args.out), resume=args.resume)
+    _print_training(summary, Path(args.out))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from world_model.evaluation.baselines import next_basket_baselines, store_baselines
+    from world_model.evaluation.report import evaluate, write_metrics
+    from world_model.models.predictors import BasketRanker, StoreVisitPredictor, load_world_model
+    from world_model.pipeline.loader import PreparedData
+
+    data = PreparedData(args.workdir)
+    rankers, predictors = next_basket_baselines(data), store_baselines(data)
+    store_model = None
+    if args.store_visit:
+        store_model = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device), data)
+        predictors.append(store_model)
+    basket_rankers = []
+    if args.world_model:
+        model = load_world_model(args.world_model, data, args.device)
+        # what the simulator knows: the predicted store (the primary store without a store model) and the
+        # customer's usual trip mix; then, labelled as such, the target's own store and trip attributes
+        deployable_store = store_model or next(p for p in predictors if p.name == "primary_store")
+        basket_rankers = [BasketRanker(model, data, store=deployable_store, trip="patterns", name="world_model"),
+                          BasketRanker(model, data, store="true", trip="true", name="world_model_true_context")]  # fmt: skip
+        rankers += basket_rankers
+    metrics = evaluate(data, args.split, rankers, predictors, limit=args.limit)
+    if basket_rankers:
+        from world_model.evaluation.targets import EvaluationTargets
+
+        targets = EvaluationTargets.from_prepared(data, args.split, limit=args.limit)
+        for ranker in basket_rankers:
+            for head, accuracy in ranker.trip_head_accuracy(targets).items():
+                metrics[f"trip_heads/{ranker.name}/{head}/accuracy"] = accuracy
+    write_metrics(metrics, args.out)
+    print(f"{int(metrics['targets/count']):,} {args.split} targets")
+    for key in sorted(metrics):
+        if key.startswith("next_basket/") and key.endswith(("/recall@10", "/ndcg@10")) or \
+                key.startswith("store_visit/") and key.endswith(("/top1", "/mrr")):  # fmt: skip
+            print(f"{key:<48} {metrics[key]:.4f}")
+    print(f"metrics: {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from retailsim.demo import run_demo
 
@@ -203,7 +289,62 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-limit", default="4GB", help="DuckDB memory limit (default 4GB)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_pipeline_run)
+    _add_train_commands(commands)
     return parser
+
+
+def _add_training_options(command: argparse.ArgumentParser, batch_size: int, lr: float, epochs: int) -> None:
+    command.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
+    command.add_argument("--out", required=True, help="checkpoint directory (best.pt, last.pt, epoch-NNN.pt, tensorboard/)")
+    command.add_argument("--epochs", type=_positive_int, default=epochs, help=f"at most this many epochs (default {epochs})")
+    command.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"per process (default {batch_size})")
+    command.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    command.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs (0: off)")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                         help="mixed precision (auto: bf16 on CUDA, off on CPU)")
+    command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    command.add_argument("--max-steps-per-epoch", type=_positive_int, help="cap steps per epoch (smoke runs)")
+    command.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly where it stopped")
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train_commands(commands) -> None:
+    train = commands.add_parser("train", help="train the world models (torchrun for several processes)")
+    train_commands = train.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND", required=True)
+    store_visit = train_commands.add_parser(
+        "store-visit", help="the store-visit predictor",
+        description="Train P(next store | customer, time, previous store and basket, visit history). Multi-process: "
+        "torchrun --nproc_per_node N -m retailsim.cli train store-visit ...",
+    )  # fmt: skip
+    _add_training_options(store_visit, batch_size=512, lr=2e-3, epochs=8)
+    store_visit.set_defaults(func=_cmd_train_store_visit)
+    world_model = train_commands.add_parser(
+        "world-model", help="the basket world model (Mamba encoder + Transformer decoder)",
+        description="Train the basket model with the next-basket (the simulator's) or the masked-basket objective. "
+        "Multi-process: torchrun --nproc_per_node N -m retailsim.cli train world-model ...",
+    )  # fmt: skip
+    _add_training_options(world_model, batch_size=256, lr=2e-3, epochs=6)
+    world_model.add_argument("--objective", choices=["next-basket", "masked"], default="next-basket")
+    world_model.add_argument("--size", choices=["small", "full"], default="small",
+                             help="small: trains on a CPU; full: the design's d=512 (a GPU)")
+    world_model.add_argument("--sampled-negatives", type=_positive_int,
+                             help="next basket: sampled softmax with this many drawn negatives (default: full softmax)")
+    world_model.set_defaults(func=_cmd_train_world_model)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="next-basket and store-visit metrics of the world models and the baselines",
+        description="Score the split's targets (baskets with >= 2 products of customers with an earlier basket) "
+        "with every baseline and, when given, the trained models, side by side; write metrics.json.",
+    )  # fmt: skip
+    evaluate.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
+    evaluate.add_argument("--world-model", help="basket model checkpoint (a file or a training --out directory)")
+    evaluate.add_argument("--store-visit", help="store-visit checkpoint (a file or a training --out directory)")
+    evaluate.add_argument("--split", choices=["train", "validation", "test"], default="test")
+    evaluate.add_argument("--out", required=True, help="metrics JSON file")
+    evaluate.add_argument("--limit", type=_positive_int, help="evaluate a random sample of this many targets")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
