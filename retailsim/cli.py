@@ -134,12 +134,15 @@ def _print_training(summary: dict, out: Path) -> None:
 
 
 def _cmd_train_store_visit(args: argparse.Namespace) -> int:
+    from world_model.models.store_visit import StoreVisitConfig
     from world_model.pipeline.loader import PreparedData
     from world_model.training.tasks import StoreVisitTask, StoreVisitTaskConfig
     from world_model.training.trainer import train
 
     data = PreparedData(args.workdir)
-    task = StoreVisitTask(data, task_config=StoreVisitTaskConfig(batch_size=args.batch_size, seed=args.seed))
+    config = StoreVisitConfig(n_stores=data.n_stores, label_smoothing=args.label_smoothing,
+                              class_weight_power=args.class_weight_power)  # fmt: skip
+    task = StoreVisitTask(data, config, StoreVisitTaskConfig(batch_size=args.batch_size, seed=args.seed))
     summary = train(task, _train_config(args), Path(args.out), resume=args.resume)
     _print_training(summary, Path(args.out))
     return 0
@@ -318,6 +321,9 @@ def _add_train_commands(commands) -> None:
         "torchrun --nproc_per_node N -m retailsim.cli train store-visit ...",
     )  # fmt: skip
     _add_training_options(store_visit, batch_size=512, lr=2e-3, epochs=8)
+    store_visit.add_argument("--label-smoothing", type=_rate, default=0.1, help="of the cross-entropy (default 0.1)")
+    store_visit.add_argument("--class-weight-power", type=float, default=0.0,
+                             help="class weight = (training trips of the store + 1)^-POWER (default 0: unweighted)")
     store_visit.set_defaults(func=_cmd_train_store_visit)
     world_model = train_commands.add_parser(
         "world-model", help="the basket world model (Mamba encoder + Transformer decoder)",

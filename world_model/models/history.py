@@ -49,6 +49,8 @@ STORE_FEATURES = (
     "share",                # visits / n
     "share_decay_0.5",
     "share_decay_0.8",
+    "share_decay_0.95",
+    "share_weeks_8",        # sum of exp(-w / 8) over its visits / the same sum over all history trips
     "is_last_store",
     "log_weeks_since",      # log1p(weeks since the latest visit there)
     "share_same_weekday",   # visits there on the target's weekday / history trips on that weekday (0 if none)
@@ -203,28 +205,30 @@ class HistoryFeatures:
 
         feats = np.zeros((groups, len(STORE_FEATURES)), dtype=np.float64)
         feats[:, 0] = visits / n
-        for j, r in enumerate(DECAYS[:2]):
+        for j, r in enumerate(DECAYS):
             feats[:, 1 + j] = np.bincount(inverse, (1 - r) * r ** (hist.distance - 1), minlength=groups)
+        recent = np.exp(-hist.weeks / 8.0)
+        feats[:, 4] = np.bincount(inverse, recent, minlength=groups) / np.bincount(hist.target, recent, minlength=batch)[g_target]
         last_distance = hist.distance[latest]
-        feats[:, 3] = last_distance == 1
-        feats[:, 4] = np.log1p(hist.weeks[latest])
+        feats[:, 5] = last_distance == 1
+        feats[:, 6] = np.log1p(hist.weeks[latest])
         for j, attribute in enumerate((_COL["weekday"], None)):
             if attribute is None:
                 own, target_value = _day_part(table[hist.row, _COL["hour"]]), _day_part(table[target_rows, _COL["hour"]])
             else:
                 own, target_value = table[hist.row, attribute], table[target_rows, attribute]
             same = own == target_value[hist.target]
-            feats[:, 5 + j] = np.bincount(inverse, same, minlength=groups) / np.maximum(
+            feats[:, 7 + j] = np.bincount(inverse, same, minlength=groups) / np.maximum(
                 np.bincount(hist.target, same, minlength=batch)[g_target], 1)
         # personal transitions: trips that followed a visit to the customer's last store
         last_store = table[target_rows - 1, _COL["store_row"]]
         previous = np.where(hist.distance < hist.n[hist.target], hist.row - 1, -1)
         after_last = (previous >= 0) & (table[np.maximum(previous, 0), _COL["store_row"]] == last_store[hist.target])
-        feats[:, 7] = np.bincount(inverse, after_last, minlength=groups) / np.maximum(
+        feats[:, 9] = np.bincount(inverse, after_last, minlength=groups) / np.maximum(
             np.bincount(hist.target, after_last, minlength=batch)[g_target], 1)
         rank = _rank_within(g_target, visits, -last_distance.astype(np.float64))
-        feats[:, 8] = np.log1p(rank)
-        feats[:, 9] = np.log1p(n)
+        feats[:, 10] = np.log1p(rank)
+        feats[:, 11] = np.log1p(n)
         width = max(1, int(rank.max(initial=0)) + 1)
         candidates = _pad_groups(g_target, rank, g_store, batch, width, -1)
         features = _pad_groups(g_target, rank, feats.astype(np.float32), batch, width, 0.0)
