@@ -80,7 +80,7 @@ class BasketRanker:
     ``trip``: "patterns" (the customer's usual mix) or "true" (the target's own attributes)."""
 
     def __init__(self, model: BasketWorldModel, data: PreparedData, store: StoreVisitPredictor | str = "true",
-                 trip: str = "patterns", batch_size: int = 512, name: str = "world_model") -> None:  # fmt: skip
+                 trip: str = "patterns", batch_size: int = 256, name: str = "world_model") -> None:  # fmt: skip
         if model.config.objective != "next_basket":
             raise RetailSimError("the basket ranker needs a model trained with the next-basket objective")
         if trip not in ("patterns", "true") or (isinstance(store, str) and store != "true"):

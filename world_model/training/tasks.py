@@ -119,7 +119,7 @@ class StoreVisitTask:
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch)
         loss = unwrap(model).loss(logits, batch["store"])
-        return loss, {"accuracy": (logits.argmax(1) == batch["store"]).float().mean()}
+        return loss, {"accuracy": (logits.argmax(1) == batch["store"]).float().mean().detach()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -213,19 +213,20 @@ class BasketTask:
             focal = focal_loss(out["masked_logits"], batch["basket_labels"])
             contrastive = basket_contrastive_loss(out["encoder_summary"], out["basket_embedding"])
             loss = tc.focal_weight * focal + tc.contrastive_weight * contrastive + tc.aux_weight * aux
-            return loss, {"focal": focal, "contrastive": contrastive, "aux": aux}
+            return loss, {"focal": focal.detach(), "contrastive": contrastive.detach(), "aux": aux.detach()}
         if tc.sampled_negatives:
             basket = sampled_softmax_loss(out["logits"], batch["targets"], batch["candidates"], tc.sampled_negatives)
         else:
             basket = multilabel_softmax_loss(out["logits"], batch["targets"])
-        return basket + tc.aux_weight * aux, {"basket": basket, "aux": aux}
+        return basket + tc.aux_weight * aux, {"basket": basket.detach(), "aux": aux.detach()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         sums: dict[str, float] = {}
         count = 0
-        for start in range(0, len(self.validation_rows), 1024):
-            rows = self.validation_rows[start : start + 1024]
+        step = self.task_config.batch_size  # the scan holds [L, batch, d_inner, d_state] tensors: keep batches modest
+        for start in range(0, len(self.validation_rows), step):
+            rows = self.validation_rows[start : start + step]
             if self.config.objective == "masked":
                 batch = _to(self.builder.masked_basket(rows, np.random.default_rng([self.task_config.seed, start]),
                                                        self.task_config.mask_rates[1]), device)  # fmt: skip
