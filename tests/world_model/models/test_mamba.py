@@ -50,64 +50,151 @@ SHAPES = [  # (batch, d_inner, d_state, L, chunk_size)
 ]
 
 
+METHODS = ["sequential", "chunked"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("batch, d_inner, d_state, length, chunk_size", SHAPES)
 @pytest.mark.parametrize("with_z, with_delta_bias, with_D", [(True, True, True), (False, False, False),
                                                             (True, False, True), (False, True, False)])
 def test_parallel_scan_equals_reference(batch, d_inner, d_state, length, chunk_size, with_z, with_delta_bias,
-                                        with_D) -> None:
+                                        with_D, method) -> None:
     inputs = scan_inputs(batch, d_inner, d_state, length)
     for name, present in (("z", with_z), ("delta_bias", with_delta_bias), ("D", with_D)):
         if not present:
             inputs[name] = None
     expected = selective_scan_reference(**inputs)
-    got = selective_scan_parallel(**inputs, chunk_size=chunk_size)
-    assert got.shape == (batch, d_inner, length) and got.dtype == torch.float64
+    got = selective_scan_parallel(**inputs, chunk_size=chunk_size, method=method)
+    assert got.shape == (batch, d_inner, length) and got.dtype == torch.float64 and got.is_contiguous()
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("delta_softplus", [True, False])
-def test_parallel_scan_without_softplus(delta_softplus: bool) -> None:
+def test_parallel_scan_without_softplus(delta_softplus: bool, method: str) -> None:
     inputs = scan_inputs(2, 3, 4, 21)
     inputs["delta"] = inputs["delta"].abs()  # positive step sizes without the softplus
     inputs["delta_bias"] = None
-    torch.testing.assert_close(selective_scan_parallel(**inputs, delta_softplus=delta_softplus, chunk_size=4),
-                               selective_scan_reference(**inputs, delta_softplus=delta_softplus),
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        selective_scan_parallel(**inputs, delta_softplus=delta_softplus, chunk_size=4, method=method),
+        selective_scan_reference(**inputs, delta_softplus=delta_softplus), rtol=1e-10, atol=1e-10)
 
 
-def test_parallel_scan_float32_and_half_keep_the_input_dtype() -> None:
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+def test_parallel_scan_float32_and_half_keep_the_input_dtype(method: str) -> None:
     inputs = scan_inputs(2, 4, 3, 50, dtype=torch.float32)
     expected = selective_scan_reference(**inputs)
-    got = selective_scan_parallel(**inputs)
+    got = selective_scan_parallel(**inputs, method=method)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     half = {name: t.to(torch.bfloat16) if name in ("u", "delta", "z") else t for name, t in inputs.items()}
-    assert selective_scan_parallel(**half).dtype == torch.bfloat16
+    got_half = selective_scan_parallel(**half, method=method)
+    assert got_half.dtype == torch.bfloat16
+    # computed in float32 from the rounded inputs, as the reference does
+    torch.testing.assert_close(got_half, selective_scan_reference(**half), rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("length, chunk_size", [(1, 8), (13, 4), (64, 8), (45, 3)])
-def test_parallel_scan_gradients_equal_reference(length: int, chunk_size: int) -> None:
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("length, chunk_size", [(1, 8), (2, 2), (13, 4), (64, 8), (45, 3)])
+def test_parallel_scan_gradients_equal_reference(length: int, chunk_size: int, method: str) -> None:
     inputs = scan_inputs(2, 3, 4, length, seed=1)
     names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
     for name in names:
         inputs[name].requires_grad_(True)
     upstream = torch.randn(2, 3, length, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     expected = torch.autograd.grad(selective_scan_reference(**inputs), [inputs[n] for n in names], upstream)
-    got = torch.autograd.grad(selective_scan_parallel(**inputs, chunk_size=chunk_size), [inputs[n] for n in names],
-                              upstream)
+    got = torch.autograd.grad(selective_scan_parallel(**inputs, chunk_size=chunk_size, method=method),
+                              [inputs[n] for n in names], upstream)
     for name, g, e in zip(names, got, expected):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9, msg=lambda m, name=name: f"d/d{name}: {m}")
 
 
-def test_parallel_scan_gradcheck() -> None:
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("steps_per_block", [1, 2, 3])
+def test_parallel_scan_gradients_with_blocked_reductions(steps_per_block: int, method: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """dLoss/dA is summed over time block by block: one step per block, two, and a short last block."""
+    batch, d_inner, d_state, length = 2, 3, 4, 7
+    monkeypatch.setattr(mamba, "_REDUCTION_BLOCK_ELEMENTS", steps_per_block * batch * d_inner * d_state)
+    inputs = scan_inputs(batch, d_inner, d_state, length, seed=6)
+    names = ["u", "delta", "A", "B", "C", "delta_bias"]
+    for name in names:
+        inputs[name].requires_grad_(True)
+    expected = torch.autograd.grad(selective_scan_reference(**inputs).square().sum(), [inputs[n] for n in names])
+    got = torch.autograd.grad(selective_scan_parallel(**inputs, chunk_size=2, method=method).square().sum(),
+                              [inputs[n] for n in names])
+    for name, g, e in zip(names, got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9, msg=lambda m, name=name: f"d/d{name}: {m}")
+
+
+@pytest.mark.parametrize("method, plain_loop_max_length", [("sequential", 32), ("sequential", 3), ("chunked", 32)])
+def test_parallel_scan_gradcheck(method: str, plain_loop_max_length: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mamba, "PLAIN_LOOP_MAX_LENGTH", plain_loop_max_length)  # 3: blocks of 4 steps
     inputs = scan_inputs(1, 2, 3, 11, seed=3)
     keys = ["u", "delta", "A", "B", "C", "D"]
     tensors = [inputs[k].requires_grad_(True) for k in keys]
 
     def scan(*args: torch.Tensor) -> torch.Tensor:
-        return selective_scan_parallel(*args, z=inputs["z"], delta_bias=inputs["delta_bias"], chunk_size=2)
+        return selective_scan_parallel(*args, z=inputs["z"], delta_bias=inputs["delta_bias"], chunk_size=2,
+                                       method=method)
 
     assert torch.autograd.gradcheck(scan, tensors)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("length", [1, 9])  # L = 1: the time-major u is a view of the caller's
+def test_parallel_scan_backward_twice_and_inputs_unwritten(length: int, method: str) -> None:
+    """Forward and backward write only buffers of their own: a second backward through the graph agrees."""
+    inputs = scan_inputs(2, 3, 4, length, seed=4)
+    names = ["u", "delta", "A", "B", "C"]
+    for name in names:
+        inputs[name].requires_grad_(True)
+    before = {name: t.detach().clone() for name, t in inputs.items()}
+    out = selective_scan_parallel(**inputs, chunk_size=4, method=method)
+    first = torch.autograd.grad(out.sum(), [inputs[n] for n in names], retain_graph=True)
+    second = torch.autograd.grad(out.sum(), [inputs[n] for n in names])
+    for g1, g2 in zip(first, second):
+        assert torch.equal(g1, g2)
+    assert all(torch.equal(inputs[name].detach(), t) for name, t in before.items())
+
+
+def test_auto_method_is_sequential_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    chunked_scan = mamba._chunked_linear_scan
+
+    def counting_scan(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return chunked_scan(*args, **kwargs)
+
+    monkeypatch.setattr(mamba, "_chunked_linear_scan", counting_scan)
+    for length in (7, 40):  # a plain loop, blocks
+        inputs = scan_inputs(2, 3, 4, length, seed=5)
+        assert mamba.scan_method_for(inputs["u"]) == "sequential"
+        inputs["u"].requires_grad_(True)
+        out = selective_scan_parallel(**inputs)
+        out.sum().backward()
+        assert not calls
+        assert torch.equal(out, selective_scan_parallel(**inputs, method="sequential"))
+        torch.testing.assert_close(out, selective_scan_reference(**inputs), rtol=1e-10, atol=1e-10)
+    assert mamba.scan_method_for(torch.empty(2, 3, 7, device="meta")) == "chunked"  # off the CPU: as before
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("plain_loop_max_length", [32, 0])  # 0: blocks from L = 2 on
+def test_sequential_linear_scan_both_directions(plain_loop_max_length: int, reverse: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """In place, against a loop: plain up to 32 steps, then blocks of ceil(sqrt(L)) (short last blocks too)."""
+    monkeypatch.setattr(mamba, "PLAIN_LOOP_MAX_LENGTH", plain_loop_max_length)
+    for length in range(1, 60):
+        generator = torch.Generator().manual_seed(length)
+        a = torch.rand(length, 2, 3, dtype=torch.float64, generator=generator)
+        x = torch.randn(length, 2, 3, dtype=torch.float64, generator=generator)
+        a_before, expected = a.clone(), x.clone()
+        for t in (range(length - 2, -1, -1) if reverse else range(1, length)):
+            expected[t] += a[t + 1] * expected[t + 1] if reverse else a[t] * expected[t - 1]
+        got = mamba._sequential_linear_scan_(a, x, reverse=reverse)
+        assert got is x and torch.equal(a, a_before)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=lambda m, n=length: f"L={n}: {m}")
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -126,13 +213,14 @@ def test_linear_scan_both_directions_leave_inputs_unwritten(length: int, chunk_s
     assert torch.equal(a, a_before) and torch.equal(x, x_before)
 
 
-def test_long_sequence_with_large_steps_stays_finite_and_matches() -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_long_sequence_with_large_steps_stays_finite_and_matches(method: str) -> None:
     inputs = scan_inputs(1, 4, 4, 2048, dtype=torch.float32, delta_scale=20.0)
     inputs["delta_bias"] = torch.full((4,), 5.0)  # softplus(delta) up to ~100: exp(delta * A) underflows to 0
     inputs["A"] = inputs["A"] * 16
     for name in ("u", "delta", "A", "B", "C"):
         inputs[name].requires_grad_(True)
-    out = selective_scan_parallel(**inputs)
+    out = selective_scan_parallel(**inputs, method=method)
     assert torch.isfinite(out).all()
     grads = torch.autograd.grad(out.square().sum(), [inputs[n] for n in ("u", "delta", "A", "B", "C")])
     assert all(torch.isfinite(g).all() for g in grads)
@@ -147,6 +235,8 @@ def test_scan_rejects_bad_shapes() -> None:
         selective_scan_parallel(**inputs)
     with pytest.raises(ValueError, match="chunk_size"):
         selective_scan_parallel(**scan_inputs(1, 1, 1, 3), chunk_size=1)
+    with pytest.raises(ValueError, match="method"):
+        selective_scan_parallel(**scan_inputs(1, 1, 1, 3), method="loop")
 
 
 def test_dispatch_on_cpu_uses_the_pure_backend() -> None:
