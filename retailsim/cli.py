@@ -320,7 +320,7 @@ def _add_train_commands(commands) -> None:
         description="Train P(next store | customer, time, previous store and basket, visit history). Multi-process: "
         "torchrun --nproc_per_node N -m retailsim.cli train store-visit ...",
     )  # fmt: skip
-    _add_training_options(store_visit, batch_size=512, lr=2e-3, epochs=8)
+    _add_training_options(store_visit, batch_size=512, lr=2e-3, epochs=4)
     store_visit.add_argument("--label-smoothing", type=_rate, default=0.1, help="of the cross-entropy (default 0.1)")
     store_visit.add_argument("--class-weight-power", type=float, default=0.0,
                              help="class weight = (training trips of the store + 1)^-POWER (default 0: unweighted)")
