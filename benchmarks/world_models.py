@@ -29,6 +29,7 @@ from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.synthetic import MarketConfig, generate_market
 from world_model.evaluation.targets import EvaluationTargets
 from world_model.models.basket import BasketModelConfig, top_k_products
+from world_model.models.batches import to_device
 from world_model.models.mamba import backend_for
 from world_model.models.predictors import resolve_device
 from world_model.pipeline.config import PipelineConfig
@@ -46,9 +47,6 @@ def _prepare_small_market(root: Path) -> Path:
     return root / "work"
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -63,7 +61,7 @@ def _train_rate(task, device: torch.device, steps: int, warmup: int, amp: str) -
     rates = []
     for step in range(warmup + steps):
         start = time.perf_counter()
-        batch = _to(next(loader), device)
+        batch = to_device(next(loader), device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss, _ = task.loss(model, batch)
         loss.backward()
@@ -83,7 +81,7 @@ def _inference_rate(task: BasketTask, device: torch.device, batches: int, batch_
     rates = []
     for i, start in enumerate(range(0, len(rows), batch_size)):
         t0 = time.perf_counter()
-        batch = _to(task.builder.next_basket(rows[start : start + batch_size]), device)
+        batch = to_device(task.builder.next_basket(rows[start : start + batch_size]), device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             top_k_products(model(batch)["logits"].float(), 20).cpu()
         _sync(device)

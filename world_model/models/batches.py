@@ -21,9 +21,8 @@ from torch import Tensor
 from world_model.models.basket import TRIP_HEADS
 from world_model.models.history import HistoryFeatures
 from world_model.pipeline.loader import PreparedData, bert_mask
-from world_model.pipeline.tensor_cache import BASKET_TABLE_COLUMNS, PAD
+from world_model.pipeline.tensor_cache import BASKET_COLUMN, PAD
 
-_COL = {name: i for i, name in enumerate(BASKET_TABLE_COLUMNS)}
 TRIP_CONTEXTS = ("patterns", "true")
 """T6 fed to the basket model: the customer's usual trip mix (what the simulator knows) or the trip's own."""
 
@@ -50,7 +49,7 @@ class BatchBuilder:
         self.history = HistoryFeatures(self.table, self.offsets, self.items, max_candidates=max_candidates)
 
     def column(self, name: str, rows: np.ndarray) -> np.ndarray:
-        return self.table[rows, _COL[name]]
+        return self.table[rows, BASKET_COLUMN[name]]
 
     def _context(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         history = self.column("history_baskets", rows)
@@ -108,3 +107,8 @@ class BatchBuilder:
         batch["store_candidates"], batch["store_features"] = self.history.stores(rows)
         batch["store"] = self.column("store_row", rows).astype(np.int64)
         return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in batch.items()}
+
+
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """The batch's tensors on ``device`` (non-blocking: the copies overlap with work already queued)."""
+    return {name: value.to(device, non_blocking=True) for name, value in batch.items()}

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from world_model.arrays import gather_ranges
-from world_model.pipeline.tensor_cache import BASKET_TABLE_COLUMNS, PRODUCT_SPECIALS
+from world_model.pipeline.tensor_cache import BASKET_COLUMN, PRODUCT_SPECIALS
 
-_COL = {name: i for i, name in enumerate(BASKET_TABLE_COLUMNS)}
 
 PRODUCT_FEATURES = (
     "log_count",            # log1p(history baskets holding the product)
@@ -79,13 +78,13 @@ class HistoryBaskets:
 
     @classmethod
     def of(cls, table: np.ndarray, target_rows: np.ndarray, max_baskets: int | None = None) -> HistoryBaskets:
-        n = table[target_rows, _COL["history_baskets"]].astype(np.int64)
+        n = table[target_rows, BASKET_COLUMN["history_baskets"]].astype(np.int64)
         if max_baskets is not None:
             n = np.minimum(n, max_baskets)
         rows = gather_ranges(target_rows - n, target_rows)
         target = np.repeat(np.arange(len(target_rows)), n)
         distance = target_rows[target] - rows
-        weeks = (table[target_rows[target], _COL["week_index"]] - table[rows, _COL["week_index"]]).astype(np.float64)
+        weeks = (table[target_rows[target], BASKET_COLUMN["week_index"]] - table[rows, BASKET_COLUMN["week_index"]]).astype(np.float64)
         return cls(target, rows, distance, weeks, n)
 
 
@@ -174,11 +173,11 @@ class HistoryFeatures:
         cycle = (first_weeks - weeks_since) / np.maximum(count - 1, 1)
         feats[:, 11] = np.where(count > 1, np.log((weeks_since + 1) / (cycle + 1)), 0.0)
         feats[:, 12] = count == 1
-        at_store = table[hist.row[occ_basket], _COL["store_row"]] == np.asarray(store_rows)[occ_target]
+        at_store = table[hist.row[occ_basket], BASKET_COLUMN["store_row"]] == np.asarray(store_rows)[occ_target]
         feats[:, 13] = np.bincount(inverse, at_store, minlength=groups) / count
         rank = _rank_within(g_target, count, -last_distance)
         feats[:, 14] = np.log1p(rank)
-        same_day = table[hist.row[occ_basket], _COL["weekday"]] == table[target_rows[occ_target], _COL["weekday"]]
+        same_day = table[hist.row[occ_basket], BASKET_COLUMN["weekday"]] == table[target_rows[occ_target], BASKET_COLUMN["weekday"]]
         feats[:, 15] = np.bincount(inverse, same_day, minlength=groups) / count
 
         width = max(1, min(self.max_candidates, int(rank.max(initial=0)) + 1))
@@ -195,7 +194,7 @@ class HistoryFeatures:
         target_rows = np.asarray(target_rows, dtype=np.int64)
         batch = len(target_rows)
         hist = HistoryBaskets.of(table, target_rows, self.max_baskets)
-        store = table[hist.row, _COL["store_row"]].astype(np.int64)
+        store = table[hist.row, BASKET_COLUMN["store_row"]].astype(np.int64)
         keys = hist.target * (int(store.max(initial=0)) + 1) + store
         unique, inverse, latest = _group_first(keys, hist.distance)
         groups = len(unique)
@@ -212,18 +211,18 @@ class HistoryFeatures:
         last_distance = hist.distance[latest]
         feats[:, 5] = last_distance == 1
         feats[:, 6] = np.log1p(hist.weeks[latest])
-        for j, attribute in enumerate((_COL["weekday"], None)):
+        for j, attribute in enumerate((BASKET_COLUMN["weekday"], None)):
             if attribute is None:
-                own, target_value = _day_part(table[hist.row, _COL["hour"]]), _day_part(table[target_rows, _COL["hour"]])
+                own, target_value = _day_part(table[hist.row, BASKET_COLUMN["hour"]]), _day_part(table[target_rows, BASKET_COLUMN["hour"]])
             else:
                 own, target_value = table[hist.row, attribute], table[target_rows, attribute]
             same = own == target_value[hist.target]
             feats[:, 7 + j] = np.bincount(inverse, same, minlength=groups) / np.maximum(
                 np.bincount(hist.target, same, minlength=batch)[g_target], 1)
         # personal transitions: trips that followed a visit to the customer's last store
-        last_store = table[target_rows - 1, _COL["store_row"]]
+        last_store = table[target_rows - 1, BASKET_COLUMN["store_row"]]
         previous = np.where(hist.distance < hist.n[hist.target], hist.row - 1, -1)
-        after_last = (previous >= 0) & (table[np.maximum(previous, 0), _COL["store_row"]] == last_store[hist.target])
+        after_last = (previous >= 0) & (table[np.maximum(previous, 0), BASKET_COLUMN["store_row"]] == last_store[hist.target])
         feats[:, 9] = np.bincount(inverse, after_last, minlength=groups) / np.maximum(
             np.bincount(hist.target, after_last, minlength=batch)[g_target], 1)
         rank = _rank_within(g_target, visits, -last_distance.astype(np.float64))
@@ -243,7 +242,7 @@ class HistoryFeatures:
         table = self.table
         target_rows = np.asarray(target_rows, dtype=np.int64)
         batch = len(target_rows)
-        n = table[target_rows, _COL["history_baskets"]].astype(np.int64)
+        n = table[target_rows, BASKET_COLUMN["history_baskets"]].astype(np.int64)
         first_item = self.offsets[target_rows - n]
         start = np.maximum(first_item, self.offsets[target_rows] - max_items)
         lengths = self.offsets[target_rows] - start
@@ -257,5 +256,5 @@ class HistoryFeatures:
         weeks = np.zeros((batch, width), dtype=np.float32)
         positions[owner, position] = flat
         distance[owner, position] = target_rows[owner] - basket_row
-        weeks[owner, position] = table[target_rows[owner], _COL["week_index"]] - table[basket_row, _COL["week_index"]]
+        weeks[owner, position] = table[target_rows[owner], BASKET_COLUMN["week_index"]] - table[basket_row, BASKET_COLUMN["week_index"]]
         return positions, distance, weeks

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from world_model.errors import RetailSimError
 from world_model.models.basket import BasketModelConfig, BasketWorldModel, top_k_products
-from world_model.models.batches import BatchBuilder
+from world_model.models.batches import BatchBuilder, to_device
 from world_model.models.store_visit import StoreVisitConfig, StoreVisitModel
 from world_model.pipeline.loader import PreparedData
 from world_model.training.checkpoint import load_checkpoint
@@ -52,9 +52,6 @@ def load_world_model(path: Path | str, data: PreparedData, device: str = "auto")
     return model.to(resolve_device(device)).eval()
 
 
-def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {name: value.to(device, non_blocking=True) for name, value in batch.items()}
-
 
 class StoreVisitPredictor:
     """P(store | everything before the trip) [n, n_stores] from a ``StoreVisitModel``."""
@@ -65,12 +62,19 @@ class StoreVisitPredictor:
 
     @torch.no_grad()
     def probabilities(self, targets) -> np.ndarray:
+        """[n, n_stores]; the last result is kept, so a basket ranker that takes its stores from this
+        predictor on the same targets (as ``retailsim evaluate`` does) does not score them again."""
+        cached = getattr(self, "_last", None)
+        if cached is not None and cached[0] is targets:
+            return cached[1]
         device = next(self.model.parameters()).device
         parts = []
         for start in range(0, len(targets.rows), self.batch_size):
-            batch = _to(self.builder.store_visit(targets.rows[start : start + self.batch_size]), device)
+            batch = to_device(self.builder.store_visit(targets.rows[start : start + self.batch_size]), device)
             parts.append(torch.softmax(self.model(batch).float(), -1).cpu().numpy())
-        return np.concatenate(parts) if parts else np.zeros((0, self.builder.data.n_stores), np.float32)
+        result = np.concatenate(parts) if parts else np.zeros((0, self.builder.data.n_stores), np.float32)
+        self._last = (targets, result)
+        return result
 
 
 class BasketRanker:
@@ -98,7 +102,7 @@ class BasketRanker:
         for start in range(0, len(targets.rows), self.batch_size):
             rows = targets.rows[start : start + self.batch_size]
             store_rows = None if stores is None else stores[start : start + self.batch_size]
-            batch = _to(self.builder.next_basket(rows, store_rows=store_rows, true_trip=self.trip == "true"), device)
+            batch = to_device(self.builder.next_basket(rows, store_rows=store_rows, true_trip=self.trip == "true"), device)
             out = self.model(batch)
             parts.append(top_k_products(out["logits"].float(), k).cpu().numpy())
             for name in trips:

@@ -72,6 +72,8 @@ BASKET_TABLE_COLUMNS = (
     *TRIP_ATTRIBUTE_SLOTS,
 )  # fmt: skip
 """Integer columns of ``basket_table.npy``; ``shop_date`` is yyyymmdd, ``split`` 0/1/2 = train/validation/test."""
+BASKET_COLUMN = {name: i for i, name in enumerate(BASKET_TABLE_COLUMNS)}
+"""Column position in ``basket_table.npy`` by name."""
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 AFFINITY_STORE_OPERATIONAL = 8
 """Store operational features averaged into a customer's affinity block (the first 8 of the 32)."""

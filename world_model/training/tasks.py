@@ -33,12 +33,11 @@ from world_model.models.basket import (
     top_k_products,
     trip_head_loss,
 )
-from world_model.models.batches import BatchBuilder
+from world_model.models.batches import BatchBuilder, to_device
 from world_model.models.store_visit import StoreVisitConfig, StoreVisitModel
 from world_model.pipeline.loader import PreparedData
-from world_model.pipeline.tensor_cache import BASKET_TABLE_COLUMNS, SPLIT_CODES
+from world_model.pipeline.tensor_cache import BASKET_COLUMN, SPLIT_CODES
 
-_COL = {name: i for i, name in enumerate(BASKET_TABLE_COLUMNS)}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -100,7 +99,7 @@ class StoreVisitTask:
         self.task_config = task_config or StoreVisitTaskConfig()
         self.builder = BatchBuilder(data)
         table = self.builder.table
-        self.rows = np.flatnonzero((table[:, _COL["split"]] == SPLIT_CODES["train"]) & (table[:, _COL["history_baskets"]] > 0))
+        self.rows = np.flatnonzero((table[:, BASKET_COLUMN["split"]] == SPLIT_CODES["train"]) & (table[:, BASKET_COLUMN["history_baskets"]] > 0))
         self.validation_rows = _validation_rows(data, self.task_config.max_validation)
 
     def model_config(self) -> dict:
@@ -125,7 +124,7 @@ class StoreVisitTask:
         device = next(model.parameters()).device
         hits, losses, count = 0.0, 0.0, 0
         for start in range(0, len(self.validation_rows), 2048):
-            batch = _to(self.builder.store_visit(self.validation_rows[start : start + 2048]), device)
+            batch = to_device(self.builder.store_visit(self.validation_rows[start : start + 2048]), device)
             logits = model(batch).float()
             hits += (logits.argmax(1) == batch["store"]).sum().item()
             losses += torch.nn.functional.cross_entropy(logits, batch["store"], reduction="sum").item()
@@ -228,14 +227,14 @@ class BasketTask:
         for start in range(0, len(self.validation_rows), step):
             rows = self.validation_rows[start : start + step]
             if self.config.objective == "masked":
-                batch = _to(self.builder.masked_basket(rows, np.random.default_rng([self.task_config.seed, start]),
+                batch = to_device(self.builder.masked_basket(rows, np.random.default_rng([self.task_config.seed, start]),
                                                        self.task_config.mask_rates[1]), device)  # fmt: skip
                 logits = model(batch)["masked_logits"]
                 chosen = batch["basket_labels"] != -100
                 _add(sums, "masked_accuracy", ((logits.argmax(-1) == batch["basket_labels"]) & chosen).sum().item()
                      / max(chosen.sum().item(), 1) * len(rows))  # fmt: skip
             else:
-                batch = _to(self.builder.next_basket(rows), device)
+                batch = to_device(self.builder.next_basket(rows), device)
                 for name, value in ranking_scores(model(batch)["logits"], batch["targets"], k=10).items():
                     _add(sums, name, value.sum().item())
             count += len(rows)
@@ -261,6 +260,3 @@ def ranking_scores(logits: Tensor, targets: Tensor, k: int) -> dict[str, Tensor]
 def _add(sums: dict[str, float], name: str, value: float) -> None:
     sums[name] = sums.get(name, 0.0) + value
 
-
-def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {name: value.to(device) for name, value in batch.items()}
