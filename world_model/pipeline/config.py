@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from world_model.response.config import ResponseConfig
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,22 @@ class PipelineConfig:
     """DuckDB threads (None: one per core)."""
     progress: bool = True
     """Show progress bars."""
+    response: ResponseConfig = field(default_factory=ResponseConfig)
+    """Priors and rules of the price response (stage price_response). A config section: only the stages
+    that name it in ``Stage.config_sections`` fingerprint it, so changing a prior re-runs those alone."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.train_end < self.valid_end:
             raise ValueError(f"split must satisfy 1 <= train_end < valid_end, got {self.train_end},{self.valid_end}")
 
-    def fitted_parameters(self) -> dict:
-        """The parameters that change artifacts (progress and resources do not)."""
+    def fitted_parameters(self, sections: tuple[str, ...] = ()) -> dict:
+        """The parameters that change artifacts (progress and resources do not), with the config
+        ``sections`` asked for (a stage's ``config_sections``)."""
         params = asdict(self)
-        for key in ("memory_limit", "threads", "progress"):
+        for key in ("memory_limit", "threads", "progress", *(s for s in CONFIG_SECTIONS if s not in sections)):
             params.pop(key)
         return params
+
+
+CONFIG_SECTIONS = ("response",)
+"""Nested parts of the config that only some stages read."""

@@ -46,6 +46,8 @@ class Stage:
     depends_on: tuple[str, ...] = ()
     version: int = 1
     """Bump when the stage's logic changes, so old outputs are rebuilt."""
+    config_sections: tuple[str, ...] = ()
+    """Nested config sections (``PipelineConfig.response``, ...) the stage reads: part of its fingerprint."""
 
 
 class StageContext:
@@ -105,7 +107,7 @@ def run_pipeline(
                     "stage": stage.name,
                     "version": stage.version,
                     "data": data_fingerprint,
-                    "parameters": config.fitted_parameters(),
+                    "parameters": config.fitted_parameters(stage.config_sections),
                     "upstream": {d: fingerprints[d] for d in stage.depends_on},
                 },
                 sort_keys=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from world_model.pipeline.customers import MISSION_PATTERNS, STORE_AFFINITY
 from world_model.pipeline.entity_features import CUSTOMER_FEATURES, STORE_FEATURES
 from world_model.pipeline.price_features import PRICE_FEATURES
+from world_model.pipeline.price_response import PRICE_RESPONSE
 from world_model.pipeline.prices import PRICES
 from world_model.pipeline.product_features import PRODUCT_EMBEDDINGS, PSEUDO_BRANDS
 from world_model.pipeline.product_graph import PRODUCT_GRAPH
@@ -14,6 +15,7 @@ from world_model.pipeline.tensor_cache import TENSOR_CACHE
 
 ALL_STAGES: list[Stage] = [
     PRICES,
+    PRICE_RESPONSE,
     PRODUCT_GRAPH,
     STORE_AFFINITY,
     MISSION_PATTERNS,
