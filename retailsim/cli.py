@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -203,6 +204,74 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demand_simulator(args: argparse.Namespace):
+    """The simulator of ``evaluate-response`` and ``whatif``: models, response, the split's trips."""
+    from world_model.models.predictors import StoreVisitPredictor, load_world_model
+    from world_model.pipeline.loader import PreparedData
+    from world_model.response.model import PriceResponse
+    from world_model.response.simulate import DemandSimulator
+
+    data = PreparedData(args.workdir)
+    response = PriceResponse.load(Path(args.workdir))
+    basket = load_world_model(args.world_model, data, args.device)
+    store = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device), data)
+    split = args.split or ("test" if _has_trips(data, "test") else "validation")
+    return DemandSimulator(data, basket, store, response, split=split, limit=args.limit)
+
+
+def _has_trips(data, split: str) -> bool:
+    from world_model.evaluation.targets import EvaluationTargets
+
+    return len(EvaluationTargets.from_prepared(data, split, min_products=1)) > 0
+
+
+def _cmd_evaluate_response(args: argparse.Namespace) -> int:
+    from world_model.response.checks import evaluate_response
+    from world_model.response.plots import plot_response
+
+    if args.ground_truth and not (Path(args.ground_truth) / "categories.parquet").exists():
+        raise RetailSimError(f"--ground-truth: {args.ground_truth} has no categories.parquet (a generated market's ground_truth/)")
+    simulator = _demand_simulator(args)
+    report = evaluate_response(simulator, Path(args.ground_truth) if args.ground_truth else None, args.store)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    os.replace(tmp, out)
+    figure = plot_response(report, out.with_suffix(".png"))
+    ident = report["identifiability"]
+    print(f"{ident['categories']} categories, {ident['estimated']} estimated, "
+          f"{ident['elasticity_data_weight_over_half']} with elasticity data weight > 0.5")  # fmt: skip
+    if "recovery" in report:
+        errors = report["recovery"]["median_abs_rel_error"]
+        print(f"median abs rel error: elasticity {errors['elasticity_estimate']:.1%} (prior alone "
+              f"{errors['elasticity_prior_only']:.1%}), lift {errors['lift_estimate']:.1%} (prior alone {errors['lift_prior_only']:.1%})")  # fmt: skip
+    placebo = report["placebo"]["fake_promotion"]
+    store, checks = next(iter(report["stores"].items()))
+    print(f"placebo, fake promotion flag: demand change {placebo['demand_change']:+.2%} "
+          f"({'pass' if placebo['passed'] else 'FAIL'})")  # fmt: skip
+    print(f"placebo, unchanged prices at {store}: demand change {checks['unchanged_prices']['total_demand_change']:+.2%} "
+          f"({'pass' if checks['unchanged_prices']['passed'] else 'FAIL'})")  # fmt: skip
+    mono = checks["monotonicity"]
+    print(f"monotonicity at {store}: {mono['products']} products, {mono['violations']} violations "
+          f"({'pass' if mono['passed'] else 'FAIL'})")  # fmt: skip
+    print(f"report: {out}\nplot:   {figure}")
+    return 0 if report["checks_passed"] else 1
+
+
+def _cmd_whatif(args: argparse.Namespace) -> int:
+    from world_model.response.whatif import format_whatif, parse_moves, run_whatif
+
+    if not args.set and not args.promo:
+        raise RetailSimError("whatif: give at least one --set or --promo")
+    simulator = _demand_simulator(args)
+    prices = parse_moves(args.set or [], "--set", simulator)
+    promos = parse_moves(args.promo or [], "--promo", simulator)
+    table = run_whatif(simulator, args.store, prices, promos, weeks=args.weeks, margin=args.margin)
+    print(format_whatif(table, args.weeks))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from retailsim.demo import run_demo
 
@@ -351,6 +420,45 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument("--limit", type=_positive_int, help="evaluate a random sample of this many targets")
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     evaluate.set_defaults(func=_cmd_evaluate)
+    _add_response_commands(commands)
+
+
+def _add_simulator_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
+    command.add_argument("--world-model", required=True, help="basket model checkpoint (file or training --out directory)")
+    command.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
+    command.add_argument("--split", choices=["train", "validation", "test"],
+                         help="whose trips are the shopper population (default: test, or validation when test is empty)")
+    command.add_argument("--limit", type=_positive_int, help="a random sample of this many trips")
+    command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+
+
+def _add_response_commands(commands) -> None:
+    response = commands.add_parser(
+        "evaluate-response", help="price/promotion response: recovery, identifiability, placebos, monotonicity",
+        description="Report the fitted category elasticities and promotion lifts with their identifiability "
+        "(against the truth with --ground-truth), run the placebo and monotonicity checks on the simulated "
+        "demand and plot the demand curves. Exit 1 when a check fails.",
+    )  # fmt: skip
+    _add_simulator_options(response)
+    response.add_argument("--ground-truth", help="a generated market's ground_truth/ directory")
+    response.add_argument("--store", action="append", help="store(s) to simulate (default: the busiest)")
+    response.add_argument("--out", required=True, help="report JSON file (the PNG goes beside it)")
+    response.set_defaults(func=_cmd_evaluate_response)
+
+    whatif = commands.add_parser(
+        "whatif", help="simulated units, revenue and profit of a price or promotion change at one store",
+        description="KEYS are product codes or categories (PROD_CODE_20), comma-separated. "
+        "Example: retailsim whatif WORK --world-model WM --store-visit SV --store STORE00001 "
+        "--set PRD0900001=+10%% --promo DEP00003=20%% --weeks 4",
+    )  # fmt: skip
+    _add_simulator_options(whatif)
+    whatif.add_argument("--store", required=True, help="STORE_CODE")
+    whatif.add_argument("--set", action="append", metavar="KEYS=CHANGE", help="price change, e.g. PRD0900001=+10%%")
+    whatif.add_argument("--promo", action="append", metavar="KEYS=DEPTH", help="promotion at a depth, e.g. PRD0900001=20%%")
+    whatif.add_argument("--weeks", type=_positive_int, default=1, help="weeks the change lasts (default 1)")
+    whatif.add_argument("--margin", type=float, default=0.3, help="gross margin at reference price for costs (default 0.3)")
+    whatif.set_defaults(func=_cmd_whatif)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

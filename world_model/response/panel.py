@@ -151,6 +151,8 @@ class CategoryPanel:
     """[G, W] log shelf price of the zone, net of store offsets (the regular price where unobserved)."""
     promo: np.ndarray
     """[G, W] 1.0 where the price is more than the threshold below the regular price."""
+    regular_log_price: np.ndarray
+    """[G, W] the product's national regular log price (the same for every zone of a product)."""
     series_total: int = 0
     """Series of the category before dropping the sparsely observed ones."""
 
@@ -207,4 +209,4 @@ class Panel:
         units, log_price, regular = units[keep][:, sold], log_price[keep][:, sold], regular[keep][:, sold]
         log_price = np.where(np.isnan(log_price), regular, log_price)
         promo = (log_price < regular + np.log1p(-self.promo_threshold)).astype(np.float64)
-        return CategoryPanel(name, products[keep], weeks[sold], units, log_price, promo, series_total=shape[0])
+        return CategoryPanel(name, products[keep], weeks[sold], units, log_price, promo, regular, series_total=shape[0])
