@@ -35,5 +35,6 @@ PRICE_RESPONSE = Stage(
     outputs=(RESPONSE_FILE, PRODUCT_PANEL, STORE_PANEL),
     run=build_price_response,
     depends_on=("prices",),
+    version=2,
     config_sections=("response",),
 )

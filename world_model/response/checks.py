@@ -213,6 +213,8 @@ def evaluate_response(simulator: DemandSimulator, ground_truth: Path | None = No
     report["identifiability"] = {
         "categories": int(len(table)),
         "estimated": int(np.isfinite(table["elasticity_estimate"]).sum()),
+        "elasticity_rejected_wrong_sign": int(table["elasticity_rejected"].sum()),
+        "lift_rejected_wrong_sign": int(table["lift_rejected"].sum()),
         "elasticity_data_weight_over_half": int((table["elasticity_data_weight"] > 0.5).sum()),
         "lift_data_weight_over_half": int((table["lift_data_weight"] > 0.5).sum()),
         "median_price_variation": float(table["price_variation"].median()),

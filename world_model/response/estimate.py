@@ -92,9 +92,18 @@ def fit_category(panel: CategoryPanel, config: ResponseConfig, placebo: bool = F
 
 
 def category_response(panel: CategoryPanel, fit: CategoryFit, config: ResponseConfig) -> CategoryResponse:
-    """Shrink, clip and describe one category's fit."""
-    elasticity, w_e = shrink(fit.elasticity, fit.elasticity_se, config.prior_elasticity, config.prior_elasticity_sd)
-    log_lift, w_l = shrink(fit.log_lift, fit.log_lift_se, math.log(config.prior_lift), config.prior_log_lift_sd)
+    """Shrink, clip and describe one category's fit.
+
+    A wrong-signed estimate (demand rising with price, a promotion lowering demand) is not used: in
+    transaction data it is the mark of a mismeasured price (LGSR has no shelf prices) or of prices set
+    in response to demand, not a finding about shoppers, and a simulator given it would reward price
+    rises without end. Such a category gets the prior and ``*_rejected`` is set."""
+    reject_e = math.isfinite(fit.elasticity) and fit.elasticity > config.max_elasticity
+    reject_l = math.isfinite(fit.log_lift) and math.exp(fit.log_lift) < config.min_lift
+    elasticity, w_e = shrink(math.nan if reject_e else fit.elasticity, fit.elasticity_se, config.prior_elasticity,
+                             config.prior_elasticity_sd)  # fmt: skip
+    log_lift, w_l = shrink(math.nan if reject_l else fit.log_lift, fit.log_lift_se, math.log(config.prior_lift),
+                           config.prior_log_lift_sd)  # fmt: skip
     return CategoryResponse(
         category=panel.category,
         elasticity=min(elasticity, config.max_elasticity),
@@ -113,6 +122,8 @@ def category_response(panel: CategoryPanel, fit: CategoryFit, config: ResponseCo
         price_variation=panel.price_variation(),
         promo_share=float(panel.promo.mean()) if panel.promo.size else 0.0,
         converged=fit.converged,
+        elasticity_rejected=reject_e,
+        lift_rejected=reject_l,
     )
 
 
@@ -138,7 +149,9 @@ def estimate_store_response(store_panel: pd.DataFrame, loyalty: float, config: R
     trips, level = trips[:, sold], level[:, sold]
     fit = fit_fixed_effects_poisson(trips, level[:, :, None], np.arange(len(trips)))
     estimate, se = (float(fit.coef[0]), float(fit.se[0])) if math.isfinite(fit.se[0]) else (math.nan, math.inf)
-    elasticity, weight = shrink(estimate, se, config.prior_store_elasticity, config.prior_store_elasticity_sd)
+    rejected = math.isfinite(estimate) and estimate > 0  # visits rising with the price level: see category_response
+    elasticity, weight = shrink(math.nan if rejected else estimate, se, config.prior_store_elasticity,
+                                config.prior_store_elasticity_sd)  # fmt: skip
     elasticity = min(elasticity, 0.0)
     resid = level - level.mean(axis=1, keepdims=True) - level.mean(axis=0, keepdims=True) + level.mean()
     return StoreResponse(
@@ -151,6 +164,7 @@ def estimate_store_response(store_panel: pd.DataFrame, loyalty: float, config: R
         stores=int(trips.shape[0]),
         weeks=int(trips.shape[1]),
         level_variation=float(resid.std()) if resid.size else 0.0,
+        rejected=rejected,
     )
 
 

@@ -58,6 +58,10 @@ class CategoryResponse:
     promo_share: float = 0.0
     """Share of zone-weeks on promotion."""
     converged: bool = True
+    elasticity_rejected: bool = False
+    """The estimate had the wrong sign (> max_elasticity) and the prior is used instead."""
+    lift_rejected: bool = False
+    """The estimated lift was below min_lift and the prior is used instead."""
 
 
 @dataclass
@@ -78,6 +82,8 @@ class StoreResponse:
     weeks: int = 0
     level_variation: float = 0.0
     """Standard deviation of the log price level net of store and week effects."""
+    rejected: bool = False
+    """The estimate was positive (visits rising with price) and the prior is used instead."""
 
 
 @dataclass

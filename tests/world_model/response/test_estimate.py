@@ -48,12 +48,13 @@ def test_a_category_without_price_variation_is_the_prior() -> None:
     assert response.elasticity_data_weight == 0.0 and math.isnan(response.elasticity_estimate)
 
 
-def test_estimates_are_clipped_to_a_monotone_response() -> None:
+def test_wrong_signed_estimates_are_replaced_by_the_prior() -> None:
     panel = _category(np.random.default_rng(5), elasticity=1.0, lift=0.6)
     config = ResponseConfig()
     response = category_response(panel, fit_category(panel, config), config)
-    assert response.elasticity_estimate > 0 and response.elasticity == config.max_elasticity
-    assert response.lift_estimate < 1 and response.lift == config.min_lift
+    assert response.elasticity_estimate > 0 and response.elasticity == config.prior_elasticity
+    assert response.lift_estimate < 1 and response.lift == pytest.approx(config.prior_lift)
+    assert response.elasticity_rejected and response.lift_rejected and response.elasticity_data_weight == 0
 
 
 def test_placebo_flags_only_unpromoted_weeks_with_an_unchanged_regular_price() -> None:
