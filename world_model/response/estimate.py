@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from world_model.errors import RetailSimError
 from world_model.response.config import ResponseConfig
 from world_model.response.model import CategoryResponse, PriceResponse, StoreResponse
-from world_model.response.panel import CategoryPanel, Panel
+from world_model.response.panel import CategoryPanel, Panel, two_way_residual_sd
 from world_model.response.poisson import fit_fixed_effects_poisson
 
 UNCHANGED_PRICE = 1e-9
@@ -86,9 +86,13 @@ def fit_category(panel: CategoryPanel, config: ResponseConfig, placebo: bool = F
     if placebo:
         extra = {"placebo_log_lift": float(fit.coef[2]), "placebo_se": float(fit.se[2]),
                  "placebo_cells": int(fake.sum())}  # fmt: skip
-    unidentified = lambda j: (math.nan, math.inf) if not math.isfinite(fit.se[j]) else (float(fit.coef[j]), float(fit.se[j]))  # noqa: E731
-    (e, e_se), (b, b_se) = unidentified(0), unidentified(1)
+    (e, e_se), (b, b_se) = _estimate(fit, 0), _estimate(fit, 1)
     return CategoryFit(e, e_se, b, b_se, fit.converged, **extra)
+
+
+def _estimate(fit, j: int) -> tuple[float, float]:
+    """(coefficient, se) of regressor j, (nan, inf) when it is not identified."""
+    return (float(fit.coef[j]), float(fit.se[j])) if math.isfinite(fit.se[j]) else (math.nan, math.inf)
 
 
 def category_response(panel: CategoryPanel, fit: CategoryFit, config: ResponseConfig) -> CategoryResponse:
@@ -148,12 +152,11 @@ def estimate_store_response(store_panel: pd.DataFrame, loyalty: float, config: R
     sold = trips.sum(axis=0) > 0
     trips, level = trips[:, sold], level[:, sold]
     fit = fit_fixed_effects_poisson(trips, level[:, :, None], np.arange(len(trips)))
-    estimate, se = (float(fit.coef[0]), float(fit.se[0])) if math.isfinite(fit.se[0]) else (math.nan, math.inf)
+    estimate, se = _estimate(fit, 0)
     rejected = math.isfinite(estimate) and estimate > 0  # visits rising with the price level: see category_response
     elasticity, weight = shrink(math.nan if rejected else estimate, se, config.prior_store_elasticity,
                                 config.prior_store_elasticity_sd)  # fmt: skip
     elasticity = min(elasticity, 0.0)
-    resid = level - level.mean(axis=1, keepdims=True) - level.mean(axis=0, keepdims=True) + level.mean()
     return StoreResponse(
         elasticity=elasticity,
         choice_sensitivity=-elasticity / max(1.0 - loyalty, 1e-3),
@@ -163,7 +166,7 @@ def estimate_store_response(store_panel: pd.DataFrame, loyalty: float, config: R
         loyalty=loyalty,
         stores=int(trips.shape[0]),
         weeks=int(trips.shape[1]),
-        level_variation=float(resid.std()) if resid.size else 0.0,
+        level_variation=two_way_residual_sd(level),
         rejected=rejected,
     )
 

@@ -157,13 +157,15 @@ class CategoryPanel:
     """Series of the category before dropping the sparsely observed ones."""
 
     def price_variation(self) -> float:
-        """Standard deviation of log price after removing series and week means: what identifies the
-        elasticity once the fixed effects have taken theirs."""
-        x = self.log_price
-        if not x.size:
-            return 0.0
-        resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
-        return float(resid.std())
+        """What identifies the elasticity once the fixed effects have taken theirs."""
+        return two_way_residual_sd(self.log_price)
+
+
+def two_way_residual_sd(x: np.ndarray) -> float:
+    """Standard deviation of a [G, W] array after removing row and column means (0 when empty)."""
+    if not x.size:
+        return 0.0
+    return float((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()).std())
 
 
 class Panel:

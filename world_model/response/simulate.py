@@ -160,7 +160,13 @@ class DemandSimulator:
 
     def reference_prices(self, store_row: int) -> np.ndarray:
         """[V] each product's regular (base) price at the store in the latest week it has one, else the
-        product's training mean unit price (1 for PAD/UNK/MASK)."""
+        product's training mean unit price (1 for PAD/UNK/MASK). Kept per store: it scans prices_derived."""
+        cache = self.__dict__.setdefault("_reference_prices", {})
+        if store_row not in cache:
+            cache[store_row] = self._read_reference_prices(store_row)
+        return cache[store_row]
+
+    def _read_reference_prices(self, store_row: int) -> np.ndarray:
         store_code = self.store_codes[store_row - 1]
         prices = self.data.workdir / "processed" / "prices_derived.parquet"
         with duckdb.connect() as con:

@@ -59,7 +59,6 @@ def test_report_keys(metrics: dict, prepared: PreparedData) -> None:
             for metric in ("recall", "ndcg", "precision", "hit_rate", "repeat_hits", "explore_hits",
                            "repeat_recall", "explore_recall"):  # fmt: skip
                 assert 0 <= metrics[f"next_basket/{method}/{metric}@{k}"] <= (20 if "hits" in metric else 1)
-        assert isinstance(metrics[f"next_basket/{method}/seconds"], float)  # recorded; its value is not asserted
     for method in STORES:
         for metric in ("top1", "top3", "mrr"):
             assert 0 <= metrics[f"store_visit/{method}/{metric}"] <= 1
