@@ -1,0 +1,60 @@
+"""Configuration of the retail market and of the shaped reward (one dataclass each, passed down)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """reward = profit / profit_scale - boundary x penalty + diversity x bonus + alignment x alignment.
+
+    ``profit_scale`` is the managed products' expected weekly gross profit at reference prices, so a week
+    at historical pricing earns about 1. Every shaping term lies in [0, 1] (``RetailSimEnv`` docstring)."""
+
+    profit: float = 1.0
+    boundary: float = 0.1
+    """Weight of the boundary penalty: prices in the outer 5% of their range, and discounted prices
+    below unit cost (price violations)."""
+    diversity: float = 0.05
+    """Weight of the diversity bonus: spread of the managed products' price positions (one move for
+    every product earns nothing)."""
+    alignment: float = 0.05
+    """Weight of inventory alignment: min(stock, demand) / max(stock, demand) averaged over products."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The store operations around the demand: episode, promotions, ordering and costs."""
+
+    episode_length: int = 52
+    """Weekly steps per episode (truncation, not termination)."""
+    lead_time: int = 1
+    """Weeks between an order and its arrival (0: arrives before the week's sales)."""
+    max_promo_depth: float = 0.4
+    """The deepest promotion an action can set (a share of the shelf price)."""
+    max_order_multiple: float = 2.0
+    """Orders range over [0, max_order_multiple] x the forecast of next week's demand."""
+    initial_stock_weeks: float = 2.0
+    """Stock at reset, in weeks of demand at reference prices (the pipeline holds one week per lead week)."""
+    holding_rate: float = 0.02
+    """Weekly holding cost per unit left in stock, as a share of its unit cost."""
+    stockout_rate: float = 0.1
+    """Cost of each unit of demand lost to a stock-out, as a share of its effective price (goodwill)."""
+    substitution: float = 0.0
+    """Share of demand lost to a stock-out that moves to managed products of the same sub-commodity
+    (PROD_CODE_10) with stock left (0: none)."""
+    edge_margin: float = 0.05
+    """A price within this share of its range from a bound counts as at the edge."""
+    reward: RewardWeights = field(default_factory=RewardWeights)
+
+    def __post_init__(self) -> None:
+        checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,
+                  "max_promo_depth": 0 <= self.max_promo_depth < 1, "max_order_multiple": self.max_order_multiple > 0,
+                  "substitution": 0 <= self.substitution <= 1, "edge_margin": 0 <= self.edge_margin < 0.5}  # fmt: skip
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"EnvConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,265 @@
+"""Weekly demand of the managed products at the managed stores, batched over environment copies.
+
+Two backends with one interface (``sample`` for a week's realized demand, ``forecast`` for its expectation):
+
+``LearnedDemand`` (the trained world models). Each week, for copy b:
+
+1. every shopper c of the population makes ``Poisson(visit_rate_c)`` trips;
+2. each trip goes to store s with the store-visit model's probability q_cs, tilted by the managed stores'
+   price levels L (the price response's store-choice sensitivity gamma):
+   q'_cm = q_cm L_m^-gamma / (1 + sum_m' q_cm' (L_m'^-gamma - 1)); trips to other stores are not simulated
+   further (nobody manages them);
+3. the basket model runs once on all trips to managed stores of all copies (one forward): T3 is built from
+   the simulated week (date, weeks since the shopper's last simulated trip), the history, T4 and T6 are the
+   shopper's as of the scenario's data, so its output is a price-neutral distribution over products;
+4. expected units of managed product k: visits x mean distinct products per basket x p_k x units per line
+   x the explicit response (price ratio ** elasticity x lift ** promoted), summed per store; realized
+   demand is Poisson around it (a sum of per-trip Poisson counts is Poisson of the sum).
+
+Neither model reads the week's prices (T4 carries the history's prices): every price and promotion effect
+comes from the explicit, monotone response (the hybrid-demand decision in ARCHITECTURE.md), so an agent
+cannot exploit a network's extrapolation. Shopper histories stay as in the data; their recency evolves.
+
+``OracleDemand`` (a generated scenario's ground truth): the generator's ``expected_units`` under the agent's
+prices at the managed cells and the generator's own calendar elsewhere, realized demand Poisson around it.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from world_model.data.synthetic.market import SyntheticMarket
+from world_model.models.batches import BatchBuilder
+from world_model.models.predictors import StoreVisitPredictor, load_world_model, resolve_device
+from world_model.pipeline.model_inputs import temporal_features
+from world_model.pipeline.tensor_cache import BASKET_COLUMN
+from world_model.response.checks import load_market
+from world_model.response.model import demand_multiplier
+
+from retailsim_env.scenario import MODELS, Scenario
+
+MIN_STORE_PROBABILITY = 0.005
+"""Shoppers less likely than this to pick a managed store never shop there (their slot is not cached)."""
+_STATIC_KEYS = ("customer", "store", "t6", "true_trip", "items", "item_basket", "item_weeks", "t4", "candidates",
+                "candidate_features")  # fmt: skip
+
+
+def _pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along dim 0, padding every later dim to the largest (zeros = PAD)."""
+    shape = [max(p.shape[d] for p in parts) for d in range(1, parts[0].dim())]
+    out = parts[0].new_zeros((sum(p.shape[0] for p in parts), *shape))
+    start = 0
+    for p in parts:
+        out[(slice(start, start + len(p)), *(slice(0, n) for n in p.shape[1:]))] = p
+        start += len(p)
+    return out
+
+
+class LearnedDemand:
+    """Demand from the scenario's trained models (module docstring). Per-copy state: weeks since each
+    shopper's last simulated trip (``gaps`` [B, N])."""
+
+    def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, device: str = "auto",
+                 batch_size: int = 512) -> None:  # fmt: skip
+        self.scenario, self.store_rows, self.product_rows = scenario, list(store_rows), np.asarray(product_rows)
+        self.device = resolve_device(device)
+        data = scenario.data
+        self.basket_model = load_world_model(scenario.path / MODELS["basket"], data, str(self.device))
+        store_model = load_world_model(scenario.path / MODELS["store_visit"], data, str(self.device))
+        shoppers = scenario.shoppers
+        self.anchor = shoppers["anchor_row"].to_numpy(np.int64)
+        self.visit_rate = shoppers["visit_rate"].to_numpy(np.float64)
+        self.basket_items = shoppers["basket_items"].to_numpy(np.float64)
+        self.n_shoppers = len(self.anchor)
+        table = np.asarray(data.basket_table)[self.anchor]
+        self.weekday = table[:, BASKET_COLUMN["weekday"]]
+        self.hour = table[:, BASKET_COLUMN["hour"]]
+        self.history_trips = table[:, BASKET_COLUMN["history_baskets"]] + 1
+        self.now_week = int(scenario.meta["calendar"]["weeks"])
+        self.train_end = data.train_end
+        catalog = scenario.catalog.set_index("row")
+        self.units_per_line = catalog.loc[self.product_rows, "units_per_line"].to_numpy(np.float64)
+        self.elasticity = catalog.loc[self.product_rows, "elasticity"].to_numpy(np.float64)
+        self.lift = catalog.loc[self.product_rows, "lift"].to_numpy(np.float64)
+        self.choice_sensitivity = scenario.response.store.choice_sensitivity
+        self.reference = scenario.reference_prices[np.ix_(self.store_rows, self.product_rows)].astype(np.float64)
+        revenue = scenario.catalog["revenue"].to_numpy(np.float64)
+        self.revenue_weight = catalog.loc[self.product_rows, "revenue"].to_numpy(np.float64) / max(revenue.sum(), 1e-9)
+
+        predictor = StoreVisitPredictor(store_model, data, batch_size=batch_size)
+        q = predictor.probabilities(SimpleNamespace(rows=self.anchor))[:, self.store_rows].astype(np.float64)
+        q[q < MIN_STORE_PROBABILITY] = 0.0
+        self.q = q  # [N, M]
+        self._product_index = torch.as_tensor(self.product_rows.copy(), device=self.device)
+        self._build_slots(data, batch_size)
+        self.gaps = np.ones((0, self.n_shoppers))
+
+    # ------------------------------------------------------------------ cached model inputs
+    @torch.no_grad()
+    def _build_slots(self, data, batch_size: int) -> None:
+        """Model inputs of every (shopper, managed store) pair with q > 0, and their expected lines of the
+        managed products at a reference week (for forecasts): ``self.propensity`` [M, N, K]."""
+        builder = BatchBuilder(data, max_sequence_items=self.basket_model.config.max_sequence_items)
+        shopper, store = np.nonzero(self.q.T)[::-1]  # slots ordered by store, then shopper
+        order = np.lexsort((shopper, store))
+        self.slot_shopper, self.slot_store = shopper[order], store[order]
+        self.slot_of = np.full((len(self.store_rows), self.n_shoppers), -1, dtype=np.int64)
+        self.slot_of[self.slot_store, self.slot_shopper] = np.arange(len(order))
+        parts: dict[str, list[torch.Tensor]] = {key: [] for key in _STATIC_KEYS}
+        for start in range(0, len(order), batch_size):
+            c, m = self.slot_shopper[start : start + batch_size], self.slot_store[start : start + batch_size]
+            batch = builder.next_basket(self.anchor[c], store_rows=np.asarray(self.store_rows)[m])
+            for key in _STATIC_KEYS:
+                parts[key].append(batch[key])
+        self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if len(order) else {}
+        self.propensity = np.zeros((len(self.store_rows), self.n_shoppers, len(self.product_rows)))
+        reference = np.datetime64(self.scenario.meta["calendar"]["first_monday"]) + 7 * (self.now_week - 1)
+        for start in range(0, len(order), batch_size):
+            slots = np.arange(start, min(start + batch_size, len(order)))
+            p = self._probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)))
+            c, m = self.slot_shopper[slots], self.slot_store[slots]
+            self.propensity[m, c] = p * self.basket_items[c, None] * self.units_per_line[None, :]
+
+    def _t3(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray) -> torch.Tensor:
+        c = self.slot_shopper[slots]
+        dates = mondays.astype("datetime64[D]") + (self.weekday[c] - 1)
+        t3 = temporal_features(dates, self.weekday[c], self.hour[c], np.full(len(c), self.now_week), gaps,
+                               self.history_trips[c], self.train_end)  # fmt: skip
+        return torch.from_numpy(t3).to(self.device)
+
+    def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        """[n, K] the basket model's probabilities of the managed products for the trips in ``slots``."""
+        index = torch.from_numpy(slots).to(self.device)
+        batch = {key: value.index_select(0, index) for key, value in self.cache.items()}
+        batch["t3"] = self._t3(slots, mondays, gaps)
+        logits = self.basket_model(batch)["logits"].float()
+        probabilities = torch.softmax(logits, -1)[:, self._product_index]
+        return probabilities.double().cpu().numpy()
+
+    def model_batch(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray) -> dict[str, torch.Tensor]:
+        """The basket model's input for ``slots`` (what ``sample`` feeds it; for benchmarks)."""
+        index = torch.from_numpy(slots).to(self.device)
+        return {**{k: v.index_select(0, index) for k, v in self.cache.items()}, "t3": self._t3(slots, mondays, gaps)}
+
+    # ------------------------------------------------------------------ per-copy state
+    def reset(self, copies: np.ndarray, n_copies: int, rngs: list[np.random.Generator]) -> None:
+        if self.gaps.shape[0] != n_copies:
+            self.gaps = np.ones((n_copies, self.n_shoppers))
+        self.gaps[copies] = 1.0
+
+    def _response_inputs(self, price: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(price ratio to the reference after discount [B, M, K], promoted [B, M, K], log level [B, M]).
+        The level weights each managed product by its share of all training revenue (the rest at 1)."""
+        ratio = price * (1.0 - depth) / self.reference
+        return ratio, depth > 0, np.log(ratio) @ self.revenue_weight
+
+    def _choice(self, log_level: np.ndarray) -> np.ndarray:
+        """[N, M] tilted probabilities q' for one copy's managed-store log price levels [M]."""
+        w = np.exp(-self.choice_sensitivity * log_level)
+        return self.q * w / (1.0 + self.q @ (w - 1.0))[:, None]
+
+    def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """[B, M, K] expected units (the model's forecast) in weeks ``weeks`` [B] at shelf prices ``price`` and
+        promotion depths ``depth`` [B, M, K] (the propensities of a reference week: no seasonality)."""
+        ratio, promoted, log_level = self._response_inputs(price, depth)
+        out = np.empty(ratio.shape)
+        for b in range(len(ratio)):
+            q = self._choice(log_level[b]) * self.visit_rate[:, None]  # [N, M]
+            base = np.einsum("nm,mnk->mk", q, self.propensity)
+            out[b] = base * demand_multiplier(ratio[b], promoted[b], self.elasticity, self.lift)
+        return out
+
+    @torch.no_grad()
+    def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
+               rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """(demand [B, M, K] realized units, visits [B, M]) of weeks ``weeks`` [B] (data week indices) at
+        shelf prices ``price`` and promotion depths ``depth`` [B, M, K]."""
+        ratio, promoted, log_level = self._response_inputs(price, depth)
+        n_copies, n_stores = ratio.shape[:2]
+        trips, copies, mondays, gaps = [], [], [], []
+        visits = np.zeros((n_copies, n_stores))
+        first = np.datetime64(self.scenario.meta["calendar"]["first_monday"])
+        for b, rng in enumerate(rngs):
+            count = rng.poisson(self.visit_rate)
+            shopping = np.flatnonzero(count)
+            q = self._choice(log_level[b])[shopping]
+            pvals = np.concatenate([q, np.clip(1.0 - q.sum(1, keepdims=True), 0.0, None)], axis=1)
+            chosen = rng.multinomial(count[shopping], pvals)[:, :n_stores]  # [n, M]
+            c, m = np.nonzero(chosen)
+            slot = self.slot_of[m, shopping[c]]
+            trips.append(np.stack([slot, chosen[c, m]], 1))
+            copies.append(np.full(len(slot), b))
+            mondays.append(np.full(len(slot), first + 7 * (int(weeks[b]) - 1)))
+            gaps.append(self.gaps[b, shopping[c]])
+            visits[b] = chosen.sum(0)
+            self.gaps[b] += 1.0
+            self.gaps[b, shopping] = 1.0
+        trips_all = np.concatenate(trips) if trips else np.zeros((0, 2), np.int64)
+        copy = np.concatenate(copies)
+        expected = np.zeros(ratio.shape)
+        if len(trips_all):
+            slots, count = trips_all[:, 0], trips_all[:, 1]
+            p = self._probabilities(slots, np.concatenate(mondays), np.concatenate(gaps))
+            c, m = self.slot_shopper[slots], self.slot_store[slots]
+            lines = p * (count * self.basket_items[c])[:, None] * self.units_per_line[None, :]
+            np.add.at(expected, (copy, m), lines)
+        for b in range(n_copies):
+            expected[b] *= demand_multiplier(ratio[b], promoted[b], self.elasticity, self.lift)
+        demand = np.stack([rng.poisson(expected[b]) for b, rng in enumerate(rngs)]).astype(np.float64)
+        return demand, visits
+
+
+class OracleDemand:
+    """Demand from the generator's true model (module docstring)."""
+
+    def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray) -> None:
+        if not scenario.has_ground_truth:
+            raise ValueError(f"demand='oracle' needs a generated scenario with ground truth; {scenario.name} has none")
+        self.market: SyntheticMarket = load_market(scenario.path / "ground_truth")
+        store_codes = scenario.stores.set_index("row").loc[list(store_rows), "STORE_CODE"]
+        product_codes = scenario.catalog.set_index("row").loc[np.asarray(product_rows), "PROD_CODE"]
+        self.store_index = pd.Index(self.market.stores.code).get_indexer(store_codes)
+        self.product_index = pd.Index(self.market.catalog.prod_code).get_indexer(product_codes)
+        if (self.store_index < 0).any() or (self.product_index < 0).any():
+            raise ValueError(f"scenario {scenario.name}: stores or products missing from its ground truth")
+
+    def reset(self, copies: np.ndarray, n_copies: int, rngs: list[np.random.Generator]) -> None:
+        """The oracle has no per-copy state."""
+
+    def _week(self, week: int, price: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """The generator's full price and depth matrices [S, P] of data week ``week`` with the managed
+        cells at shelf ``price`` and promotion ``depth`` [M, K]; also the generator's week index and cells."""
+        market_week = max(int(week) - 1, 0)  # data week 1 is the generator's week 0
+        shelf, scheduled_depth = self.market.scheduled_prices(market_week)
+        cells = np.ix_(self.store_index, self.product_index)
+        shelf[cells] = price * (1.0 - depth)
+        scheduled_depth[cells] = depth
+        return shelf, scheduled_depth, market_week, cells
+
+    def _expected(self, week: int, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """[M, K] true expected units."""
+        shelf, full_depth, market_week, cells = self._week(week, price, depth)
+        return self.market.expected_units(market_week, shelf, full_depth)[cells]
+
+    def _expected_visits(self, week: int, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """[M] true expected trips to the managed stores."""
+        shelf, _, market_week, _ = self._week(week, price, depth)
+        pop = self.market.population
+        trips = (pop.visit_rate * self.market.traffic(market_week))[:, None] * self.market.store_choice_probs(shelf)
+        per_store = np.bincount(pop.store_slots.ravel(), weights=trips.ravel(), minlength=self.market.n_stores)
+        return per_store[self.store_index]
+
+    def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        return np.stack([self._expected(w, price[b], depth[b]) for b, w in enumerate(weeks)])
+
+    def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
+               rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """(realized demand [B, M, K], expected trips [B, M]: the oracle draws units, not individual trips)."""
+        demand = np.stack([rng.poisson(self._expected(w, price[b], depth[b])) for b, (w, rng) in
+                           enumerate(zip(weeks, rngs))]).astype(np.float64)  # fmt: skip
+        visits = np.stack([self._expected_visits(w, price[b], depth[b]) for b, w in enumerate(weeks)])
+        return demand, visits

@@ -1,0 +1,176 @@
+"""``RetailSim-v0``: one category manager, one store (or a few), K products, weekly steps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from retailsim_env.config import EnvConfig, RewardWeights
+from retailsim_env.core import ACTION_FIELDS, GLOBAL_FEATURES, PRODUCT_FEATURES, BatchedRetailSim
+from retailsim_env.render import Dashboard
+from retailsim_env.scenario import Scenario
+
+
+def make_config(config: EnvConfig | dict | None, episode_length: int | None,
+                reward_weights: RewardWeights | dict | None) -> EnvConfig:  # fmt: skip
+    """An ``EnvConfig`` from a config or dict of its fields, with the two common overrides applied."""
+    if isinstance(config, dict):
+        reward = config.get("reward")
+        config = EnvConfig(**{**config, **({"reward": RewardWeights(**reward)} if isinstance(reward, dict) else {})})
+    config = config or EnvConfig()
+    if episode_length is not None:
+        config = replace(config, episode_length=int(episode_length))
+    if reward_weights is not None:
+        weights = reward_weights if isinstance(reward_weights, RewardWeights) else RewardWeights(**reward_weights)
+        config = replace(config, reward=weights)
+    return config
+
+
+def open_sim(scenario: str | Scenario | None, stores, products, config: EnvConfig, demand: str, device: str,
+             n_stores: int = 1) -> BatchedRetailSim:  # fmt: skip
+    """The batched market for the environments' common keyword arguments."""
+    scenario = scenario if isinstance(scenario, Scenario) else Scenario(scenario)
+    store_rows = scenario.store_rows(stores, count=n_stores)
+    product_rows = scenario.product_rows(products, store_rows)
+    return BatchedRetailSim(scenario, store_rows, product_rows, config, demand=demand, device=device)
+
+
+class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
+    """
+    ## Description
+
+    A category manager sets the weekly shelf prices, promotions and orders of K managed products in one
+    store (or a set of stores) of a scenario (``retailsim_env.scenario``); simulated shoppers decide
+    whether, where and what to buy. Demand comes from the scenario's trained world models (the
+    store-visit predictor draws trips, the basket model gives each visitor's purchase probabilities in one
+    batched forward, the explicit price/promotion response scales them; see ``retailsim_env.demand``),
+    or, with ``demand="oracle"`` on a generated scenario, from the generator's true demand. Sales are
+    capped by stock; orders arrive after a lead time (``retailsim_env.market``).
+
+    ## Action Space
+
+    ``Box(-1, 1, (M * K * 3,), float32)``: for each managed store m and product k (store-major, then
+    product, then field) three numbers a:
+
+    | field | decoding |
+    |-------|----------|
+    | price | shelf price = price_min + (a + 1) / 2 x (price_max - price_min), rounded to cents |
+    | promo | promotion depth = max_promo_depth x max(a, 0) (a <= 0: no promotion); paid = price x (1 - depth) |
+    | order | units = round((a + 1) / 2 x max_order_multiple x forecast of next week's demand) |
+
+    price_min / price_max are the 20th / 95th percentiles of the product's observed prices (at least
+    +-10% around its reference price). Values outside [-1, 1] are clipped and counted in
+    ``info["clipped_actions"]``; NaN or inf raise ``InvalidActionError``. ``DictActionWrapper`` offers
+    the same action as a Dict of absolute prices, depths and order fractions.
+
+    ## Observation Space
+
+    ``Box(-1000, 1000, (M * K * 6 + 3,), float32)``: per store and product, ``PRODUCT_FEATURES`` =
+    price / reference price - 1, depth / max_promo_depth, stock, last week's units sold, the model's
+    forecast of next week's demand at the current prices, units on order (the last four divided by the
+    product's expected weekly units at reference prices); then ``GLOBAL_FEATURES`` = sin and cos of the
+    week of year and the episode's progress t / episode_length.
+
+    ## Rewards
+
+    ``profit / profit_scale - 0.1 x boundary_penalty + 0.05 x diversity_bonus + 0.05 x inventory_alignment``
+    (weights: ``reward_weights``), where profit = revenue - cost of goods - holding cost - stock-out cost
+    of the managed products, ``profit_scale`` their expected weekly gross profit at reference prices (a
+    historical-pricing week earns about 1), boundary_penalty = mean of (edge proximity of the prices: 0
+    inside, up to 1 at a bound over the outer 5% of the range) and (share of discounted prices below unit
+    cost), diversity_bonus = mean over stores of the standard deviation of the products' price positions
+    in [-1, 1], inventory_alignment = mean of min(stock, demand) / max(stock, demand). Raw profit is
+    always in ``info["profit"]``, every component in ``info["reward_*"]``.
+
+    ## Starting State
+
+    A calendar week drawn uniformly from the scenario's data weeks (or ``start_week``); prices at the
+    store's reference prices without promotions; ``initial_stock_weeks`` of expected demand in stock and
+    one week per lead week on order.
+
+    ## Episode End
+
+    Truncation after ``episode_length`` weeks (default 52); the episode never terminates.
+
+    ## Info
+
+    ``week``, ``revenue``, ``profit``, ``units``, ``demand``, ``stockout_units``, ``stockouts`` (products
+    short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``clipped_actions``,
+    ``visits`` (trips to the managed stores; the expected number in oracle mode), ``holding_cost``, ``stockout_cost``
+    and ``reward_profit``, ``reward_boundary_penalty``, ``reward_diversity_bonus``, ``reward_inventory_alignment``.
+
+    ## Arguments
+
+    ```python
+    gym.make("RetailSim-v0", scenario=None, stores=None, n_stores=1, products=10, episode_length=52,
+             demand="learned", reward_weights=None, config=None, start_week=None, device="auto",
+             render_mode=None)
+    ```
+
+    - ``scenario``: a scenario directory or ``Scenario`` (default: the small scenario shipped with the package);
+    - ``stores``: a store code or list of codes (default: the ``n_stores`` stores with the most revenue);
+    - ``products``: the number of managed products (the top by training revenue) or a list of codes;
+    - ``demand``: "learned" (the trained models) or "oracle" (the generator's truth; generated scenarios);
+    - ``reward_weights``: ``RewardWeights`` or a dict of its fields; ``config``: ``EnvConfig`` or a dict;
+    - ``device``: where the models run ("auto": CUDA when available); ``render_mode``: "ansi" or "rgb_array".
+
+    The same seed gives the same trajectory for the same actions.
+
+    ## Version History
+
+    - v0: first release.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, scenario: str | Scenario | None = None, stores: str | list[str] | None = None,
+                 n_stores: int = 1, products: int | list[str] = 10, episode_length: int | None = None,
+                 demand: str = "learned", reward_weights: RewardWeights | dict | None = None,
+                 config: EnvConfig | dict | None = None, start_week: int | None = None, device: str = "auto",
+                 render_mode: str | None = None) -> None:  # fmt: skip
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.config = make_config(config, episode_length, reward_weights)
+        self.sim = open_sim(scenario, stores, products, self.config, demand, device, n_stores)
+        self.sim.market.allocate(1)
+        self.start_week, self.render_mode = start_week, render_mode
+        self.action_space = spaces.Box(-1.0, 1.0, (self.sim.action_size,), np.float32)
+        self.observation_space = spaces.Box(-1e3, 1e3, (self.sim.observation_size,), np.float32)
+        self.dashboard = Dashboard(self.sim)
+        self._closed = False
+
+    @property
+    def market(self):
+        return self.sim.market
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        start = (options or {}).get("start_week", self.start_week)
+        obs = self.sim.reset(np.array([0]), [self.np_random], None if start is None else np.array([start]))
+        self.dashboard.clear()
+        return obs[0], {"week": int(self.market.week[0]), "profit_scale": self.market.profit_scale}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, truncated, info = self.sim.step(np.asarray(action, dtype=np.float64)[None])
+        single = {key: value[0].item() for key, value in info.items()}
+        self.dashboard.record(single)
+        return obs[0], float(reward[0]), False, bool(truncated[0]), single
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return self.dashboard.text()
+        if self.render_mode == "rgb_array":
+            return self.dashboard.image()
+        return None
+
+    def close(self) -> None:
+        if not self._closed:
+            self.dashboard.close()
+            self._closed = True
+
+
+__all__ = ["RetailSimEnv", "ACTION_FIELDS", "PRODUCT_FEATURES", "GLOBAL_FEATURES"]

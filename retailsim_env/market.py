@@ -1,0 +1,149 @@
+"""The batched weekly market step: prices, promotions and orders in; sales, stock and money out.
+
+``RetailMarket`` holds B copies of one market (M managed stores x K managed products each) as arrays with
+a leading copy axis; every environment (single, vector, multi-agent) is a view of it, so a vector step
+is one call here and one model forward in the demand backend. A week, per copy:
+
+1. orders placed ``lead_time`` weeks ago arrive; this week's orders join the pipeline (lead 0: at once);
+2. demand is drawn at the week's shelf prices and promotion depths (``retailsim_env.demand``);
+3. sales = min(demand, stock); with ``substitution`` > 0 a share of the lost units moves to managed
+   products of the same sub-commodity that still have stock;
+4. money: revenue = sold x price x (1 - depth); cost of goods = sold x unit cost; holding = stock left
+   x unit cost x holding_rate; stock-out cost = lost units x effective price x stockout_rate;
+5. the forecast of next week's demand at the prices just set (what the observation shows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from retailsim_env.config import EnvConfig
+from retailsim_env.demand import LearnedDemand, OracleDemand
+from retailsim_env.scenario import Scenario
+
+DEMAND_MODES = ("learned", "oracle")
+
+
+@dataclass
+class WeekResult:
+    """One week of every copy; arrays [B, M, K] unless noted."""
+
+    demand: np.ndarray
+    sold: np.ndarray
+    lost: np.ndarray
+    revenue: np.ndarray
+    cost_of_goods: np.ndarray
+    holding_cost: np.ndarray
+    stockout_cost: np.ndarray
+    visits: np.ndarray
+    """[B, M] trips to each managed store (oracle mode: the expected number; it draws units, not trips)."""
+
+    @property
+    def profit(self) -> np.ndarray:
+        return self.revenue - self.cost_of_goods - self.holding_cost - self.stockout_cost
+
+
+class RetailMarket:
+    """B copies of the managed stores' market (module docstring)."""
+
+    def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, config: EnvConfig,
+                 demand: str = "learned", device: str = "auto") -> None:  # fmt: skip
+        if demand not in DEMAND_MODES:
+            raise ValueError(f"demand must be one of {DEMAND_MODES}, got {demand!r}")
+        self.scenario, self.config, self.demand_mode = scenario, config, demand
+        self.store_rows, self.product_rows = list(store_rows), np.asarray(product_rows, dtype=np.int64)
+        catalog = scenario.catalog.set_index("row").loc[self.product_rows]
+        self.product_codes = catalog["PROD_CODE"].tolist()
+        self.store_codes = scenario.stores.set_index("row").loc[self.store_rows, "STORE_CODE"].tolist()
+        self.unit_cost = catalog["unit_cost"].to_numpy(np.float64)
+        self.price_min = catalog["price_min"].to_numpy(np.float64)
+        self.price_max = catalog["price_max"].to_numpy(np.float64)
+        reference = scenario.reference_prices[np.ix_(self.store_rows, self.product_rows)].astype(np.float64)
+        self.reference_price = np.clip(reference, self.price_min, self.price_max)  # [M, K]
+        classes = catalog["PROD_CODE_10"].to_numpy()
+        same = classes[:, None] == classes[None, :]
+        np.fill_diagonal(same, False)
+        self.siblings = same.astype(np.float64)  # [K, K]
+        if demand == "oracle":
+            self.backend = OracleDemand(scenario, self.store_rows, self.product_rows)
+        else:
+            self.backend = LearnedDemand(scenario, self.store_rows, self.product_rows, device=device)
+        self.data_weeks = int(scenario.meta["calendar"]["weeks"])
+        middle = np.array([max(self.data_weeks // 2, 1)])
+        self.reference_units = self.backend.forecast(middle, self.reference_price[None], np.zeros((1, *reference.shape)))[0]
+        self.scale = np.maximum(self.reference_units, 1.0)  # [M, K] units that normalize observations
+        margin = (self.reference_price - self.unit_cost) * self.reference_units
+        self.profit_scale = float(max(margin.sum(), 1.0))
+        self.n_copies = 0
+        self.rngs: list[np.random.Generator] = []
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.store_rows), len(self.product_rows)
+
+    def allocate(self, n_copies: int) -> None:
+        """(Re)size the state arrays for ``n_copies`` copies."""
+        m, k = self.shape
+        self.n_copies = n_copies
+        self.week = np.ones(n_copies, dtype=np.int64)
+        self.t = np.zeros(n_copies, dtype=np.int64)
+        zeros = lambda *extra: np.zeros((n_copies, *extra, m, k))  # noqa: E731
+        self.stock, self.last_sold, self.last_demand, self.forecast = zeros(), zeros(), zeros(), zeros()
+        self.pipeline = zeros(max(self.config.lead_time, 1))
+        self.price, self.depth = zeros(), zeros()
+        self.rngs = [np.random.default_rng(0) for _ in range(n_copies)]
+
+    def reset(self, copies: np.ndarray, rngs: list[np.random.Generator], start_weeks: np.ndarray | None = None) -> None:
+        """Start new episodes in ``copies``, each drawing from its own generator; a start week is drawn
+        from the data's calendar unless given."""
+        copies = np.asarray(copies, dtype=np.int64)
+        for i, c in enumerate(copies):
+            self.rngs[c] = rngs[i]
+            self.week[c] = int(rngs[i].integers(1, self.data_weeks + 1)) if start_weeks is None else int(start_weeks[i])
+        self.t[copies] = 0
+        self.price[copies] = self.reference_price
+        self.depth[copies] = 0.0
+        self.stock[copies] = np.round(self.reference_units * self.config.initial_stock_weeks)
+        self.pipeline[copies] = np.round(self.reference_units) if self.config.lead_time else 0.0
+        self.last_sold[copies] = 0.0
+        self.last_demand[copies] = self.reference_units
+        self.backend.reset(copies, self.n_copies, [self.rngs[c] for c in copies])
+        self.forecast[copies] = self.backend.forecast(self.week[copies] + 0, self.price[copies], self.depth[copies])
+
+    def order_units(self, order_fraction: np.ndarray) -> np.ndarray:
+        """Units ordered for ``order_fraction`` in [0, 1] of the largest order (``max_order_multiple`` x
+        the forecast), whole units."""
+        return np.round(order_fraction * self.config.max_order_multiple * self.forecast)
+
+    def step(self, price: np.ndarray, depth: np.ndarray, order: np.ndarray) -> WeekResult:
+        """Advance every copy one week with shelf ``price``, promotion ``depth`` and ``order`` units [B, M, K]."""
+        config = self.config
+        self.price, self.depth = np.asarray(price, np.float64).copy(), np.asarray(depth, np.float64).copy()
+        if config.lead_time:
+            self.stock += self.pipeline[:, 0]
+            self.pipeline = np.roll(self.pipeline, -1, axis=1)
+            self.pipeline[:, -1] = order
+        else:
+            self.stock += order
+        demand, visits = self.backend.sample(self.week, self.price, self.depth, self.rngs)
+        sold = np.minimum(demand, self.stock)
+        lost = demand - sold
+        if config.substitution > 0 and lost.any():
+            spare = self.stock - sold
+            share = self.siblings / np.maximum(self.siblings.sum(1, keepdims=True), 1.0)  # lost of k spread over its siblings
+            moved = np.minimum(np.floor(config.substitution * lost @ share), spare)
+            sold += moved
+        self.stock -= sold
+        effective = self.price * (1.0 - self.depth)
+        result = WeekResult(
+            demand=demand, sold=sold, lost=lost, revenue=sold * effective, cost_of_goods=sold * self.unit_cost,
+            holding_cost=self.stock * self.unit_cost * config.holding_rate,
+            stockout_cost=lost * effective * config.stockout_rate, visits=visits,
+        )  # fmt: skip
+        self.last_sold, self.last_demand = sold, demand
+        self.week += 1
+        self.t += 1
+        self.forecast = self.backend.forecast(self.week, self.price, self.depth)
+        return result

@@ -1,0 +1,193 @@
+"""PettingZoo markets: store functions as agents, or stores competing for the same shoppers.
+
+``parallel_env(mode="functions")``: agents ``pricing``, ``promo`` and ``inventory`` run one store's K
+managed products together. Each acts on its own field of ``RetailSimEnv``'s action (a ``Box(-1, 1, (K,))``
+decoded the same way), sees the observation features it needs (below) and earns the profit term plus its
+own shaping: pricing - boundary x penalty + diversity x bonus; promo - boundary x penalty; inventory +
+alignment x alignment (``RewardWeights``).
+
+``parallel_env(mode="competition", n_stores=N)``: agents ``store_<CODE>`` each set their store's prices
+and promotions (``Box(-1, 1, (2K,))``: K prices then K promotion fields); orders follow an order-up-to
+rule (stock + on order up to (lead time + 1) weeks of forecast). Shoppers' store choice reacts to every
+store's price level (``retailsim_env.demand``), so the stores compete for the same shoppers. A store's
+observation: its own per-product features, the other stores' mean price ratio, the week; its reward: its
+own profit over its own profit scale minus its boundary penalty plus its diversity bonus.
+
+``env(...)`` is the AEC version through PettingZoo's standard conversion.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from retailsim_env.config import EnvConfig, RewardWeights
+from retailsim_env.core import GLOBAL_FEATURES, PRODUCT_FEATURES
+from retailsim_env.env import make_config, open_sim
+from retailsim_env.render import Dashboard
+
+MODES = ("functions", "competition")
+FUNCTION_FEATURES = {
+    "pricing": ("price_ratio", "promo_depth", "last_units", "forecast"),
+    "promo": ("price_ratio", "promo_depth", "last_units", "forecast"),
+    "inventory": ("promo_depth", "stock", "last_units", "forecast", "on_order"),
+}
+STORE_FEATURES = ("price_ratio", "promo_depth", "stock", "last_units", "forecast")
+
+
+class RetailSimParallelEnv(ParallelEnv):
+    """The multi-agent market (module docstring). Keyword arguments as ``RetailSimEnv`` plus ``mode`` and
+    ``n_stores`` (competition: the ``n_stores`` stores with the most revenue unless ``stores`` names them)."""
+
+    metadata = {"render_modes": ["ansi"], "name": "retailsim_v0", "is_parallelizable": True}
+
+    def __init__(self, mode: str = "functions", scenario=None, stores=None, n_stores: int = 2, products=10,
+                 episode_length: int | None = None, demand: str = "learned",
+                 reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
+                 start_week: int | None = None, device: str = "auto", render_mode: str | None = None) -> None:  # fmt: skip
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
+        self.config = make_config(config, episode_length, reward_weights)
+        count = 1 if mode == "functions" else n_stores
+        if mode == "competition" and stores is None and n_stores < 2:
+            raise ValueError(f"competition needs n_stores >= 2, got {n_stores}")
+        self.sim = open_sim(scenario, stores, products, self.config, demand, device, count)
+        self.sim.market.allocate(1)
+        market = self.sim.market
+        if mode == "functions" and len(market.store_codes) != 1:
+            raise ValueError("mode 'functions' runs one store; pass one store code")
+        self.possible_agents = (list(FUNCTION_FEATURES) if mode == "functions"
+                                else [f"store_{code}" for code in market.store_codes])  # fmt: skip
+        self.agents: list[str] = []
+        self.rng = seeding.np_random(None)[0]
+        self.dashboard = Dashboard(self.sim)
+        self._profit_scale = np.maximum(((market.reference_price - market.unit_cost) * market.reference_units).sum(1), 1.0)
+
+    # ------------------------------------------------------------------ spaces
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Box:
+        k = self.sim.shape[1]
+        if self.mode == "functions":
+            size = k * len(FUNCTION_FEATURES[agent]) + len(GLOBAL_FEATURES)
+        else:
+            size = k * len(STORE_FEATURES) + 1 + len(GLOBAL_FEATURES)
+        return spaces.Box(-1e3, 1e3, (size,), np.float32)
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Box:
+        k = self.sim.shape[1]
+        return spaces.Box(-1.0, 1.0, (k if self.mode == "functions" else 2 * k,), np.float32)
+
+    # ------------------------------------------------------------------ observations
+    def _observations(self) -> dict[str, np.ndarray]:
+        m, k = self.sim.shape
+        flat = self.sim.observe()[0]
+        per_product = flat[: m * k * len(PRODUCT_FEATURES)].reshape(m, k, len(PRODUCT_FEATURES))
+        glob = flat[m * k * len(PRODUCT_FEATURES) :]
+        column = {name: i for i, name in enumerate(PRODUCT_FEATURES)}
+        out = {}
+        if self.mode == "functions":
+            for agent, names in FUNCTION_FEATURES.items():
+                out[agent] = np.concatenate([per_product[0][:, [column[n] for n in names]].T.ravel(), glob])
+        else:
+            ratio = per_product[..., column["price_ratio"]].mean(1)
+            for s, agent in enumerate(self.possible_agents):
+                others = np.delete(ratio, s).mean()
+                own = per_product[s][:, [column[n] for n in STORE_FEATURES]].T.ravel()
+                out[agent] = np.concatenate([own, [others], glob])
+        return {agent: value.astype(np.float32) for agent, value in out.items()}
+
+    # ------------------------------------------------------------------ API
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self.rng = seeding.np_random(seed)[0]
+        start = (options or {}).get("start_week", self.start_week)
+        self.sim.reset(np.array([0]), [self.rng], None if start is None else np.array([start]))
+        self.agents = list(self.possible_agents)
+        self.dashboard.clear()
+        return self._observations(), {agent: {} for agent in self.agents}
+
+    def _flat_action(self, actions: dict[str, np.ndarray]) -> np.ndarray:
+        m, k = self.sim.shape
+        fields = np.zeros((m, k, 3))
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"actions: missing for agents {missing}")
+        if self.mode == "functions":
+            for i, agent in enumerate(("pricing", "promo", "inventory")):
+                fields[0, :, i] = np.asarray(actions[agent], dtype=np.float64).reshape(k)
+        else:
+            market = self.sim.market
+            target = market.forecast[0] * (self.config.lead_time + 1)
+            on_order = market.pipeline[0].sum(0) if self.config.lead_time else 0.0
+            order = np.clip(target - market.stock[0] - on_order, 0.0, None)
+            fraction = order / np.maximum(self.config.max_order_multiple * market.forecast[0], 1e-9)
+            fields[..., 2] = 2.0 * np.clip(fraction, 0.0, 1.0) - 1.0
+            for s, agent in enumerate(self.possible_agents):
+                a = np.asarray(actions[agent], dtype=np.float64).reshape(2, k)
+                fields[s, :, 0], fields[s, :, 1] = a[0], a[1]
+        return fields.reshape(1, -1)
+
+    def step(self, actions: dict[str, np.ndarray]):
+        sim = self.sim
+        decoded = sim.decode(self._flat_action(actions))
+        market = sim.market
+        result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
+        weights = self.config.reward
+        info = {key: value[0].item() for key, value in sim.info(result, decoded, sim.reward_terms(result, decoded)).items()}
+        if self.mode == "functions":
+            terms = {key: value[0] for key, value in sim.reward_terms(result, decoded).items()}
+            profit = weights.profit * terms["profit"]
+            rewards = {
+                "pricing": profit - weights.boundary * terms["boundary_penalty"] + weights.diversity * terms["diversity_bonus"],
+                "promo": profit - weights.boundary * terms["boundary_penalty"],
+                "inventory": profit + weights.alignment * terms["inventory_alignment"],
+            }  # fmt: skip
+            infos = {agent: dict(info) for agent in self.agents}
+        else:
+            rewards, infos = {}, {}
+            for s, agent in enumerate(self.possible_agents):
+                edge = 0.5 * (sim.edge(decoded.position[0, s]).mean() + sim.violations(decoded)[0, s].mean())
+                spread = min(decoded.position[0, s].std(), 1.0)
+                profit = result.profit[0, s].sum()
+                rewards[agent] = (weights.profit * profit / self._profit_scale[s] - weights.boundary * edge
+                                  + weights.diversity * spread)  # fmt: skip
+                infos[agent] = {"profit": float(profit), "revenue": float(result.revenue[0, s].sum()),
+                                "units": float(result.sold[0, s].sum()), "visits": float(result.visits[0, s]),
+                                "price_violations": int(sim.violations(decoded)[0, s].sum())}  # fmt: skip
+        self.dashboard.record(info)
+        done = bool(market.t[0] >= self.config.episode_length)
+        observations = self._observations()
+        rewards = {agent: float(value) for agent, value in rewards.items()}
+        terminations = {agent: False for agent in self.agents}
+        truncations = {agent: done for agent in self.agents}
+        if done:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return self.dashboard.text()
+        return None
+
+    def close(self) -> None:
+        self.dashboard.close()
+
+
+def parallel_env(mode: str = "functions", **kwargs) -> RetailSimParallelEnv:
+    """The native ParallelEnv (keyword arguments: ``RetailSimParallelEnv``)."""
+    return RetailSimParallelEnv(mode=mode, **kwargs)
+
+
+def env(mode: str = "functions", **kwargs):
+    """The AEC version of ``parallel_env`` (PettingZoo's ``parallel_to_aec``)."""
+    return parallel_to_aec(parallel_env(mode=mode, **kwargs))

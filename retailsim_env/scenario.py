@@ -1,0 +1,297 @@
+"""Scenario bundles: everything an environment needs, in one directory, built once from a work directory.
+
+``retailsim scenario build WORKDIR --world-model CKPT --store-visit CKPT --out SCENARIO_DIR`` writes:
+
+- ``scenario.json``: format, name, source, calendar (the data's first Monday, weeks, training end), the
+  SHA-256 of every file below, package versions, and whether a generator's ground truth is included;
+- ``catalog.parquet``: one row per product vocabulary row (PROD_CODE, the hierarchy, ``base_price`` the
+  reference shelf price, ``unit_cost``, ``price_min``/``price_max`` = the 20th/95th percentile of its
+  observed training prices, training ``revenue`` and ``units_per_line``, the category ``elasticity`` and
+  ``lift`` the simulator uses);
+- ``stores.parquet`` and ``reference_prices.npy`` [stores + 1, V]: each store's latest regular price;
+- ``shoppers.parquet``: the shopper population, one row per customer with two baskets or more: its
+  ``anchor_row`` (the latest basket: the models read the history before it), weekly ``visit_rate`` and
+  mean distinct products per basket;
+- ``prepared/`` and ``features/``: the slice of the tensor cache and price encoder the models read, so
+  ``PreparedData(SCENARIO_DIR)`` works as on a work directory;
+- ``models/basket.pt``, ``models/store_visit.pt``: the trained models (weights only, optimizer state dropped);
+- ``processed/price_response.json``: the explicit price and promotion response;
+- ``ground_truth/``: for a generated market, the generator's truth (oracle mode).
+
+Unit costs: the generator's true costs when ground truth is given, otherwise ``cost_ratio`` (default 0.7)
+times the reference price, recorded as ``cost_source`` in scenario.json. The write goes to
+``SCENARIO_DIR.partial`` and is renamed when complete, so a scenario directory is never half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import torch
+
+from world_model.data.duckdb_util import sql_string
+from world_model.errors import RetailSimError
+from world_model.pipeline.loader import PreparedData
+from world_model.pipeline.model_inputs import shop_dates
+from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
+from world_model.pipeline.tensor_cache import BASKET_COLUMN, PRODUCT_SPECIALS, VOCAB
+from world_model.response.model import RESPONSE_FILE, PriceResponse
+from world_model.training.checkpoint import load_checkpoint, save_checkpoint
+
+FORMAT = "retailsim.scenario/1"
+PREPARED_FILES = (
+    VOCAB, "products.npy", "stores.npy", "customers.npy", "customer_trip_patterns.npy", "basket_table.npy",
+    "basket_offsets.npy", "basket_items.npy", "basket_item_prices.npy",
+)  # fmt: skip
+FEATURE_FILES = (STATS_FILE, NORMALIZERS_FILE)
+MODELS = {"basket": "models/basket.pt", "store_visit": "models/store_visit.pt"}
+PRICE_QUANTILES = (0.20, 0.95)
+DEFAULT_SCENARIO = "default"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Choices of ``build_scenario``."""
+
+    name: str = "scenario"
+    cost_ratio: float = 0.7
+    """Unit cost as a share of the reference price when no ground truth gives costs."""
+    min_price_spread: float = 0.10
+    """Products whose observed 20th-95th percentile range is narrower than this share of the reference
+    price get [ref x (1 - spread), ref x (1 + spread)], so every managed product has room to move."""
+
+
+def default_scenario_path() -> Path:
+    """The small scenario shipped inside the package (built by ``python -m retailsim_env.make_default``)."""
+    return Path(str(resources.files("retailsim_env") / "scenarios" / DEFAULT_SCENARIO))
+
+
+def resolve_scenario(scenario: str | Path | None) -> Path:
+    """``None`` or "default" is the shipped scenario; anything else a scenario directory."""
+    if scenario is None or str(scenario) == DEFAULT_SCENARIO:
+        path = default_scenario_path()
+    else:
+        path = Path(scenario)
+    if not (path / "scenario.json").exists():
+        raise RetailSimError(f"scenario: {path} is not a scenario directory (no scenario.json); "
+                             "build one with 'retailsim scenario build'")  # fmt: skip
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_only_copy(source: Path, target: Path) -> None:
+    """The checkpoint with the optimizer, scheduler and RNG state emptied (the loader keeps its keys)."""
+    checkpoint = load_checkpoint(source if source.is_file() else source / "best.pt")
+    checkpoint.update(optimizer={}, scheduler={}, scaler={}, rng={}, history=[])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(target, checkpoint)
+
+
+def _catalog(data: PreparedData, workdir: Path, response: PriceResponse, truth: pd.DataFrame | None,
+             config: BuildConfig) -> pd.DataFrame:  # fmt: skip
+    """One row per real product vocabulary row (``row`` = vocabulary row)."""
+    codes = list(data.vocab["products"]["codes"])
+    nodes = pd.read_parquet(workdir / "processed" / "product_graph_nodes.parquet").set_index("PROD_CODE")
+    prices = workdir / "processed" / "prices_derived.parquet"
+    with duckdb.connect() as con:
+        observed = con.execute(
+            f"""SELECT PROD_CODE, quantile_cont(actual_price, {PRICE_QUANTILES[0]}) AS price_low,
+                       quantile_cont(actual_price, {PRICE_QUANTILES[1]}) AS price_high,
+                       median(base_price) AS reference, sum(units * actual_price) AS revenue
+                FROM read_parquet({sql_string(prices)})
+                WHERE split = 'train' AND price_source = 'observed' GROUP BY 1"""
+        ).df().set_index("PROD_CODE")
+    frame = pd.DataFrame({"row": np.arange(len(codes)) + PRODUCT_SPECIALS, "PROD_CODE": codes})
+    frame = frame.join(nodes[["PROD_CODE_10", "PROD_CODE_20", "PROD_CODE_30", "PROD_CODE_40", "train_baskets",
+                              "train_units", "mean_unit_price"]], on="PROD_CODE").join(observed, on="PROD_CODE")  # fmt: skip
+    frame["base_price"] = frame["reference"].fillna(frame["mean_unit_price"]).fillna(1.0)
+    spread = config.min_price_spread
+    low = frame["price_low"].fillna(frame["base_price"]).clip(upper=frame["base_price"] * (1 - spread))
+    high = frame["price_high"].fillna(frame["base_price"]).clip(lower=frame["base_price"] * (1 + spread))
+    frame["price_min"], frame["price_max"] = low.round(2).clip(lower=0.01), high.round(2)
+    frame["revenue"] = frame["revenue"].fillna(0.0)
+    frame["units_per_line"] = (frame["train_units"] / frame["train_baskets"].clip(lower=1)).fillna(1.0)
+    if truth is not None:
+        frame["unit_cost"] = frame["PROD_CODE"].map(truth.set_index("PROD_CODE")["unit_cost"])
+    else:
+        frame["unit_cost"] = np.nan
+    frame["unit_cost"] = frame["unit_cost"].fillna(frame["base_price"] * config.cost_ratio)
+    frame["elasticity"], frame["lift"] = response.parameters(codes)
+    return frame.drop(columns=["reference", "price_low", "price_high", "train_baskets", "train_units",
+                               "mean_unit_price"])  # fmt: skip
+
+
+def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    codes = list(data.vocab["stores"]["codes"])
+    prices = workdir / "processed" / "prices_derived.parquet"
+    with duckdb.connect() as con:
+        latest = con.execute(
+            f"""SELECT STORE_CODE, PROD_CODE, arg_max(base_price, week_index) AS price
+                FROM read_parquet({sql_string(prices)}) GROUP BY 1, 2"""
+        ).df()
+        revenue = con.execute(
+            f"""SELECT STORE_CODE, sum(units * actual_price) AS revenue FROM read_parquet({sql_string(prices)})
+                WHERE split = 'train' GROUP BY 1"""
+        ).df().set_index("STORE_CODE")["revenue"]
+    store_row = {code: i + 1 for i, code in enumerate(codes)}
+    product_row = dict(zip(catalog["PROD_CODE"], catalog["row"]))
+    reference = np.ones((len(codes) + 1, data.n_products), dtype=np.float32)
+    reference[:, PRODUCT_SPECIALS:] = catalog["base_price"].to_numpy(np.float32)
+    s = latest["STORE_CODE"].map(store_row)
+    p = latest["PROD_CODE"].map(product_row)
+    keep = s.notna() & p.notna()
+    reference[s[keep].astype(int), p[keep].astype(int)] = latest.loc[keep, "price"].to_numpy(np.float32)
+    stores = pd.DataFrame({"row": np.arange(len(codes)) + 1, "STORE_CODE": codes})
+    stores["revenue"] = stores["STORE_CODE"].map(revenue).fillna(0.0)
+    return stores, reference
+
+
+def _shoppers(data: PreparedData) -> pd.DataFrame:
+    """Customers with two baskets or more: their latest basket row and shopping rates."""
+    table = np.asarray(data.basket_table)
+    offsets = np.asarray(data.basket_offsets)
+    customer = table[:, BASKET_COLUMN["customer_row"]]
+    last = np.flatnonzero(np.r_[customer[1:] != customer[:-1], True])
+    first = np.r_[0, last[:-1] + 1]
+    baskets = last - first + 1
+    keep = baskets >= 2
+    weeks = table[:, BASKET_COLUMN["week_index"]]
+    span = weeks.max() - weeks[first] + 1
+    sizes = np.diff(offsets).astype(np.float64)
+    cumulative = np.r_[0.0, np.cumsum(sizes)]
+    items = (cumulative[last + 1] - cumulative[first]) / baskets
+    return pd.DataFrame({"customer_row": customer[last], "anchor_row": last, "visit_rate": baskets / span,
+                         "basket_items": items})[keep].reset_index(drop=True)  # fmt: skip
+
+
+def _calendar(data: PreparedData) -> dict:
+    table = np.asarray(data.basket_table)
+    weeks = table[:, BASKET_COLUMN["week_index"]]
+    dates = shop_dates(table[:, BASKET_COLUMN["shop_date"]])
+    monday = dates - ((dates.astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
+    first_monday = monday - (weeks.astype(np.int64) - 1) * 7
+    return {"first_monday": str(np.min(first_monday)), "weeks": int(weeks.max()), "train_end": data.train_end}
+
+
+def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Path | str, out: Path | str,
+                   ground_truth: Path | str | None = None, config: BuildConfig = BuildConfig()) -> Path:  # fmt: skip
+    """Write the bundle (module docstring) to ``out``; returns ``out``."""
+    workdir, out = Path(workdir), Path(out)
+    data = PreparedData(workdir)
+    response = PriceResponse.load(workdir)
+    truth = None
+    if ground_truth is not None:
+        ground_truth = Path(ground_truth)
+        if not (ground_truth / "config.json").exists():
+            raise RetailSimError(f"--ground-truth: {ground_truth} has no config.json (not a generator's ground_truth/)")
+        truth = pd.read_parquet(ground_truth / "products.parquet")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for folder in ("prepared", "features", "processed", "models"):
+        (partial / folder).mkdir(parents=True)
+    for name in PREPARED_FILES:
+        shutil.copyfile(data.prepared / name, partial / "prepared" / name)
+    for name in FEATURE_FILES:
+        shutil.copyfile(workdir / "features" / name, partial / "features" / name)
+    response.save(partial / "processed" / RESPONSE_FILE)
+    for kind, source in (("basket", world_model), ("store_visit", store_visit)):
+        _weights_only_copy(Path(source), partial / MODELS[kind])
+    catalog = _catalog(data, workdir, response, truth, config)
+    catalog.to_parquet(partial / "catalog.parquet", index=False)
+    stores, reference = _stores_and_reference_prices(data, workdir, catalog)
+    stores.to_parquet(partial / "stores.parquet", index=False)
+    np.save(partial / "reference_prices.npy", reference)
+    _shoppers(data).to_parquet(partial / "shoppers.parquet", index=False)
+    if ground_truth is not None:
+        shutil.copytree(ground_truth, partial / "ground_truth")
+    files = sorted(p for p in partial.rglob("*") if p.is_file())
+    meta = {
+        "format": FORMAT, "name": config.name, "source": {"workdir": str(workdir.resolve())},
+        "calendar": _calendar(data), "generated": ground_truth is not None,
+        "cost_source": "ground_truth" if truth is not None else f"{config.cost_ratio} x reference price",
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+        "files": {str(p.relative_to(partial)): _sha256(p) for p in files},
+    }  # fmt: skip
+    (partial / "scenario.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
+
+
+class Scenario:
+    """A scenario directory opened for the environments (tables read once, models loaded on demand)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = resolve_scenario(path)
+        self.meta = json.loads((self.path / "scenario.json").read_text())
+        if self.meta.get("format") != FORMAT:
+            raise RetailSimError(f"{self.path / 'scenario.json'}: format {self.meta.get('format')!r}, expected {FORMAT}")
+        self.catalog = pd.read_parquet(self.path / "catalog.parquet")
+        self.stores = pd.read_parquet(self.path / "stores.parquet")
+        self.shoppers = pd.read_parquet(self.path / "shoppers.parquet")
+        self.reference_prices = np.load(self.path / "reference_prices.npy")
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.meta.get("generated")) and (self.path / "ground_truth" / "config.json").exists()
+
+    @cached_property
+    def data(self) -> PreparedData:
+        return PreparedData(self.path)
+
+    @cached_property
+    def response(self) -> PriceResponse:
+        return PriceResponse.load(self.path)
+
+    def verify(self) -> None:
+        """Raise when a file's SHA-256 differs from scenario.json (a damaged or edited bundle)."""
+        for name, digest in self.meta["files"].items():
+            if _sha256(self.path / name) != digest:
+                raise RetailSimError(f"{self.path / name}: hash differs from scenario.json (damaged scenario)")
+
+    def store_rows(self, stores: str | list[str] | int | None, count: int = 1) -> list[int]:
+        """Store vocabulary rows: the given codes, or the ``count`` stores with the most training revenue."""
+        if stores is None:
+            return self.stores.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(count).tolist()
+        codes = [stores] if isinstance(stores, str) else list(stores)
+        known = dict(zip(self.stores["STORE_CODE"], self.stores["row"]))
+        missing = [c for c in codes if c not in known]
+        if missing:
+            raise RetailSimError(f"stores: {', '.join(missing)} not in scenario {self.name}")
+        return [int(known[c]) for c in codes]
+
+    def product_rows(self, products: list[str] | int | None, store_rows: list[int]) -> np.ndarray:
+        """Managed products: the given codes, or the top ``products`` (int, default 10) by training revenue."""
+        catalog = self.catalog
+        if products is None or isinstance(products, (int, np.integer)):
+            k = 10 if products is None else int(products)
+            if not 1 <= k <= len(catalog):
+                raise RetailSimError(f"products: {k} managed products asked, the scenario has {len(catalog)}")
+            return catalog.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(k).to_numpy()
+        known = dict(zip(catalog["PROD_CODE"], catalog["row"]))
+        missing = [c for c in products if c not in known]
+        if missing:
+            raise RetailSimError(f"products: {', '.join(missing[:5])} not in scenario {self.name}")
+        return np.array([known[c] for c in products], dtype=np.int64)

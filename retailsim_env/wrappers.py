@@ -1,0 +1,31 @@
+"""``DictActionWrapper``: RetailSim-v0's action as a Dict of absolute prices, depths and order fractions."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class DictActionWrapper(gym.ActionWrapper):
+    """Actions ``{"price": [M*K] shelf prices, "promo": [M*K] depths, "order": [M*K] fractions in [0, 1] of
+    the largest order}``, each a float32 Box with the product's bounds; encoded into the flat [-1, 1] Box of
+    the wrapped env (SB3 cannot train Dict actions: use this for scripted or hand-written policies)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        sim = env.unwrapped.sim
+        m, k = sim.shape
+        market = sim.market
+        low, high = np.tile(market.price_min, m), np.tile(market.price_max, m)
+        self.action_space = spaces.Dict({
+            "price": spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32),
+            "promo": spaces.Box(0.0, sim.config.max_promo_depth, (m * k,), np.float32),
+            "order": spaces.Box(0.0, 1.0, (m * k,), np.float32),
+        })  # fmt: skip
+
+    def action(self, action: dict) -> np.ndarray:
+        sim = self.env.unwrapped.sim
+        m, k = sim.shape
+        parts = [np.asarray(action[name], dtype=np.float64).reshape(1, m, k) for name in ("price", "promo", "order")]
+        return sim.encode(*parts)[0]
