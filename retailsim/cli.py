@@ -272,6 +272,29 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scenario_build(args: argparse.Namespace) -> int:
+    from retailsim_env.scenario import BuildConfig, Scenario, build_scenario
+
+    out = build_scenario(args.workdir, args.world_model, args.store_visit, args.out, ground_truth=args.ground_truth,
+                         config=BuildConfig(name=args.name or Path(args.out).name, cost_ratio=args.cost_ratio))  # fmt: skip
+    scenario = Scenario(out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"scenario {scenario.name}: {len(scenario.catalog)} products, {len(scenario.stores)} stores, "
+          f"{len(scenario.shoppers)} shoppers, ground truth: {'yes' if scenario.has_ground_truth else 'no'}, "
+          f"{size / 2**20:.1f} MiB")  # fmt: skip
+    print(f"written: {out}  (gym.make('RetailSim-v0', scenario='{out}'))")
+    return 0
+
+
+def _cmd_bench_env(args: argparse.Namespace) -> int:
+    from retailsim_env.bench import EnvBenchConfig, bench_env
+
+    config = EnvBenchConfig(scenario=args.scenario, num_envs=args.num_envs, steps=args.steps, warmup=args.warmup,
+                            products=args.products, n_stores=args.n_stores, device=args.device)  # fmt: skip
+    print(json.dumps(bench_env(config), indent=1))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from retailsim.demo import run_demo
 
@@ -421,6 +444,42 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     evaluate.set_defaults(func=_cmd_evaluate)
     _add_response_commands(commands)
+    _add_environment_commands(commands)
+
+
+def _add_environment_commands(commands) -> None:
+    scenario = commands.add_parser("scenario", help="scenario bundles for the environments")
+    scenario_commands = scenario.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
+    build = scenario_commands.add_parser(
+        "build", help="bundle a work directory and its trained models into a scenario",
+        description="Write SCENARIO_DIR with the catalog (prices, bounds, costs), stores, shopper population, "
+        "the trained models, the price response and scenario.json (versions and hashes).",
+    )  # fmt: skip
+    build.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
+    build.add_argument("--world-model", required=True, help="basket model checkpoint (file or training --out directory)")
+    build.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
+    build.add_argument("--out", required=True, help="scenario directory to write")
+    build.add_argument("--ground-truth", help="a generated market's ground_truth/ (true costs and the oracle mode)")
+    build.add_argument("--name", help="scenario name (default: the --out directory's name)")
+    build.add_argument("--cost-ratio", type=float, default=0.7,
+                       help="unit cost / reference price where no ground truth gives costs (default 0.7)")
+    build.set_defaults(func=_cmd_scenario_build)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
+    env = bench_commands.add_parser(
+        "env", help="steps/s and shopper-visits/s of the single and vector environment",
+        description="Print JSON: steps/s and shopper-visits/s of RetailSim-v0 and of the vector environment, "
+        "and the ratio of a vector step's time to the bare basket-model forward on the same batch.",
+    )  # fmt: skip
+    env.add_argument("--scenario", help="scenario directory (default: the shipped one)")
+    env.add_argument("--num-envs", type=_positive_int, default=8, help="vector copies (default 8)")
+    env.add_argument("--steps", type=_positive_int, default=10, help="timed steps (default 10)")
+    env.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    env.add_argument("--products", type=_positive_int, default=10, help="managed products (default 10)")
+    env.add_argument("--n-stores", type=_positive_int, default=1, help="managed stores (default 1)")
+    env.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    env.set_defaults(func=_cmd_bench_env)
 
 
 def _add_simulator_options(command: argparse.ArgumentParser) -> None:

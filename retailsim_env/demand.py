@@ -97,6 +97,8 @@ class LearnedDemand:
         self._product_index = torch.as_tensor(self.product_rows.copy(), device=self.device)
         self._build_slots(data, batch_size)
         self.gaps = np.ones((0, self.n_shoppers))
+        self.last_trips: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        """(slots, Mondays, gaps) of the last ``sample``'s forward: what ``model_batch`` rebuilds for benchmarks."""
 
     # ------------------------------------------------------------------ cached model inputs
     @torch.no_grad()
@@ -203,7 +205,8 @@ class LearnedDemand:
         expected = np.zeros(ratio.shape)
         if len(trips_all):
             slots, count = trips_all[:, 0], trips_all[:, 1]
-            p = self._probabilities(slots, np.concatenate(mondays), np.concatenate(gaps))
+            self.last_trips = (slots, np.concatenate(mondays), np.concatenate(gaps))
+            p = self._probabilities(*self.last_trips)
             c, m = self.slot_shopper[slots], self.slot_store[slots]
             lines = p * (count * self.basket_items[c])[:, None] * self.units_per_line[None, :]
             np.add.at(expected, (copy, m), lines)

@@ -35,7 +35,7 @@ def open_sim(scenario: str | Scenario | None, stores, products, config: EnvConfi
     """The batched market for the environments' common keyword arguments."""
     scenario = scenario if isinstance(scenario, Scenario) else Scenario(scenario)
     store_rows = scenario.store_rows(stores, count=n_stores)
-    product_rows = scenario.product_rows(products, store_rows)
+    product_rows = scenario.product_rows(products)
     return BatchedRetailSim(scenario, store_rows, product_rows, config, demand=demand, device=device)
 
 

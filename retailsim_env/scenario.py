@@ -55,6 +55,9 @@ PREPARED_FILES = (
 )  # fmt: skip
 FEATURE_FILES = (STATS_FILE, NORMALIZERS_FILE)
 MODELS = {"basket": "models/basket.pt", "store_visit": "models/store_visit.pt"}
+GROUND_TRUTH_FILES = ("config.json", "products.parquet", "categories.parquet", "stores.parquet")
+"""What the oracle and the costs need (the generator rebuilds the market from config.json); the
+per-customer truth stays out of the bundle to keep it small."""
 PRICE_QUANTILES = (0.20, 0.95)
 DEFAULT_SCENARIO = "default"
 
@@ -220,7 +223,9 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     np.save(partial / "reference_prices.npy", reference)
     _shoppers(data).to_parquet(partial / "shoppers.parquet", index=False)
     if ground_truth is not None:
-        shutil.copytree(ground_truth, partial / "ground_truth")
+        (partial / "ground_truth").mkdir()
+        for name in GROUND_TRUTH_FILES:
+            shutil.copyfile(ground_truth / name, partial / "ground_truth" / name)
     files = sorted(p for p in partial.rglob("*") if p.is_file())
     meta = {
         "format": FORMAT, "name": config.name, "source": {"workdir": str(workdir.resolve())},
@@ -271,7 +276,7 @@ class Scenario:
             if _sha256(self.path / name) != digest:
                 raise RetailSimError(f"{self.path / name}: hash differs from scenario.json (damaged scenario)")
 
-    def store_rows(self, stores: str | list[str] | int | None, count: int = 1) -> list[int]:
+    def store_rows(self, stores: str | list[str] | None, count: int = 1) -> list[int]:
         """Store vocabulary rows: the given codes, or the ``count`` stores with the most training revenue."""
         if stores is None:
             return self.stores.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(count).tolist()
@@ -282,7 +287,7 @@ class Scenario:
             raise RetailSimError(f"stores: {', '.join(missing)} not in scenario {self.name}")
         return [int(known[c]) for c in codes]
 
-    def product_rows(self, products: list[str] | int | None, store_rows: list[int]) -> np.ndarray:
+    def product_rows(self, products: list[str] | int | None) -> np.ndarray:
         """Managed products: the given codes, or the top ``products`` (int, default 10) by training revenue."""
         catalog = self.catalog
         if products is None or isinstance(products, (int, np.integer)):

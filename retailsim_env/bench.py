@@ -1,0 +1,95 @@
+"""``retailsim bench env``: throughput of the single and the vector environment, and what a step costs
+beyond its model inference.
+
+For each environment: steps per second (environment steps: a vector step of n copies counts n) and
+shopper-visits per second (trips that went through the basket model). The ratio is the total time of the
+timed vector steps over the total time of the bare basket-model forward, timed right after each step on
+that step's trips (inputs already assembled): 1.0 means a step costs nothing beyond its inference. Timings are medians
+over ``steps`` timed steps after ``warmup`` untimed ones; random actions from a seeded action space.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from retailsim_env.env import RetailSimEnv
+from retailsim_env.vector import RetailSimVectorEnv
+
+
+@dataclass(frozen=True)
+class EnvBenchConfig:
+    scenario: str | None = None
+    num_envs: int = 8
+    steps: int = 10
+    warmup: int = 2
+    products: int = 10
+    n_stores: int = 1
+    device: str = "auto"
+    seed: int = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(call, device: torch.device):
+    """(seconds, result) of one call, the device synchronized on both sides."""
+    _sync(device)
+    start = time.perf_counter()
+    result = call()
+    _sync(device)
+    return time.perf_counter() - start, result
+
+
+def _timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[list[float], float]:
+    times, visits = [], 0.0
+    for i in range(warmup + steps):
+        seconds, info_visits = _timed(step, device)
+        if i >= warmup:
+            times.append(seconds)
+            visits += info_visits
+    return times, visits
+
+
+def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
+    """The figures (module docstring) as a JSON-ready dict."""
+    kwargs = dict(scenario=config.scenario, products=config.products, n_stores=config.n_stores, device=config.device,
+                  episode_length=10_000)  # fmt: skip
+    single = RetailSimEnv(**kwargs)
+    device = single.market.backend.device if hasattr(single.market.backend, "device") else torch.device("cpu")
+    single.action_space.seed(config.seed)
+    single.reset(seed=config.seed)
+    single_times, single_visits = _timed_steps(lambda: single.step(single.action_space.sample())[4]["visits"],
+                                               config.steps, config.warmup, device)  # fmt: skip
+    vector = RetailSimVectorEnv(config.num_envs, **kwargs)
+    vector.action_space.seed(config.seed)
+    vector.reset(seed=config.seed)
+    backend = vector.batch.sim.market.backend
+    vector_times, forward_times, vector_visits, batch_sizes = [], [], 0.0, []
+    for i in range(config.warmup + config.steps):
+        step_time, visits = _timed(lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum()), device)
+        batch = backend.model_batch(*backend.last_trips)
+        with torch.no_grad():
+            forward_time, _ = _timed(lambda: backend.basket_model(batch), device)
+        if i >= config.warmup:
+            vector_times.append(step_time)
+            forward_times.append(forward_time)
+            vector_visits += visits
+            batch_sizes.append(len(backend.last_trips[0]))
+    single_step, vector_step, forward = (float(np.median(t)) for t in (single_times, vector_times, forward_times))
+    return {
+        "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
+        "shoppers": int(backend.n_shoppers), "model": backend.basket_model.config.to_dict(),
+        "single": {"steps_per_s": 1.0 / single_step, "shopper_visits_per_s": single_visits / sum(single_times),
+                   "median_step_s": single_step},
+        "vector": {"num_envs": config.num_envs, "steps_per_s": config.num_envs / vector_step,
+                   "shopper_visits_per_s": vector_visits / sum(vector_times), "median_step_s": vector_step,
+                   "visits_per_step": vector_visits / config.steps},
+        "forward": {"median_batch": float(np.median(batch_sizes)), "median_s": forward},
+        "step_to_forward_ratio": sum(vector_times) / sum(forward_times),
+    }  # fmt: skip

@@ -1,0 +1,81 @@
+"""Rebuild the default scenario shipped in ``retailsim_env/scenarios/default``.
+
+    python -m retailsim_env.make_default [--work DIR] [--out retailsim_env/scenarios/default]
+
+Generates a small synthetic market (``DefaultScenarioConfig``), ingests it, runs the pipeline, trains the
+store-visit and (small) basket models on a CPU and bundles the result with its ground truth, so the
+shipped scenario supports both demand modes. Deterministic up to the models' floating-point training;
+a few minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from world_model.data.ingest import IngestConfig, ingest
+from world_model.data.synthetic import MarketConfig, generate_market
+from world_model.models.basket import BasketModelConfig
+from world_model.models.store_visit import StoreVisitConfig
+from world_model.pipeline.config import PipelineConfig
+from world_model.pipeline.loader import PreparedData
+from world_model.pipeline.runner import run_pipeline
+from world_model.pipeline.stages import ALL_STAGES
+from world_model.training.config import TrainConfig
+from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, StoreVisitTaskConfig, trip_classes
+from world_model.training.trainer import train
+
+from retailsim_env.scenario import BuildConfig, build_scenario, default_scenario_path
+
+
+@dataclass(frozen=True)
+class DefaultScenarioConfig:
+    """The shipped scenario's market and training: small enough for a few MB and a CPU."""
+
+    customers: int = 600
+    products: int = 200
+    stores: int = 6
+    weeks: int = 40
+    seed: int = 0
+    train_end: int = 32
+    valid_end: int = 36
+    store_visit_epochs: int = 3
+    basket_epochs: int = 3
+
+
+def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultScenarioConfig(),
+                 progress: bool = True) -> Path:  # fmt: skip
+    """Run the chain in ``work`` and write the scenario to ``out``."""
+    market = MarketConfig(customers=config.customers, products=config.products, stores=config.stores,
+                          weeks=config.weeks, seed=config.seed)  # fmt: skip
+    generate_market(market, work / "raw", progress=progress, overwrite=True)
+    ingest(work / "raw", work / "ingested", IngestConfig(overwrite=True, progress=progress))
+    pipeline = PipelineConfig(train_end=config.train_end, valid_end=config.valid_end, progress=progress)
+    run_pipeline(work / "ingested", work / "work", ALL_STAGES, pipeline)
+    data = PreparedData(work / "work")
+    quiet = {"progress": progress, "seed": config.seed}
+    store_task = StoreVisitTask(data, StoreVisitConfig(n_stores=data.n_stores), StoreVisitTaskConfig(seed=config.seed))
+    train(store_task, TrainConfig(epochs=config.store_visit_epochs, **quiet), work / "store_visit")
+    basket_config = BasketModelConfig.small(n_products=data.n_products, trip_classes=trip_classes(data))
+    basket_task = BasketTask(data, basket_config, BasketTaskConfig(seed=config.seed), epochs=config.basket_epochs)
+    train(basket_task, TrainConfig(epochs=config.basket_epochs, **quiet), work / "basket")
+    return build_scenario(work / "work", work / "basket", work / "store_visit", out,
+                          ground_truth=work / "raw" / "ground_truth", config=BuildConfig(name="default"))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", help="scratch directory (default: a temporary one)")
+    parser.add_argument("--out", default=str(default_scenario_path()), help="scenario directory to write")
+    args = parser.parse_args()
+    if args.work:
+        print(make_default(Path(args.work), Path(args.out)))
+        return
+    with tempfile.TemporaryDirectory() as work:
+        print(make_default(Path(work), Path(args.out)))
+
+
+if __name__ == "__main__":
+    main()
