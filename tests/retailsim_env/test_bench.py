@@ -1,0 +1,16 @@
+import json
+
+from retailsim.cli import main
+from retailsim_env.bench import EnvBenchConfig, bench_env
+
+
+def test_bench_env_reports_both_environments_and_the_forward(default_scenario) -> None:
+    report = bench_env(EnvBenchConfig(scenario=str(default_scenario.path), num_envs=2, steps=2, warmup=0, products=3))
+    assert set(report) >= {"single", "vector", "forward", "step_to_forward_ratio", "device"}
+    assert report["vector"]["visits_per_step"] > 0 and report["forward"]["median_batch"] > 0
+    assert report["shoppers"] == len(default_scenario.shoppers)
+
+
+def test_cli_prints_json(capsys) -> None:
+    assert main(["bench", "env", "--num-envs", "2", "--steps", "1", "--warmup", "0", "--products", "2"]) == 0
+    assert "step_to_forward_ratio" in json.loads(capsys.readouterr().out)

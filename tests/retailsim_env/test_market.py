@@ -1,0 +1,69 @@
+"""The market step's bookkeeping, on a stub demand so every figure is known."""
+
+import numpy as np
+import pytest
+
+from retailsim_env.config import EnvConfig
+from retailsim_env.market import RetailMarket
+
+
+class FixedDemand:
+    def __init__(self, demand: np.ndarray) -> None:
+        self.demand = demand
+
+    def reset(self, copies, n_copies, rngs) -> None:
+        pass
+
+    def forecast(self, weeks, price, depth):
+        return np.broadcast_to(self.demand, price.shape).astype(float)
+
+    def sample(self, weeks, price, depth, rngs):
+        return np.broadcast_to(self.demand, price.shape).astype(float), np.zeros(price.shape[:2])
+
+
+@pytest.fixture
+def market(default_scenario) -> RetailMarket:
+    def build(config: EnvConfig, demand: list[float]) -> RetailMarket:
+        rows = default_scenario.product_rows(3)
+        market = RetailMarket(default_scenario, default_scenario.store_rows(None), rows, config)
+        market.backend = FixedDemand(np.array([demand]))
+        market.reference_units = np.array([demand], dtype=float)
+        market.allocate(1)
+        market.reset(np.array([0]), [np.random.default_rng(0)], np.array([5]))
+        return market
+
+    return build
+
+
+def test_sales_are_capped_by_stock_and_orders_arrive_after_the_lead_time(market) -> None:
+    m = market(EnvConfig(lead_time=2, initial_stock_weeks=1.0, holding_rate=0.1, stockout_rate=0.5), [10.0, 4.0, 0.0])
+    m.stock[:] = [[[5.0, 8.0, 3.0]]]
+    m.pipeline[:] = 0.0
+    price, depth = m.reference_price[None].copy(), np.array([[[0.0, 0.25, 0.0]]])
+    result = m.step(price, depth, np.array([[[7.0, 0.0, 0.0]]]))
+    assert np.array_equal(result.sold[0, 0], [5.0, 4.0, 0.0]) and np.array_equal(result.lost[0, 0], [5.0, 0.0, 0.0])
+    effective = price[0, 0] * (1 - depth[0, 0])
+    assert np.allclose(result.revenue[0, 0], result.sold[0, 0] * effective)
+    assert np.allclose(result.holding_cost[0, 0], np.array([0.0, 4.0, 3.0]) * m.unit_cost * 0.1)
+    assert np.allclose(result.stockout_cost[0, 0], result.lost[0, 0] * effective * 0.5)
+    assert np.allclose(result.profit, result.revenue - result.cost_of_goods - result.holding_cost - result.stockout_cost)
+    m.step(price, depth, np.zeros((1, 1, 3)))  # the order of week 1 is still on its way
+    assert m.last_sold[0, 0, 0] == 0.0
+    m.step(price, depth, np.zeros((1, 1, 3)))  # it arrives before week 3's sales
+    assert m.last_sold[0, 0, 0] == 7.0 and m.stock[0, 0, 0] == 0.0
+
+
+def test_substitution_moves_lost_units_to_siblings_with_stock(market) -> None:
+    m = market(EnvConfig(lead_time=0, substitution=1.0), [10.0, 0.0, 0.0])
+    m.siblings = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=float)  # products 0 and 1 share a sub-commodity
+    m.stock[:] = [[[4.0, 20.0, 20.0]]]
+    result = m.step(m.reference_price[None], np.zeros((1, 1, 3)), np.zeros((1, 1, 3)))
+    assert np.array_equal(result.sold[0, 0], [4.0, 6.0, 0.0])
+    without = market(EnvConfig(lead_time=0, substitution=0.0), [10.0, 0.0, 0.0])
+    without.stock[:] = [[[4.0, 20.0, 20.0]]]
+    assert np.array_equal(without.step(without.reference_price[None], np.zeros((1, 1, 3)), np.zeros((1, 1, 3))).sold[0, 0], [4.0, 0.0, 0.0])
+
+
+def test_invalid_configuration_names_the_field() -> None:
+    with pytest.raises(ValueError, match="max_promo_depth=1.5"):
+        EnvConfig(max_promo_depth=1.5)

@@ -1,0 +1,76 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retailsim.cli import main
+from world_model.errors import RetailSimError
+
+from retailsim_env.scenario import FORMAT, Scenario, build_scenario, default_scenario_path, resolve_scenario
+from tests.retailsim_env.conftest import tiny_models
+
+
+def test_bundle_holds_catalog_bounds_costs_and_hashes(tiny_scenario_dir, tiny_workdir) -> None:
+    scenario = Scenario(tiny_scenario_dir)
+    assert scenario.meta["format"] == FORMAT and scenario.has_ground_truth
+    catalog = scenario.catalog
+    assert len(catalog) == len(tiny_workdir.vocab["products"]["codes"])
+    assert (catalog["price_min"] <= catalog["base_price"] + 1e-9).all()
+    assert (catalog["price_max"] >= catalog["base_price"] - 1e-9).all()
+    assert (catalog["price_max"] >= catalog["base_price"] * 1.1 - 0.01).all()  # the minimum spread
+    truth = pd.read_parquet(tiny_workdir.workdir.parent / "raw" / "ground_truth" / "products.parquet")
+    costs = catalog.set_index("PROD_CODE")["unit_cost"]
+    assert np.allclose(costs, truth.set_index("PROD_CODE").loc[costs.index, "unit_cost"])
+    assert scenario.reference_prices.shape == (len(scenario.stores) + 1, tiny_workdir.n_products)
+    assert (scenario.shoppers["visit_rate"] > 0).all() and (scenario.shoppers["basket_items"] >= 1).all()
+    scenario.verify()
+    assert not tiny_scenario_dir.with_name(tiny_scenario_dir.name + ".partial").exists()
+
+
+def test_damaged_bundle_is_detected(tiny_scenario_dir, tmp_path) -> None:
+    copy = shutil.copytree(tiny_scenario_dir, tmp_path / "copy")
+    catalog = pd.read_parquet(copy / "catalog.parquet")
+    catalog.loc[0, "unit_cost"] = 0.0
+    catalog.to_parquet(copy / "catalog.parquet", index=False)
+    with pytest.raises(RetailSimError, match="catalog.parquet: hash differs"):
+        Scenario(copy).verify()
+
+
+def test_costs_fall_back_to_the_cost_ratio_without_ground_truth(tiny_workdir, tmp_path) -> None:
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    scenario = Scenario(build_scenario(tiny_workdir.workdir, basket, store, tmp_path / "scenario"))
+    catalog = scenario.catalog
+    assert not scenario.has_ground_truth and scenario.meta["cost_source"].startswith("0.7")
+    assert np.allclose(catalog["unit_cost"], catalog["base_price"] * 0.7)
+
+
+def test_bad_inputs_name_the_argument(tiny_workdir, tmp_path) -> None:
+    with pytest.raises(RetailSimError, match=r"scenario: .* \(no scenario.json\)"):
+        resolve_scenario(tmp_path)
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    with pytest.raises(RetailSimError, match="--ground-truth"):
+        build_scenario(tiny_workdir.workdir, basket, store, tmp_path / "s", ground_truth=tmp_path)
+    scenario = Scenario(default_scenario_path())
+    with pytest.raises(RetailSimError, match="stores: NOPE"):
+        scenario.store_rows(["NOPE"])
+    with pytest.raises(RetailSimError, match="products: 100000"):
+        scenario.product_rows(100000)
+
+
+def test_cli_builds_a_scenario(tiny_workdir, tmp_path, capsys) -> None:
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    code = main(["scenario", "build", str(tiny_workdir.workdir), "--world-model", str(basket), "--store-visit",
+                 str(store), "--out", str(tmp_path / "cli")])  # fmt: skip
+    assert code == 0 and "products" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cli" / "scenario.json").read_text())["name"] == "cli"
+    assert main(["scenario", "build", str(tmp_path), "--world-model", str(basket), "--store-visit", str(store),
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+
+
+def test_shipped_default_scenario_is_small_and_complete(default_scenario) -> None:
+    default_scenario.verify()
+    size = sum(p.stat().st_size for p in default_scenario.path.rglob("*") if p.is_file())
+    assert size < 10 * 2**20
+    assert default_scenario.has_ground_truth and len(default_scenario.shoppers) > 100
