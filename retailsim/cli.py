@@ -290,7 +290,8 @@ def _cmd_bench_env(args: argparse.Namespace) -> int:
     from retailsim_env.bench import EnvBenchConfig, bench_env
 
     config = EnvBenchConfig(scenario=args.scenario, num_envs=args.num_envs, steps=args.steps, warmup=args.warmup,
-                            products=args.products, n_stores=args.n_stores, device=args.device)  # fmt: skip
+                            products=args.products, n_stores=args.n_stores, device=args.device,
+                            propensities=args.propensities)  # fmt: skip
     print(json.dumps(bench_env(config), indent=1))
     return 0
 
@@ -455,9 +456,7 @@ def _add_environment_commands(commands) -> None:
         description="Write SCENARIO_DIR with the catalog (prices, bounds, costs), stores, shopper population, "
         "the trained models, the price response and scenario.json (versions and hashes).",
     )  # fmt: skip
-    build.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
-    build.add_argument("--world-model", required=True, help="basket model checkpoint (file or training --out directory)")
-    build.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
+    _add_model_inputs(build)
     build.add_argument("--out", required=True, help="scenario directory to write")
     build.add_argument("--ground-truth", help="a generated market's ground_truth/ (true costs and the oracle mode)")
     build.add_argument("--name", help="scenario name (default: the --out directory's name)")
@@ -479,13 +478,20 @@ def _add_environment_commands(commands) -> None:
     env.add_argument("--products", type=_positive_int, default=10, help="managed products (default 10)")
     env.add_argument("--n-stores", type=_positive_int, default=1, help="managed stores (default 1)")
     env.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    env.add_argument("--propensities", choices=["weekly", "fixed"], default="weekly",
+                     help="weekly: the basket model runs every step (default); fixed: once, at build")
     env.set_defaults(func=_cmd_bench_env)
 
 
-def _add_simulator_options(command: argparse.ArgumentParser) -> None:
+def _add_model_inputs(command: argparse.ArgumentParser) -> None:
+    """A work directory and its two trained models (the simulator's and the scenario builder's inputs)."""
     command.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
     command.add_argument("--world-model", required=True, help="basket model checkpoint (file or training --out directory)")
     command.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
+
+
+def _add_simulator_options(command: argparse.ArgumentParser) -> None:
+    _add_model_inputs(command)
     command.add_argument("--split", choices=["train", "validation", "test"],
                          help="whose trips are the shopper population (default: test, or validation when test is empty)")
     command.add_argument("--limit", type=_positive_int, help="a random sample of this many trips")

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from world_model.models.mamba import backend_for
+
 from retailsim_env.env import RetailSimEnv
 from retailsim_env.vector import RetailSimVectorEnv
 
@@ -29,6 +31,8 @@ class EnvBenchConfig:
     products: int = 10
     n_stores: int = 1
     device: str = "auto"
+    propensities: str = "weekly"
+    """"fixed" measures the env without a forward per step (no forward time or ratio then)."""
     seed: int = 0
 
 
@@ -59,7 +63,7 @@ def _timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[l
 def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     """The figures (module docstring) as a JSON-ready dict."""
     kwargs = dict(scenario=config.scenario, products=config.products, n_stores=config.n_stores, device=config.device,
-                  episode_length=10_000)  # fmt: skip
+                  episode_length=10_000, propensities=config.propensities)  # fmt: skip
     single = RetailSimEnv(**kwargs)
     device = single.market.backend.device if hasattr(single.market.backend, "device") else torch.device("cpu")
     single.action_space.seed(config.seed)
@@ -73,23 +77,25 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     vector_times, forward_times, vector_visits, batch_sizes = [], [], 0.0, []
     for i in range(config.warmup + config.steps):
         step_time, visits = _timed(lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum()), device)
-        batch = backend.model_batch(*backend.last_trips)
-        with torch.no_grad():
-            forward_time, _ = _timed(lambda: backend.basket_model(batch), device)
         if i >= config.warmup:
             vector_times.append(step_time)
-            forward_times.append(forward_time)
             vector_visits += visits
+        if i >= config.warmup and backend.last_trips is not None:
+            batch = backend.model_batch(*backend.last_trips)
+            with torch.no_grad():
+                forward_times.append(_timed(lambda: backend.basket_model(batch), device)[0])
             batch_sizes.append(len(backend.last_trips[0]))
-    single_step, vector_step, forward = (float(np.median(t)) for t in (single_times, vector_times, forward_times))
+    single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
+    forward = float(np.median(forward_times)) if forward_times else None
     return {
         "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
+        "mamba_backend": backend_for(torch.zeros(1, device=device)),
         "shoppers": int(backend.n_shoppers), "model": backend.basket_model.config.to_dict(),
         "single": {"steps_per_s": 1.0 / single_step, "shopper_visits_per_s": single_visits / sum(single_times),
                    "median_step_s": single_step},
         "vector": {"num_envs": config.num_envs, "steps_per_s": config.num_envs / vector_step,
                    "shopper_visits_per_s": vector_visits / sum(vector_times), "median_step_s": vector_step,
                    "visits_per_step": vector_visits / config.steps},
-        "forward": {"median_batch": float(np.median(batch_sizes)), "median_s": forward},
-        "step_to_forward_ratio": sum(vector_times) / sum(forward_times),
+        "forward": {"median_batch": float(np.median(batch_sizes)) if batch_sizes else 0.0, "median_s": forward},
+        "step_to_forward_ratio": sum(vector_times) / sum(forward_times) if forward_times else None,
     }  # fmt: skip

@@ -41,9 +41,10 @@ class BatchedRetailSim:
     """B copies of the market with decoding, observations and rewards (module docstring)."""
 
     def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, config: EnvConfig,
-                 demand: str = "learned", device: str = "auto") -> None:  # fmt: skip
+                 demand: str = "learned", device: str = "auto", propensities: str = "weekly") -> None:  # fmt: skip
         self.config = config
-        self.market = RetailMarket(scenario, store_rows, product_rows, config, demand=demand, device=device)
+        self.market = RetailMarket(scenario, store_rows, product_rows, config, demand=demand, device=device,
+                                   propensities=propensities)  # fmt: skip
         self.first_monday = np.datetime64(scenario.meta["calendar"]["first_monday"])
 
     @property

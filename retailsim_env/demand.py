@@ -10,11 +10,18 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    q'_cm = q_cm L_m^-gamma / (1 + sum_m' q_cm' (L_m'^-gamma - 1)); trips to other stores are not simulated
    further (nobody manages them);
 3. the basket model runs once on all trips to managed stores of all copies (one forward): T3 is built from
-   the simulated week (date, weeks since the shopper's last simulated trip), the history, T4 and T6 are the
-   shopper's as of the scenario's data, so its output is a price-neutral distribution over products;
+   the simulated week (date, weeks since the shopper's last simulated trip), the history items age by the
+   weeks simulated so far, the history's products, T4 and T6 are the shopper's as of the scenario's data,
+   so its output is a price-neutral distribution over products (a shopper with several trips to a store in
+   a week is one row, weighted by the count);
 4. expected units of managed product k: visits x mean distinct products per basket x p_k x units per line
    x the explicit response (price ratio ** elasticity x lift ** promoted), summed per store; realized
    demand is Poisson around it (a sum of per-trip Poisson counts is Poisson of the sum).
+
+With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
+week after the shopper's last trip), and each week reuses those propensities: no forward per step, about
+a hundred times faster on a CPU, but no calendar or recency effects from the model (the response and the
+trip draws still apply). The default, "weekly", runs the model on every week's trips.
 
 Neither model reads the week's prices (T4 carries the history's prices): every price and promotion effect
 comes from the explicit, monotone response (the hybrid-demand decision in ARCHITECTURE.md), so an agent
@@ -42,6 +49,7 @@ from world_model.response.model import demand_multiplier
 
 from retailsim_env.scenario import MODELS, Scenario
 
+PROPENSITY_MODES = ("weekly", "fixed")
 MIN_STORE_PROBABILITY = 0.005
 """Shoppers less likely than this to pick a managed store never shop there (their slot is not cached)."""
 _STATIC_KEYS = ("customer", "store", "t6", "true_trip", "items", "item_basket", "item_weeks", "t4", "candidates",
@@ -61,10 +69,13 @@ def _pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
 
 class LearnedDemand:
     """Demand from the scenario's trained models (module docstring). Per-copy state: weeks since each
-    shopper's last simulated trip (``gaps`` [B, N])."""
+    shopper's last simulated trip (``gaps`` [B, N]) and weeks simulated (``elapsed`` [B])."""
 
     def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, device: str = "auto",
-                 batch_size: int = 512) -> None:  # fmt: skip
+                 batch_size: int = 512, propensities: str = "weekly") -> None:  # fmt: skip
+        if propensities not in PROPENSITY_MODES:
+            raise ValueError(f"propensities must be one of {PROPENSITY_MODES}, got {propensities!r}")
+        self.propensities = propensities
         self.scenario, self.store_rows, self.product_rows = scenario, list(store_rows), np.asarray(product_rows)
         self.device = resolve_device(device)
         data = scenario.data
@@ -97,8 +108,9 @@ class LearnedDemand:
         self._product_index = torch.as_tensor(self.product_rows.copy(), device=self.device)
         self._build_slots(data, batch_size)
         self.gaps = np.ones((0, self.n_shoppers))
-        self.last_trips: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        """(slots, Mondays, gaps) of the last ``sample``'s forward: what ``model_batch`` rebuilds for benchmarks."""
+        self.elapsed = np.zeros(0)
+        self.last_trips: tuple[np.ndarray, ...] | None = None
+        """(slots, Mondays, gaps, elapsed) of the last ``sample``'s forward: what ``model_batch`` rebuilds."""
 
     # ------------------------------------------------------------------ cached model inputs
     @torch.no_grad()
@@ -122,7 +134,7 @@ class LearnedDemand:
         reference = np.datetime64(self.scenario.meta["calendar"]["first_monday"]) + 7 * (self.now_week - 1)
         for start in range(0, len(order), batch_size):
             slots = np.arange(start, min(start + batch_size, len(order)))
-            p = self._probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)))
+            p = self._probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)), np.zeros(len(slots)))
             c, m = self.slot_shopper[slots], self.slot_store[slots]
             self.propensity[m, c] = p * self.basket_items[c, None] * self.units_per_line[None, :]
 
@@ -133,25 +145,28 @@ class LearnedDemand:
                                self.history_trips[c], self.train_end)  # fmt: skip
         return torch.from_numpy(t3).to(self.device)
 
-    def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
         """[n, K] the basket model's probabilities of the managed products for the trips in ``slots``."""
-        index = torch.from_numpy(slots).to(self.device)
-        batch = {key: value.index_select(0, index) for key, value in self.cache.items()}
-        batch["t3"] = self._t3(slots, mondays, gaps)
-        logits = self.basket_model(batch)["logits"].float()
+        logits = self.basket_model(self.model_batch(slots, mondays, gaps, elapsed))["logits"].float()
         probabilities = torch.softmax(logits, -1)[:, self._product_index]
         return probabilities.double().cpu().numpy()
 
-    def model_batch(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray) -> dict[str, torch.Tensor]:
-        """The basket model's input for ``slots`` (what ``sample`` feeds it; for benchmarks)."""
+    def model_batch(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
+                    elapsed: np.ndarray) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The basket model's input for trips ``slots`` in the weeks of ``mondays``, ``gaps`` weeks after
+        each shopper's previous trip and ``elapsed`` weeks into the episode."""
         index = torch.from_numpy(slots).to(self.device)
-        return {**{k: v.index_select(0, index) for k, v in self.cache.items()}, "t3": self._t3(slots, mondays, gaps)}
+        batch = {key: value.index_select(0, index) for key, value in self.cache.items()}
+        batch["t3"] = self._t3(slots, mondays, gaps)
+        age = torch.from_numpy(np.asarray(elapsed, dtype=np.float32)).to(self.device)
+        batch["item_weeks"] = batch["item_weeks"] + age[:, None] * (batch["item_basket"] > 0)
+        return batch
 
     # ------------------------------------------------------------------ per-copy state
     def reset(self, copies: np.ndarray, n_copies: int, rngs: list[np.random.Generator]) -> None:
         if self.gaps.shape[0] != n_copies:
-            self.gaps = np.ones((n_copies, self.n_shoppers))
-        self.gaps[copies] = 1.0
+            self.gaps, self.elapsed = np.ones((n_copies, self.n_shoppers)), np.zeros(n_copies)
+        self.gaps[copies], self.elapsed[copies] = 1.0, 0.0
 
     def _response_inputs(self, price: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(price ratio to the reference after discount [B, M, K], promoted [B, M, K], log level [B, M]).
@@ -182,7 +197,7 @@ class LearnedDemand:
         shelf prices ``price`` and promotion depths ``depth`` [B, M, K]."""
         ratio, promoted, log_level = self._response_inputs(price, depth)
         n_copies, n_stores = ratio.shape[:2]
-        trips, copies, mondays, gaps = [], [], [], []
+        trips, copies, mondays, gaps, elapsed = [], [], [], [], []
         visits = np.zeros((n_copies, n_stores))
         first = np.datetime64(self.scenario.meta["calendar"]["first_monday"])
         for b, rng in enumerate(rngs):
@@ -197,15 +212,20 @@ class LearnedDemand:
             copies.append(np.full(len(slot), b))
             mondays.append(np.full(len(slot), first + 7 * (int(weeks[b]) - 1)))
             gaps.append(self.gaps[b, shopping[c]])
+            elapsed.append(np.full(len(slot), self.elapsed[b]))
             visits[b] = chosen.sum(0)
             self.gaps[b] += 1.0
             self.gaps[b, shopping] = 1.0
+            self.elapsed[b] += 1.0
         trips_all = np.concatenate(trips) if trips else np.zeros((0, 2), np.int64)
         copy = np.concatenate(copies)
         expected = np.zeros(ratio.shape)
-        if len(trips_all):
+        if len(trips_all) and self.propensities == "fixed":
             slots, count = trips_all[:, 0], trips_all[:, 1]
-            self.last_trips = (slots, np.concatenate(mondays), np.concatenate(gaps))
+            np.add.at(expected, (copy, self.slot_store[slots]), count[:, None] * self.propensity[self.slot_store[slots], self.slot_shopper[slots]])
+        elif len(trips_all):
+            slots, count = trips_all[:, 0], trips_all[:, 1]
+            self.last_trips = (slots, np.concatenate(mondays), np.concatenate(gaps), np.concatenate(elapsed))
             p = self._probabilities(*self.last_trips)
             c, m = self.slot_shopper[slots], self.slot_store[slots]
             lines = p * (count * self.basket_items[c])[:, None] * self.units_per_line[None, :]

@@ -31,12 +31,13 @@ def make_config(config: EnvConfig | dict | None, episode_length: int | None,
 
 
 def open_sim(scenario: str | Scenario | None, stores, products, config: EnvConfig, demand: str, device: str,
-             n_stores: int = 1) -> BatchedRetailSim:  # fmt: skip
+             n_stores: int = 1, propensities: str = "weekly") -> BatchedRetailSim:  # fmt: skip
     """The batched market for the environments' common keyword arguments."""
     scenario = scenario if isinstance(scenario, Scenario) else Scenario(scenario)
     store_rows = scenario.store_rows(stores, count=n_stores)
     product_rows = scenario.product_rows(products)
-    return BatchedRetailSim(scenario, store_rows, product_rows, config, demand=demand, device=device)
+    return BatchedRetailSim(scenario, store_rows, product_rows, config, demand=demand, device=device,
+                            propensities=propensities)  # fmt: skip
 
 
 class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -107,14 +108,17 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ```python
     gym.make("RetailSim-v0", scenario=None, stores=None, n_stores=1, products=10, episode_length=52,
-             demand="learned", reward_weights=None, config=None, start_week=None, device="auto",
-             render_mode=None)
+             demand="learned", propensities="weekly", reward_weights=None, config=None, start_week=None,
+             device="auto", render_mode=None)
     ```
 
     - ``scenario``: a scenario directory or ``Scenario`` (default: the small scenario shipped with the package);
     - ``stores``: a store code or list of codes (default: the ``n_stores`` stores with the most revenue);
     - ``products``: the number of managed products (the top by training revenue) or a list of codes;
     - ``demand``: "learned" (the trained models) or "oracle" (the generator's truth; generated scenarios);
+    - ``propensities`` (learned demand): "weekly" runs the basket model on every week's trips; "fixed" runs
+      it once per shopper and store when the env is built (much faster on a CPU; no calendar or recency
+      effects from the model);
     - ``reward_weights``: ``RewardWeights`` or a dict of its fields; ``config``: ``EnvConfig`` or a dict;
     - ``device``: where the models run ("auto": CUDA when available); ``render_mode``: "ansi" or "rgb_array".
 
@@ -131,11 +135,11 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
                  n_stores: int = 1, products: int | list[str] = 10, episode_length: int | None = None,
                  demand: str = "learned", reward_weights: RewardWeights | dict | None = None,
                  config: EnvConfig | dict | None = None, start_week: int | None = None, device: str = "auto",
-                 render_mode: str | None = None) -> None:  # fmt: skip
+                 render_mode: str | None = None, propensities: str = "weekly") -> None:  # fmt: skip
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.config = make_config(config, episode_length, reward_weights)
-        self.sim = open_sim(scenario, stores, products, self.config, demand, device, n_stores)
+        self.sim = open_sim(scenario, stores, products, self.config, demand, device, n_stores, propensities)
         self.sim.market.allocate(1)
         self.start_week, self.render_mode = start_week, render_mode
         self.action_space = spaces.Box(-1.0, 1.0, (self.sim.action_size,), np.float32)

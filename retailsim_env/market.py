@@ -49,7 +49,7 @@ class RetailMarket:
     """B copies of the managed stores' market (module docstring)."""
 
     def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, config: EnvConfig,
-                 demand: str = "learned", device: str = "auto") -> None:  # fmt: skip
+                 demand: str = "learned", device: str = "auto", propensities: str = "weekly") -> None:  # fmt: skip
         if demand not in DEMAND_MODES:
             raise ValueError(f"demand must be one of {DEMAND_MODES}, got {demand!r}")
         self.scenario, self.config, self.demand_mode = scenario, config, demand
@@ -69,7 +69,8 @@ class RetailMarket:
         if demand == "oracle":
             self.backend = OracleDemand(scenario, self.store_rows, self.product_rows)
         else:
-            self.backend = LearnedDemand(scenario, self.store_rows, self.product_rows, device=device)
+            self.backend = LearnedDemand(scenario, self.store_rows, self.product_rows, device=device,
+                                         propensities=propensities)  # fmt: skip
         self.data_weeks = int(scenario.meta["calendar"]["weeks"])
         middle = np.array([max(self.data_weeks // 2, 1)])
         self.reference_units = self.backend.forecast(middle, self.reference_price[None], np.zeros((1, *reference.shape)))[0]

@@ -50,7 +50,8 @@ class RetailSimParallelEnv(ParallelEnv):
     def __init__(self, mode: str = "functions", scenario=None, stores=None, n_stores: int = 2, products=10,
                  episode_length: int | None = None, demand: str = "learned",
                  reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
-                 start_week: int | None = None, device: str = "auto", render_mode: str | None = None) -> None:  # fmt: skip
+                 start_week: int | None = None, device: str = "auto", render_mode: str | None = None,
+                 propensities: str = "weekly") -> None:  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -60,7 +61,7 @@ class RetailSimParallelEnv(ParallelEnv):
         count = 1 if mode == "functions" else n_stores
         if mode == "competition" and stores is None and n_stores < 2:
             raise ValueError(f"competition needs n_stores >= 2, got {n_stores}")
-        self.sim = open_sim(scenario, stores, products, self.config, demand, device, count)
+        self.sim = open_sim(scenario, stores, products, self.config, demand, device, count, propensities)
         self.sim.market.allocate(1)
         market = self.sim.market
         if mode == "functions" and len(market.store_codes) != 1:

@@ -91,7 +91,7 @@ def resolve_scenario(scenario: str | Path | None) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -232,7 +232,7 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
         "calendar": _calendar(data), "generated": ground_truth is not None,
         "cost_source": "ground_truth" if truth is not None else f"{config.cost_ratio} x reference price",
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
-        "files": {str(p.relative_to(partial)): _sha256(p) for p in files},
+        "files": {str(p.relative_to(partial)): file_sha256(p) for p in files},
     }  # fmt: skip
     (partial / "scenario.json").write_text(json.dumps(meta, indent=1) + "\n")
     if out.exists():
@@ -273,7 +273,7 @@ class Scenario:
     def verify(self) -> None:
         """Raise when a file's SHA-256 differs from scenario.json (a damaged or edited bundle)."""
         for name, digest in self.meta["files"].items():
-            if _sha256(self.path / name) != digest:
+            if file_sha256(self.path / name) != digest:
                 raise RetailSimError(f"{self.path / name}: hash differs from scenario.json (damaged scenario)")
 
     def store_rows(self, stores: str | list[str] | None, count: int = 1) -> list[int]:

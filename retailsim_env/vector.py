@@ -29,11 +29,12 @@ class _Batch:
     """The shared part: B copies, their generators, same-step autoreset."""
 
     def __init__(self, num_envs: int, scenario, stores, n_stores, products, episode_length, demand, reward_weights,
-                 config, start_week, device) -> None:  # fmt: skip
+                 config, start_week, device, propensities) -> None:  # fmt: skip
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.config: EnvConfig = make_config(config, episode_length, reward_weights)
-        self.sim: BatchedRetailSim = open_sim(scenario, stores, products, self.config, demand, device, n_stores)
+        self.sim: BatchedRetailSim = open_sim(scenario, stores, products, self.config, demand, device, n_stores,
+                                              propensities)  # fmt: skip
         self.sim.market.allocate(num_envs)
         self.start_week = start_week
         self.rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
@@ -68,9 +69,10 @@ class RetailSimVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 8, scenario=None, stores=None, n_stores: int = 1, products=10,
                  episode_length: int | None = None, demand: str = "learned",
                  reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
-                 start_week: int | None = None, device: str = "auto", render_mode: str | None = None) -> None:  # fmt: skip
+                 start_week: int | None = None, device: str = "auto", render_mode: str | None = None,
+                 propensities: str = "weekly") -> None:  # fmt: skip
         self.batch = _Batch(num_envs, scenario, stores, n_stores, products, episode_length, demand, reward_weights,
-                            config, start_week, device)  # fmt: skip
+                            config, start_week, device, propensities)  # fmt: skip
         self.num_envs, self.render_mode = num_envs, render_mode
         sim = self.batch.sim
         self.single_action_space = spaces.Box(-1.0, 1.0, (sim.action_size,), np.float32)
@@ -110,7 +112,7 @@ class RetailSimVecEnv(VecEnv):
         self.batch = _Batch(num_envs, *(kwargs.pop(name, default) for name, default in (
             ("scenario", None), ("stores", None), ("n_stores", 1), ("products", 10), ("episode_length", None),
             ("demand", "learned"), ("reward_weights", None), ("config", None), ("start_week", None),
-            ("device", "auto"))))  # fmt: skip
+            ("device", "auto"), ("propensities", "weekly"))))  # fmt: skip
         if kwargs:
             raise TypeError(f"RetailSimVecEnv: unknown arguments {sorted(kwargs)}")
         sim = self.batch.sim

@@ -179,3 +179,17 @@ def test_a_set_of_stores_is_one_action_per_store_and_product(default_scenario) -
     action[0] = 1.0  # the first store's first product at its maximum price, nothing else
     env.step(action)
     assert env.market.price[0, 0, 0] > env.market.price[0, 1, 0]
+
+
+def test_fixed_propensities_skip_the_per_week_forward_and_keep_the_level(default_scenario) -> None:
+    demand = {}
+    for mode in ("weekly", "fixed"):
+        env = RetailSimEnv(scenario=default_scenario, products=5, episode_length=12, propensities=mode)
+        env.reset(seed=0, options={"start_week": 30})
+        action = historical_action(env)
+        demand[mode] = np.mean([env.step(action)[4]["demand"] for _ in range(12)])
+        ran_forward = env.market.backend.last_trips is not None
+        assert ran_forward == (mode == "weekly")
+    assert 0.7 < demand["fixed"] / demand["weekly"] < 1.3
+    with pytest.raises(ValueError, match="propensities"):
+        RetailSimEnv(scenario=default_scenario, propensities="sometimes")

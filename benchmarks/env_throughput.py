@@ -1,0 +1,71 @@
+"""Environment throughput over model sizes and propensity modes; prints JSON (one ``retailsim bench env``
+report per case).
+
+    python benchmarks/env_throughput.py [--scenario DIR] [--sizes small,full] [--num-envs 8] [--steps 10] [--device auto]
+
+``small`` is the scenario's own basket model. ``full`` swaps in an untrained basket model of the design's
+size (d 512, 4 Mamba layers, 256 history items) over the same vocabulary, in a temporary copy of the
+scenario: throughput does not depend on the weights, so the full-size cost is measurable without a
+full-size training run. Each size runs with ``propensities="weekly"`` (a forward per step); the small one
+also with "fixed" (no forward per step). On a CUDA machine with ``mamba-ssm`` installed the report's
+``mamba_backend`` says "mamba_ssm".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from world_model.models.basket import BasketModelConfig, BasketWorldModel
+from world_model.training.checkpoint import load_checkpoint, save_checkpoint
+
+from retailsim_env.bench import EnvBenchConfig, bench_env
+from retailsim_env.scenario import MODELS, Scenario, file_sha256
+
+
+def full_size_copy(scenario: Scenario, out: Path) -> Path:
+    """A copy of ``scenario`` whose basket model is an untrained full-size one (hashes updated)."""
+    shutil.copytree(scenario.path, out)
+    checkpoint = load_checkpoint(out / MODELS["basket"])
+    small = BasketModelConfig(**checkpoint["model_config"]["config"])
+    config = BasketModelConfig.full(n_products=small.n_products, trip_classes=small.trip_classes)
+    data = scenario.data
+    torch.manual_seed(0)
+    model = BasketWorldModel(config, data.products, data.customers, data.stores)
+    checkpoint.update(model=model.state_dict(), model_config={"kind": "basket", "config": config.to_dict()})
+    save_checkpoint(out / MODELS["basket"], checkpoint)
+    meta = json.loads((out / "scenario.json").read_text())
+    meta["files"][MODELS["basket"]] = file_sha256(out / MODELS["basket"])
+    meta["name"] += "-full-untrained"
+    (out / "scenario.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", help="scenario directory (default: the shipped one)")
+    parser.add_argument("--sizes", default="small,full")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    scenario = Scenario(args.scenario)
+    reports = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            path = scenario.path if size == "small" else full_size_copy(scenario, Path(tmp) / "full")
+            for propensities in ("weekly", "fixed") if size == "small" else ("weekly",):
+                config = EnvBenchConfig(scenario=str(path), num_envs=args.num_envs, steps=args.steps,
+                                        warmup=args.warmup, device=args.device, propensities=propensities)  # fmt: skip
+                reports.append({"size": size, **bench_env(config)})
+    print(json.dumps(reports, indent=1))
+
+
+if __name__ == "__main__":
+    main()
