@@ -89,7 +89,7 @@ class LearnedDemand:
         table = np.asarray(data.basket_table)[self.anchor]
         self.weekday = table[:, BASKET_COLUMN["weekday"]]
         self.hour = table[:, BASKET_COLUMN["hour"]]
-        self.history_trips = table[:, BASKET_COLUMN["history_baskets"]] + 1
+        self.history_trips = table[:, BASKET_COLUMN["history_baskets"]]  # the baskets the model reads
         self.now_week = int(scenario.meta["calendar"]["weeks"])
         self.train_end = data.train_end
         catalog = scenario.catalog.set_index("row")
@@ -118,22 +118,21 @@ class LearnedDemand:
         """Model inputs of every (shopper, managed store) pair with q > 0, and their expected lines of the
         managed products at a reference week (for forecasts): ``self.propensity`` [M, N, K]."""
         builder = BatchBuilder(data, max_sequence_items=self.basket_model.config.max_sequence_items)
-        shopper, store = np.nonzero(self.q.T)[::-1]  # slots ordered by store, then shopper
-        order = np.lexsort((shopper, store))
-        self.slot_shopper, self.slot_store = shopper[order], store[order]
+        self.slot_store, self.slot_shopper = np.nonzero(self.q.T)  # slots ordered by store, then shopper
+        n_slots = len(self.slot_store)
         self.slot_of = np.full((len(self.store_rows), self.n_shoppers), -1, dtype=np.int64)
-        self.slot_of[self.slot_store, self.slot_shopper] = np.arange(len(order))
+        self.slot_of[self.slot_store, self.slot_shopper] = np.arange(n_slots)
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in _STATIC_KEYS}
-        for start in range(0, len(order), batch_size):
+        for start in range(0, n_slots, batch_size):
             c, m = self.slot_shopper[start : start + batch_size], self.slot_store[start : start + batch_size]
             batch = builder.next_basket(self.anchor[c], store_rows=np.asarray(self.store_rows)[m])
             for key in _STATIC_KEYS:
                 parts[key].append(batch[key])
-        self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if len(order) else {}
+        self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if n_slots else {}
         self.propensity = np.zeros((len(self.store_rows), self.n_shoppers, len(self.product_rows)))
         reference = np.datetime64(self.scenario.meta["calendar"]["first_monday"]) + 7 * (self.now_week - 1)
-        for start in range(0, len(order), batch_size):
-            slots = np.arange(start, min(start + batch_size, len(order)))
+        for start in range(0, n_slots, batch_size):
+            slots = np.arange(start, min(start + batch_size, n_slots))
             p = self._probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)), np.zeros(len(slots)))
             c, m = self.slot_shopper[slots], self.slot_store[slots]
             self.propensity[m, c] = p * self.basket_items[c, None] * self.units_per_line[None, :]

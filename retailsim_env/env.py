@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from retailsim_env.config import EnvConfig, RewardWeights
-from retailsim_env.core import ACTION_FIELDS, GLOBAL_FEATURES, PRODUCT_FEATURES, BatchedRetailSim
+from retailsim_env.core import BatchedRetailSim
 from retailsim_env.render import Dashboard
 from retailsim_env.scenario import Scenario
 
@@ -175,6 +175,3 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
         if not self._closed:
             self.dashboard.close()
             self._closed = True
-
-
-__all__ = ["RetailSimEnv", "ACTION_FIELDS", "PRODUCT_FEATURES", "GLOBAL_FEATURES"]

@@ -144,9 +144,10 @@ class RetailSimParallelEnv(ParallelEnv):
         market = sim.market
         result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
         weights = self.config.reward
-        info = {key: value[0].item() for key, value in sim.info(result, decoded, sim.reward_terms(result, decoded)).items()}
+        all_terms = sim.reward_terms(result, decoded)
+        info = {key: value[0].item() for key, value in sim.info(result, decoded, all_terms).items()}
         if self.mode == "functions":
-            terms = {key: value[0] for key, value in sim.reward_terms(result, decoded).items()}
+            terms = {key: value[0] for key, value in all_terms.items()}
             profit = weights.profit * terms["profit"]
             rewards = {
                 "pricing": profit - weights.boundary * terms["boundary_penalty"] + weights.diversity * terms["diversity_bonus"],
