@@ -33,6 +33,15 @@ class EnvConfig:
     """Weeks between an order and its arrival (0: arrives before the week's sales)."""
     max_promo_depth: float = 0.4
     """The deepest promotion an action can set (a share of the shelf price)."""
+    min_promo_depth: float = 0.1
+    """The shallowest promotion: a promotion field above 0 maps onto [min, max] depth (a 1% "promotion"
+    that earns the whole lift would be an artefact, not a promotion)."""
+    promo_fatigue: float = 0.5
+    """Promotion fatigue: the lift of a product promoted in k of the last ``promo_memory`` weeks is
+    lift ** exp(-promo_fatigue x k) (shoppers' reference prices adapt to repeated discounts; 0: none).
+    A market rule applied in both demand modes: the generator's truth has no fatigue of its own."""
+    promo_memory: int = 8
+    """Weeks of promotion history the fatigue counts."""
     max_order_multiple: float = 2.0
     """Orders range over [0, max_order_multiple] x the forecast of next week's demand."""
     initial_stock_weeks: float = 2.0
@@ -51,6 +60,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,
                   "max_promo_depth": 0 <= self.max_promo_depth < 1, "max_order_multiple": self.max_order_multiple > 0,
+                  "min_promo_depth": 0 <= self.min_promo_depth <= self.max_promo_depth,
+                  "promo_fatigue": self.promo_fatigue >= 0, "promo_memory": self.promo_memory >= 1,
                   "substitution": 0 <= self.substitution <= 1, "edge_margin": 0 <= self.edge_margin < 0.5}  # fmt: skip
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -76,7 +76,8 @@ class BatchedRetailSim:
         a = np.clip(action, -1.0, 1.0).reshape(n, m, k, len(ACTION_FIELDS))
         market = self.market
         price = market.price_min + (a[..., 0] + 1.0) / 2.0 * (market.price_max - market.price_min)
-        depth = self.config.max_promo_depth * np.maximum(a[..., 1], 0.0)
+        low, high = self.config.min_promo_depth, self.config.max_promo_depth
+        depth = np.where(a[..., 1] > 0, low + (high - low) * a[..., 1], 0.0)
         return DecodedAction(np.round(price, 2), depth, (a[..., 2] + 1.0) / 2.0, a[..., 0], clipped)
 
     def encode(self, price: np.ndarray, depth: np.ndarray, order_fraction: np.ndarray) -> np.ndarray:
@@ -85,7 +86,9 @@ class BatchedRetailSim:
         market = self.market
         span = np.maximum(market.price_max - market.price_min, 1e-9)
         position = 2.0 * (np.asarray(price) - market.price_min) / span - 1.0
-        promo = np.where(np.asarray(depth) > 0, np.asarray(depth) / max(self.config.max_promo_depth, 1e-9), -1.0)
+        low, high = self.config.min_promo_depth, self.config.max_promo_depth
+        depth = np.asarray(depth, dtype=np.float64)
+        promo = np.where(depth > 0, np.maximum((depth - low) / max(high - low, 1e-9), 1e-6), -1.0)
         order = 2.0 * np.asarray(order_fraction) - 1.0
         stacked = np.stack(np.broadcast_arrays(position, promo, order), axis=-1)
         return np.clip(stacked, -1, 1).reshape(len(stacked), -1).astype(np.float32)
@@ -167,7 +170,8 @@ class BatchedRetailSim:
             "units": result.sold.sum(axes), "demand": result.demand.sum(axes), "stockout_units": result.lost.sum(axes),
             "stockouts": (result.lost > 0).sum(axes), "price_violations": self.violations(decoded).sum(axes),
             "edge_share": (np.abs(decoded.position) > 1.0 - 2.0 * self.config.edge_margin).mean(axes),
-            "clipped_actions": decoded.clipped, "visits": result.visits.sum(1),
+            "promo_share": (decoded.depth > 0).mean(axes), "clipped_actions": decoded.clipped,
+            "visits": result.visits.sum(1),
             "holding_cost": result.holding_cost.sum(axes), "stockout_cost": result.stockout_cost.sum(axes),
             **{f"reward_{name}": value for name, value in terms.items()},
         }  # fmt: skip

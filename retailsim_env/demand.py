@@ -15,7 +15,8 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    so its output is a price-neutral distribution over products (a shopper with several trips to a store in
    a week is one row, weighted by the count);
 4. expected units of managed product k: visits x mean distinct products per basket x p_k x units per line
-   x the explicit response (price ratio ** elasticity x lift ** promoted), summed per store; realized
+   x the explicit response (price ratio ** elasticity x lift ** (promoted x lift scale), the scale from the
+   market's promotion fatigue), summed per store; realized
    demand is Poisson around it (a sum of per-trip Poisson counts is Poisson of the sum).
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
@@ -178,23 +179,27 @@ class LearnedDemand:
         w = np.exp(-self.choice_sensitivity * log_level)
         return self.q * w / (1.0 + self.q @ (w - 1.0))[:, None]
 
-    def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """[B, M, K] expected units (the model's forecast) in weeks ``weeks`` [B] at shelf prices ``price`` and
-        promotion depths ``depth`` [B, M, K] (the propensities of a reference week: no seasonality)."""
+    def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
+                 lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
+        """[B, M, K] expected units (the model's forecast) in weeks ``weeks`` [B] at shelf prices ``price``,
+        promotion depths ``depth`` and lift exponents ``lift_scale`` [B, M, K] (the propensities of a
+        reference week: no seasonality)."""
         ratio, promoted, log_level = self._response_inputs(price, depth)
+        lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         out = np.empty(ratio.shape)
         for b in range(len(ratio)):
             q = self._choice(log_level[b]) * self.visit_rate[:, None]  # [N, M]
             base = np.einsum("nm,mnk->mk", q, self.propensity)
-            out[b] = base * demand_multiplier(ratio[b], promoted[b], self.elasticity, self.lift)
+            out[b] = base * demand_multiplier(ratio[b], promoted[b], self.elasticity, lift[b])
         return out
 
     @torch.no_grad()
-    def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
-               rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
+               lift_scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(demand [B, M, K] realized units, visits [B, M]) of weeks ``weeks`` [B] (data week indices) at
-        shelf prices ``price`` and promotion depths ``depth`` [B, M, K]."""
+        shelf prices ``price``, promotion depths ``depth`` and lift exponents ``lift_scale`` [B, M, K]."""
         ratio, promoted, log_level = self._response_inputs(price, depth)
+        lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         n_copies, n_stores = ratio.shape[:2]
         trips, copies, mondays, gaps, elapsed = [], [], [], [], []
         visits = np.zeros((n_copies, n_stores))
@@ -230,7 +235,7 @@ class LearnedDemand:
             lines = p * (count * self.basket_items[c])[:, None] * self.units_per_line[None, :]
             np.add.at(expected, (copy, m), lines)
         for b in range(n_copies):
-            expected[b] *= demand_multiplier(ratio[b], promoted[b], self.elasticity, self.lift)
+            expected[b] *= demand_multiplier(ratio[b], promoted[b], self.elasticity, lift[b])
         demand = np.stack([rng.poisson(expected[b]) for b, rng in enumerate(rngs)]).astype(np.float64)
         return demand, visits
 
@@ -262,10 +267,18 @@ class OracleDemand:
         scheduled_depth[cells] = depth
         return shelf, scheduled_depth, market_week, cells
 
-    def _expected(self, week: int, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """[M, K] true expected units."""
+    def _expected(self, week: int, price: np.ndarray, depth: np.ndarray, lift_scale: np.ndarray | float = 1.0) -> np.ndarray:
+        """[M, K] true expected units; with ``lift_scale`` < 1 on promoted cells the generator's lift is
+        raised to that power: units = units without lift at the same paid price x (lift) ** scale."""
         shelf, full_depth, market_week, cells = self._week(week, price, depth)
-        return self.market.expected_units(market_week, shelf, full_depth)[cells]
+        units = self.market.expected_units(market_week, shelf, full_depth)[cells]
+        scale = np.broadcast_to(np.asarray(lift_scale, dtype=np.float64), units.shape)
+        if not ((depth > 0) & (scale < 1)).any():
+            return units
+        full_depth[cells] = 0.0  # same paid price (shelf already discounted), no promotion flag
+        plain = self.market.expected_units(market_week, shelf, full_depth)[cells]
+        lifted = np.where(plain > 0, units / np.maximum(plain, 1e-12), 1.0)
+        return np.where(depth > 0, plain * lifted ** scale, units)
 
     def _expected_visits(self, week: int, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """[M] true expected trips to the managed stores."""
@@ -275,13 +288,16 @@ class OracleDemand:
         per_store = np.bincount(pop.store_slots.ravel(), weights=trips.ravel(), minlength=self.market.n_stores)
         return per_store[self.store_index]
 
-    def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        return np.stack([self._expected(w, price[b], depth[b]) for b, w in enumerate(weeks)])
+    def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
+                 lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
+        scale = np.broadcast_to(lift_scale, price.shape)
+        return np.stack([self._expected(w, price[b], depth[b], scale[b]) for b, w in enumerate(weeks)])
 
-    def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
-               rngs: list[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
+               lift_scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(realized demand [B, M, K], expected trips [B, M]: the oracle draws units, not individual trips)."""
-        demand = np.stack([rng.poisson(self._expected(w, price[b], depth[b])) for b, (w, rng) in
+        scale = np.broadcast_to(lift_scale, price.shape)
+        demand = np.stack([rng.poisson(self._expected(w, price[b], depth[b], scale[b])) for b, (w, rng) in
                            enumerate(zip(weeks, rngs))]).astype(np.float64)  # fmt: skip
         visits = np.stack([self._expected_visits(w, price[b], depth[b]) for b, w in enumerate(weeks)])
         return demand, visits

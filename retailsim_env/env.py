@@ -49,8 +49,9 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     whether, where and what to buy. Demand comes from the scenario's trained world models (the
     store-visit predictor draws trips, the basket model gives each visitor's purchase probabilities in one
     batched forward, the explicit price/promotion response scales them; see ``retailsim_env.demand``),
-    or, with ``demand="oracle"`` on a generated scenario, from the generator's true demand. Sales are
-    capped by stock; orders arrive after a lead time (``retailsim_env.market``).
+    or, with ``demand="oracle"`` on a generated scenario, from the generator's true demand. Repeated
+    promotions wear out (the lift of a product promoted in k of the last 8 weeks is raised to
+    exp(-0.5 k)). Sales are capped by stock; orders arrive after a lead time (``retailsim_env.market``).
 
     ## Action Space
 
@@ -60,7 +61,7 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     | field | decoding |
     |-------|----------|
     | price | shelf price = price_min + (a + 1) / 2 x (price_max - price_min), rounded to cents |
-    | promo | promotion depth = max_promo_depth x max(a, 0) (a <= 0: no promotion); paid = price x (1 - depth) |
+    | promo | a <= 0: no promotion; a > 0: depth = min_promo_depth + a x (max_promo_depth - min_promo_depth); paid = price x (1 - depth) |
     | order | units = round((a + 1) / 2 x max_order_multiple x forecast of next week's demand) |
 
     price_min / price_max are the 20th / 95th percentiles of the product's observed prices (at least
@@ -100,7 +101,8 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Info
 
     ``week``, ``revenue``, ``profit``, ``units``, ``demand``, ``stockout_units``, ``stockouts`` (products
-    short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``clipped_actions``,
+    short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``promo_share`` (products
+    on promotion), ``clipped_actions``,
     ``visits`` (trips to the managed stores; the expected number in oracle mode), ``holding_cost``, ``stockout_cost``
     and ``reward_profit``, ``reward_boundary_penalty``, ``reward_diversity_bonus``, ``reward_inventory_alignment``.
 

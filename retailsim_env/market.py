@@ -5,7 +5,8 @@ a leading copy axis; every environment (single, vector, multi-agent) is a view o
 is one call here and one model forward in the demand backend. A week, per copy:
 
 1. orders placed ``lead_time`` weeks ago arrive; this week's orders join the pipeline (lead 0: at once);
-2. demand is drawn at the week's shelf prices and promotion depths (``retailsim_env.demand``);
+2. demand is drawn at the week's shelf prices and promotion depths (``retailsim_env.demand``), the lift of
+   a product promoted in k of the last ``promo_memory`` weeks raised to exp(-promo_fatigue x k);
 3. sales = min(demand, stock); with ``substitution`` > 0 a share of the lost units moves to managed
    products of the same sub-commodity that still have stock;
 4. money: revenue = sold x price x (1 - depth); cost of goods = sold x unit cost; holding = stock left
@@ -94,6 +95,7 @@ class RetailMarket:
         self.stock, self.last_sold, self.last_demand, self.forecast = zeros(), zeros(), zeros(), zeros()
         self.pipeline = zeros(max(self.config.lead_time, 1))
         self.price, self.depth = zeros(), zeros()
+        self.promo_history = np.zeros((n_copies, self.config.promo_memory, m, k), dtype=bool)
         self.rngs = [np.random.default_rng(0) for _ in range(n_copies)]
 
     def reset(self, copies: np.ndarray, rngs: list[np.random.Generator], start_weeks: np.ndarray | None = None) -> None:
@@ -106,12 +108,24 @@ class RetailMarket:
         self.t[copies] = 0
         self.price[copies] = self.reference_price
         self.depth[copies] = 0.0
+        self.promo_history[copies] = False
         self.stock[copies] = np.round(self.reference_units * self.config.initial_stock_weeks)
         self.pipeline[copies] = np.round(self.reference_units) if self.config.lead_time else 0.0
         self.last_sold[copies] = 0.0
         self.last_demand[copies] = self.reference_units
         self.backend.reset(copies, self.n_copies, [self.rngs[c] for c in copies])
-        self.forecast[copies] = self.backend.forecast(self.week[copies] + 0, self.price[copies], self.depth[copies])
+        self.forecast[copies] = self.backend.forecast(self.week[copies], self.price[copies], self.depth[copies])
+
+    def lift_scale(self, history: np.ndarray | None = None) -> np.ndarray:
+        """[B, M, K] exponent of each product's promotion lift given its promotion ``history`` (default the
+        copies' own: promoted weeks among the last ``promo_memory``)."""
+        history = self.promo_history if history is None else history
+        return np.exp(-self.config.promo_fatigue * history.sum(1))
+
+    def expected_units(self, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """[B, M, K] expected demand this week at shelf ``price`` and ``depth`` (fatigue included): what a
+        planning policy may query."""
+        return self.backend.forecast(self.week, price, depth, self.lift_scale())
 
     def order_units(self, order_fraction: np.ndarray) -> np.ndarray:
         """Units ordered for ``order_fraction`` in [0, 1] of the largest order (``max_order_multiple`` x
@@ -128,7 +142,9 @@ class RetailMarket:
             self.pipeline[:, -1] = order
         else:
             self.stock += order
-        demand, visits = self.backend.sample(self.week, self.price, self.depth, self.rngs)
+        demand, visits = self.backend.sample(self.week, self.price, self.depth, self.rngs, self.lift_scale())
+        self.promo_history = np.roll(self.promo_history, -1, axis=1)
+        self.promo_history[:, -1] = self.depth > 0
         sold = np.minimum(demand, self.stock)
         lost = demand - sold
         if config.substitution > 0 and lost.any():
@@ -146,5 +162,5 @@ class RetailMarket:
         self.last_sold, self.last_demand = sold, demand
         self.week += 1
         self.t += 1
-        self.forecast = self.backend.forecast(self.week, self.price, self.depth)
+        self.forecast = self.backend.forecast(self.week, self.price, self.depth, self.lift_scale())
         return result

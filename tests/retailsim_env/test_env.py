@@ -45,6 +45,8 @@ def test_decoding_maps_the_box_onto_bounds_depths_and_orders(env) -> None:
     high = sim.decode(np.ones((1, sim.action_size)))
     assert np.allclose(low.price[0], np.round(sim.market.price_min, 2)) and np.allclose(high.price[0], np.round(sim.market.price_max, 2))
     assert (low.depth == 0).all() and np.allclose(high.depth, sim.config.max_promo_depth)
+    barely = sim.decode(np.tile([0.0, 1e-3, 0.0], m * k)[None])
+    assert (barely.depth >= sim.config.min_promo_depth).all()  # any promotion is at least the minimum depth
     assert (low.order_fraction == 0).all() and (high.order_fraction == 1).all()
     price = sim.market.reference_price[None]
     depth = np.full((1, m, k), 0.2)

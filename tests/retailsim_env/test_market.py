@@ -14,10 +14,10 @@ class FixedDemand:
     def reset(self, copies, n_copies, rngs) -> None:
         pass
 
-    def forecast(self, weeks, price, depth):
+    def forecast(self, weeks, price, depth, lift_scale=1.0):
         return np.broadcast_to(self.demand, price.shape).astype(float)
 
-    def sample(self, weeks, price, depth, rngs):
+    def sample(self, weeks, price, depth, rngs, lift_scale=1.0):
         return np.broadcast_to(self.demand, price.shape).astype(float), np.zeros(price.shape[:2])
 
 
@@ -67,3 +67,19 @@ def test_substitution_moves_lost_units_to_siblings_with_stock(market) -> None:
 def test_invalid_configuration_names_the_field() -> None:
     with pytest.raises(ValueError, match="max_promo_depth=1.5"):
         EnvConfig(max_promo_depth=1.5)
+
+
+@pytest.mark.parametrize("demand", ["learned", "oracle"])
+def test_repeated_promotions_wear_out(default_scenario, demand) -> None:
+    config = EnvConfig(promo_fatigue=0.5, promo_memory=8)
+    market = RetailMarket(default_scenario, default_scenario.store_rows(None), default_scenario.product_rows(3), config,
+                          demand=demand)  # fmt: skip
+    market.allocate(1)
+    market.reset(np.array([0]), [np.random.default_rng(0)], np.array([10]))
+    price, promoted, plain = market.reference_price[None], np.full((1, 1, 3), 0.2), np.zeros((1, 1, 3))
+    fresh_lift = market.expected_units(price, promoted) / market.expected_units(price * 0.8, plain)
+    for _ in range(4):
+        market.step(price, promoted, np.zeros((1, 1, 3)))
+    market.week[:] = 10  # the same week, so only the promotion history differs
+    worn_lift = market.expected_units(price, promoted) / market.expected_units(price * 0.8, plain)
+    assert (fresh_lift > 1.05).all() and np.allclose(worn_lift, fresh_lift ** np.exp(-0.5 * 4), rtol=1e-6)
