@@ -28,7 +28,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from retailsim_env.config import EnvConfig, RewardWeights
-from retailsim_env.core import GLOBAL_FEATURES, PRODUCT_FEATURES
+from retailsim_env.core import GLOBAL_FEATURES, PRODUCT_FEATURES, BatchedRetailSim
 from retailsim_env.env import make_config, open_sim
 from retailsim_env.render import Dashboard
 
@@ -39,6 +39,106 @@ FUNCTION_FEATURES = {
     "inventory": ("promo_depth", "stock", "last_units", "forecast", "on_order"),
 }
 STORE_FEATURES = ("price_ratio", "promo_depth", "stock", "last_units", "forecast")
+
+
+class MultiAgentView:
+    """How the agents of a mode split a ``BatchedRetailSim``'s observations, actions and rewards, batched
+    over its B copies (the ParallelEnv is B = 1; ``agents.multi`` trains on B copies at once)."""
+
+    def __init__(self, sim: BatchedRetailSim, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.sim, self.mode = sim, mode
+        market = sim.market
+        if mode == "functions" and len(market.store_codes) != 1:
+            raise ValueError("mode 'functions' runs one store; pass one store code")
+        self.agents = (list(FUNCTION_FEATURES) if mode == "functions"
+                       else [f"store_{code}" for code in market.store_codes])  # fmt: skip
+        self.profit_scale = np.maximum(((market.reference_price - market.unit_cost) * market.reference_units).sum(1), 1.0)
+
+    def observation_size(self, agent: str) -> int:
+        k = self.sim.shape[1]
+        if self.mode == "functions":
+            return k * len(FUNCTION_FEATURES[agent]) + len(GLOBAL_FEATURES)
+        return k * len(STORE_FEATURES) + 1 + len(GLOBAL_FEATURES)
+
+    def action_size(self, agent: str) -> int:
+        k = self.sim.shape[1]
+        return k if self.mode == "functions" else 2 * k
+
+    def observations(self) -> dict[str, np.ndarray]:
+        """agent -> [B, observation_size] float32."""
+        m, k = self.sim.shape
+        flat = self.sim.observe()
+        n = len(flat)
+        per_product = flat[:, : m * k * len(PRODUCT_FEATURES)].reshape(n, m, k, len(PRODUCT_FEATURES))
+        glob = flat[:, m * k * len(PRODUCT_FEATURES) :]
+        column = {name: i for i, name in enumerate(PRODUCT_FEATURES)}
+
+        def features(store: int, names: tuple[str, ...]) -> np.ndarray:  # [B, F*K], feature-major
+            return per_product[:, store][:, :, [column[name] for name in names]].transpose(0, 2, 1).reshape(n, -1)
+
+        if self.mode == "functions":
+            out = {agent: np.concatenate([features(0, names), glob], 1) for agent, names in FUNCTION_FEATURES.items()}
+        else:
+            ratio = per_product[..., column["price_ratio"]].mean(2)  # [B, M]
+            out = {}
+            for s, agent in enumerate(self.agents):
+                others = np.delete(ratio, s, axis=1).mean(1, keepdims=True)
+                out[agent] = np.concatenate([features(s, STORE_FEATURES), others, glob], 1)
+        return {agent: value.astype(np.float32) for agent, value in out.items()}
+
+    def flat_action(self, actions: dict[str, np.ndarray]) -> np.ndarray:
+        """The flat [B, M*K*3] action of the agents' actions (agent -> [B, action_size])."""
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"actions: missing for agents {missing}")
+        sim = self.sim
+        m, k = sim.shape
+        n = sim.market.n_copies
+        fields = np.zeros((n, m, k, 3))
+        if self.mode == "functions":
+            for i, agent in enumerate(FUNCTION_FEATURES):
+                fields[:, 0, :, i] = np.asarray(actions[agent], dtype=np.float64).reshape(n, k)
+        else:
+            market = sim.market
+            target = market.forecast * (sim.config.lead_time + 1)
+            on_order = market.pipeline.sum(1) if sim.config.lead_time else 0.0
+            order = np.clip(target - market.stock - on_order, 0.0, None)
+            fraction = order / np.maximum(sim.config.max_order_multiple * market.forecast, 1e-9)
+            fields[..., 2] = 2.0 * np.clip(fraction, 0.0, 1.0) - 1.0
+            for s, agent in enumerate(self.agents):
+                a = np.asarray(actions[agent], dtype=np.float64).reshape(n, 2, k)
+                fields[:, s, :, 0], fields[:, s, :, 1] = a[:, 0], a[:, 1]
+        return fields.reshape(n, -1)
+
+    def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], dict]:
+        """One week of every copy: (rewards agent -> [B], per-agent info arrays, the store's info arrays)."""
+        sim = self.sim
+        decoded = sim.decode(self.flat_action(actions))
+        market = sim.market
+        result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
+        weights = sim.config.reward
+        terms = sim.reward_terms(result, decoded)
+        info = sim.info(result, decoded, terms)
+        if self.mode == "functions":
+            profit = weights.profit * terms["profit"]
+            rewards = {
+                "pricing": profit - weights.boundary * terms["boundary_penalty"] + weights.diversity * terms["diversity_bonus"],
+                "promo": profit - weights.boundary * terms["boundary_penalty"],
+                "inventory": profit + weights.alignment * terms["inventory_alignment"],
+            }  # fmt: skip
+            return rewards, {agent: info for agent in self.agents}, info
+        rewards, infos = {}, {}
+        violations = sim.violations(decoded)
+        for s, agent in enumerate(self.agents):
+            edge = 0.5 * (sim.edge(decoded.position[:, s]).mean(1) + violations[:, s].mean(1))
+            spread = np.minimum(decoded.position[:, s].std(1), 1.0)
+            profit = result.profit[:, s].sum(1)
+            rewards[agent] = weights.profit * profit / self.profit_scale[s] - weights.boundary * edge + weights.diversity * spread
+            infos[agent] = {"profit": profit, "revenue": result.revenue[:, s].sum(1), "units": result.sold[:, s].sum(1),
+                            "visits": result.visits[:, s], "price_violations": violations[:, s].sum(1)}  # fmt: skip
+        return rewards, infos, info
 
 
 class RetailSimParallelEnv(ParallelEnv):
@@ -56,58 +156,30 @@ class RetailSimParallelEnv(ParallelEnv):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if mode == "competition" and stores is None and n_stores < 2:
+            raise ValueError(f"competition needs n_stores >= 2, got {n_stores}")
         self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
         self.config = make_config(config, episode_length, reward_weights)
         count = 1 if mode == "functions" else n_stores
-        if mode == "competition" and stores is None and n_stores < 2:
-            raise ValueError(f"competition needs n_stores >= 2, got {n_stores}")
         self.sim = open_sim(scenario, stores, products, self.config, demand, device, count, propensities)
         self.sim.market.allocate(1)
-        market = self.sim.market
-        if mode == "functions" and len(market.store_codes) != 1:
-            raise ValueError("mode 'functions' runs one store; pass one store code")
-        self.possible_agents = (list(FUNCTION_FEATURES) if mode == "functions"
-                                else [f"store_{code}" for code in market.store_codes])  # fmt: skip
+        self.view = MultiAgentView(self.sim, mode)
+        self.possible_agents = list(self.view.agents)
         self.agents: list[str] = []
         self.rng = seeding.np_random(None)[0]
         self.dashboard = Dashboard(self.sim)
-        self._profit_scale = np.maximum(((market.reference_price - market.unit_cost) * market.reference_units).sum(1), 1.0)
 
-    # ------------------------------------------------------------------ spaces
     @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Box:
-        k = self.sim.shape[1]
-        if self.mode == "functions":
-            size = k * len(FUNCTION_FEATURES[agent]) + len(GLOBAL_FEATURES)
-        else:
-            size = k * len(STORE_FEATURES) + 1 + len(GLOBAL_FEATURES)
-        return spaces.Box(-1e3, 1e3, (size,), np.float32)
+        return spaces.Box(-1e3, 1e3, (self.view.observation_size(agent),), np.float32)
 
     @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Box:
-        k = self.sim.shape[1]
-        return spaces.Box(-1.0, 1.0, (k if self.mode == "functions" else 2 * k,), np.float32)
+        return spaces.Box(-1.0, 1.0, (self.view.action_size(agent),), np.float32)
 
-    # ------------------------------------------------------------------ observations
     def _observations(self) -> dict[str, np.ndarray]:
-        m, k = self.sim.shape
-        flat = self.sim.observe()[0]
-        per_product = flat[: m * k * len(PRODUCT_FEATURES)].reshape(m, k, len(PRODUCT_FEATURES))
-        glob = flat[m * k * len(PRODUCT_FEATURES) :]
-        column = {name: i for i, name in enumerate(PRODUCT_FEATURES)}
-        out = {}
-        if self.mode == "functions":
-            for agent, names in FUNCTION_FEATURES.items():
-                out[agent] = np.concatenate([per_product[0][:, [column[n] for n in names]].T.ravel(), glob])
-        else:
-            ratio = per_product[..., column["price_ratio"]].mean(1)
-            for s, agent in enumerate(self.possible_agents):
-                others = np.delete(ratio, s).mean()
-                own = per_product[s][:, [column[n] for n in STORE_FEATURES]].T.ravel()
-                out[agent] = np.concatenate([own, [others], glob])
-        return {agent: value.astype(np.float32) for agent, value in out.items()}
+        return {agent: value[0] for agent, value in self.view.observations().items()}
 
-    # ------------------------------------------------------------------ API
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
             self.rng = seeding.np_random(seed)[0]
@@ -117,59 +189,14 @@ class RetailSimParallelEnv(ParallelEnv):
         self.dashboard.clear()
         return self._observations(), {agent: {} for agent in self.agents}
 
-    def _flat_action(self, actions: dict[str, np.ndarray]) -> np.ndarray:
-        m, k = self.sim.shape
-        fields = np.zeros((m, k, 3))
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"actions: missing for agents {missing}")
-        if self.mode == "functions":
-            for i, agent in enumerate(("pricing", "promo", "inventory")):
-                fields[0, :, i] = np.asarray(actions[agent], dtype=np.float64).reshape(k)
-        else:
-            market = self.sim.market
-            target = market.forecast[0] * (self.config.lead_time + 1)
-            on_order = market.pipeline[0].sum(0) if self.config.lead_time else 0.0
-            order = np.clip(target - market.stock[0] - on_order, 0.0, None)
-            fraction = order / np.maximum(self.config.max_order_multiple * market.forecast[0], 1e-9)
-            fields[..., 2] = 2.0 * np.clip(fraction, 0.0, 1.0) - 1.0
-            for s, agent in enumerate(self.possible_agents):
-                a = np.asarray(actions[agent], dtype=np.float64).reshape(2, k)
-                fields[s, :, 0], fields[s, :, 1] = a[0], a[1]
-        return fields.reshape(1, -1)
-
     def step(self, actions: dict[str, np.ndarray]):
-        sim = self.sim
-        decoded = sim.decode(self._flat_action(actions))
-        market = sim.market
-        result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
-        weights = self.config.reward
-        all_terms = sim.reward_terms(result, decoded)
-        info = {key: value[0].item() for key, value in sim.info(result, decoded, all_terms).items()}
-        if self.mode == "functions":
-            terms = {key: value[0] for key, value in all_terms.items()}
-            profit = weights.profit * terms["profit"]
-            rewards = {
-                "pricing": profit - weights.boundary * terms["boundary_penalty"] + weights.diversity * terms["diversity_bonus"],
-                "promo": profit - weights.boundary * terms["boundary_penalty"],
-                "inventory": profit + weights.alignment * terms["inventory_alignment"],
-            }  # fmt: skip
-            infos = {agent: dict(info) for agent in self.agents}
-        else:
-            rewards, infos = {}, {}
-            for s, agent in enumerate(self.possible_agents):
-                edge = 0.5 * (sim.edge(decoded.position[0, s]).mean() + sim.violations(decoded)[0, s].mean())
-                spread = min(decoded.position[0, s].std(), 1.0)
-                profit = result.profit[0, s].sum()
-                rewards[agent] = (weights.profit * profit / self._profit_scale[s] - weights.boundary * edge
-                                  + weights.diversity * spread)  # fmt: skip
-                infos[agent] = {"profit": float(profit), "revenue": float(result.revenue[0, s].sum()),
-                                "units": float(result.sold[0, s].sum()), "visits": float(result.visits[0, s]),
-                                "price_violations": int(sim.violations(decoded)[0, s].sum())}  # fmt: skip
-        self.dashboard.record(info)
-        done = bool(market.t[0] >= self.config.episode_length)
+        batched = {agent: np.asarray(action)[None] for agent, action in actions.items()}
+        rewards, agent_infos, info = self.view.step(batched)
+        self.dashboard.record({key: value[0].item() for key, value in info.items()})
+        done = bool(self.sim.market.t[0] >= self.config.episode_length)
         observations = self._observations()
-        rewards = {agent: float(value) for agent, value in rewards.items()}
+        rewards = {agent: float(value[0]) for agent, value in rewards.items()}
+        infos = {agent: {key: value[0].item() for key, value in agent_info.items()} for agent, agent_info in agent_infos.items()}
         terminations = {agent: False for agent in self.agents}
         truncations = {agent: done for agent in self.agents}
         if done:

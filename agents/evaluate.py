@@ -1,0 +1,143 @@
+"""``retailsim agents evaluate``: a trained policy against the baselines, in the learned and oracle markets.
+
+Every policy plays the same ``episodes`` (copy i of a vector env seeded ``seed`` + i: common random
+numbers, so differences between policies are not draws) of the run's environment, and again with
+``demand="oracle"`` when the scenario has ground truth, so each policy's sim-to-real gap is visible.
+Per policy and mode, ``report.json`` holds:
+
+- ``profit``: mean episode profit (raw, not the shaped reward) and its standard deviation over episodes;
+- ``profit_lift_vs_historical``: mean profit / historical pricing's mean profit - 1;
+- ``revenue_wow_variance``: variance of the week-over-week relative change of revenue (mean over episodes);
+- ``price_violations``: discounted prices below unit cost per episode; ``edge_share``: share of prices
+  within 5% of a bound (edge hugging); ``promo_share``: share of product-weeks on promotion;
+- ``stockout_share``: share of demanded units lost; ``shaped_return``: the reward the agent trained on.
+
+PNG plots beside it: ``profit_lift.png`` (both modes), ``weekly_profit.png`` (learned mode),
+``pricing_behaviour.png`` (edge and promotion shares).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from retailsim_env import RetailSimVectorEnv, Scenario
+from retailsim_env.core import BatchedRetailSim
+
+from agents.policies import BASELINES, HistoricalPricing
+
+RECORDED = ("profit", "revenue", "price_violations", "edge_share", "promo_share", "demand", "stockout_units")
+
+
+class Policy(Protocol):
+    name: str
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray: ...
+
+
+class PPOPolicy:
+    """A trained run's deterministic policy, observations normalized with its saved statistics."""
+
+    name = "ppo"
+
+    def __init__(self, run_dir: Path | str) -> None:
+        from stable_baselines3 import PPO
+
+        from agents.train import MODEL_FILE, STATS_FILE
+
+        run_dir = Path(run_dir)
+        self.model = PPO.load(run_dir / MODEL_FILE, device="cpu")
+        with open(run_dir / STATS_FILE, "rb") as handle:
+            self.stats = pickle.load(handle)  # a VecNormalize without its env: only normalize_obs is used
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        action, _ = self.model.predict(self.stats.normalize_obs(observation), deterministic=True)
+        return action
+
+
+def run_episodes(policy: Policy, venv: RetailSimVectorEnv, seed: int) -> dict[str, np.ndarray]:
+    """One episode per copy; weekly info arrays [episodes, weeks] and the shaped reward."""
+    obs, _ = venv.reset(seed=seed)
+    sim = venv.batch.sim
+    weeks = sim.config.episode_length
+    out = {key: np.zeros((venv.num_envs, weeks)) for key in (*RECORDED, "reward")}
+    for t in range(weeks):
+        obs, reward, _, _, info = venv.step(policy.act(sim, obs))
+        out["reward"][:, t] = reward
+        for key in RECORDED:
+            out[key][:, t] = info[key]
+    return out
+
+
+def summarize(weekly: dict[str, np.ndarray]) -> dict[str, float]:
+    profit = weekly["profit"].sum(1)
+    revenue = weekly["revenue"]
+    change = np.diff(revenue, axis=1) / np.maximum(revenue[:, :-1], 1e-9)
+    return {
+        "profit": float(profit.mean()), "profit_sd": float(profit.std()),
+        "revenue": float(revenue.sum(1).mean()), "revenue_wow_variance": float(change.var(axis=1).mean()),
+        "price_violations": float(weekly["price_violations"].sum(1).mean()),
+        "edge_share": float(weekly["edge_share"].mean()), "promo_share": float(weekly["promo_share"].mean()),
+        "stockout_share": float(weekly["stockout_units"].sum() / max(weekly["demand"].sum(), 1e-9)),
+        "shaped_return": float(weekly["reward"].sum(1).mean()),
+    }  # fmt: skip
+
+
+def evaluate_policies(policies: list[Policy], env_kwargs: dict[str, Any], episodes: int = 8, seed: int = 1000,
+                      modes: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+    """The report (module docstring) for ``policies`` (historical pricing is added when missing)."""
+    if not any(p.name == HistoricalPricing.name for p in policies):
+        policies = [HistoricalPricing(), *policies]
+    if modes is None:
+        scenario = Scenario(env_kwargs.get("scenario"))
+        modes = ("learned", "oracle") if scenario.has_ground_truth else ("learned",)
+    report: dict[str, Any] = {"episodes": episodes, "seed": seed, "env_kwargs": env_kwargs, "modes": {}}
+    weekly_profit: dict[str, dict[str, list[float]]] = {}
+    for mode in modes:
+        venv = RetailSimVectorEnv(episodes, **{**env_kwargs, "demand": mode})
+        results, weekly_profit[mode] = {}, {}
+        for policy in policies:
+            weekly = run_episodes(policy, venv, seed)
+            results[policy.name] = summarize(weekly)
+            weekly_profit[mode][policy.name] = weekly["profit"].mean(0).tolist()
+        base = results[HistoricalPricing.name]["profit"]
+        for figures in results.values():
+            figures["profit_lift_vs_historical"] = figures["profit"] / base - 1.0 if base > 0 else float("nan")
+        report["modes"][mode] = results
+    report["weekly_profit"] = weekly_profit
+    return report
+
+
+def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000,
+                 baselines: tuple[str, ...] = tuple(BASELINES)) -> dict:  # fmt: skip
+    """Evaluate a ``retailsim agents train`` run against ``baselines``; write report.json and the plots."""
+    from agents.plots import plot_report
+    from agents.train import CONFIG_FILE
+
+    run_dir, out = Path(run_dir), Path(out)
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    policies: list[Policy] = [BASELINES[name] for name in baselines] + [PPOPolicy(run_dir)]
+    report = evaluate_policies(policies, config["env_kwargs"], episodes=episodes, seed=seed)
+    report["run"] = str(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["plots"] = plot_report(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A table per mode: profit, lift, violations, edge and promotion shares."""
+    lines = []
+    for mode, results in report["modes"].items():
+        lines.append(f"{mode} market ({report['episodes']} episodes):")
+        lines.append(f"  {'policy':<16}{'profit':>11}{'lift':>9}{'violations':>12}{'edge':>7}{'promo':>7}{'stock-out':>11}")
+        for name, r in results.items():
+            lines.append(f"  {name:<16}{r['profit']:>11.1f}{r['profit_lift_vs_historical']:>+9.1%}"
+                         f"{r['price_violations']:>12.1f}{r['edge_share']:>7.1%}{r['promo_share']:>7.1%}"
+                         f"{r['stockout_share']:>11.1%}")  # fmt: skip
+    return "\n".join(lines)

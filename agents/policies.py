@@ -1,0 +1,122 @@
+"""Baseline policies, batched over environment copies.
+
+A policy maps the market's state to flat actions [B, M*K*3] in [-1, 1] (``RetailSimEnv``'s layout) through
+``act(sim, observation)``, where ``sim`` is the environment's ``BatchedRetailSim``: baselines read prices,
+costs, stock and forecasts from it directly (they are rules, not learners), and the same object serves
+the single env (B = 1) and the vector env.
+
+- ``HistoricalPricing``: the store's reference prices, no promotions, orders up to the forecast;
+- ``CostPlus``: unit cost x (1 + markup), clipped to the price bounds, no promotions, orders up to;
+- ``RandomPolicy``: uniform actions;
+- ``MyopicGreedy``: each week, per product, the price and promotion depth on a grid that maximize this
+  week's expected gross profit under the model's forecast (ignores stock, carry-over and the future);
+- ``SSInventory``: historical prices with an (s, S) rule: when stock + on order falls below s weeks of
+  forecast, order up to S weeks.
+
+Order-up-to: stock + on order up to (lead time + 1) weeks of forecast, the smallest cover that avoids a
+stock-out at forecast demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from retailsim_env.core import BatchedRetailSim
+
+
+def on_order(sim: BatchedRetailSim) -> np.ndarray:
+    """[B, M, K] units ordered and not yet arrived."""
+    return sim.market.pipeline.sum(1) if sim.config.lead_time else np.zeros_like(sim.market.stock)
+
+
+def order_fraction_for(sim: BatchedRetailSim, units: np.ndarray) -> np.ndarray:
+    """The order field value in [0, 1] that orders ``units`` [B, M, K] (clipped to the largest order)."""
+    largest = sim.config.max_order_multiple * sim.market.forecast
+    return np.clip(units / np.maximum(largest, 1e-9), 0.0, 1.0)
+
+
+def order_up_to(sim: BatchedRetailSim, weeks: float | None = None) -> np.ndarray:
+    """Order fractions [B, M, K] that bring stock + on order up to ``weeks`` of forecast (default lead + 1)."""
+    weeks = sim.config.lead_time + 1 if weeks is None else weeks
+    units = np.clip(weeks * sim.market.forecast - sim.market.stock - on_order(sim), 0.0, None)
+    return order_fraction_for(sim, units)
+
+
+class HistoricalPricing:
+    name = "historical"
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        market = sim.market
+        price = np.broadcast_to(market.reference_price, market.stock.shape)
+        return sim.encode(price, np.zeros_like(market.stock), order_up_to(sim))
+
+
+@dataclass
+class CostPlus:
+    markup: float = 0.5
+    name: str = "cost_plus"
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        market = sim.market
+        price = np.clip(market.unit_cost * (1.0 + self.markup), market.price_min, market.price_max)
+        return sim.encode(np.broadcast_to(price, market.stock.shape), np.zeros_like(market.stock), order_up_to(sim))
+
+
+@dataclass
+class RandomPolicy:
+    seed: int = 0
+    name: str = "random"
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, (sim.market.n_copies, sim.action_size)).astype(np.float32)
+
+
+@dataclass
+class MyopicGreedy:
+    """Grid search of this week's expected gross profit, per product (``price_points`` x ``depths``)."""
+
+    price_points: int = 11
+    depths: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
+    name: str = "myopic_greedy"
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        market = sim.market
+        shape = market.stock.shape
+        best_profit = np.full(shape, -np.inf)
+        best_price, best_depth = np.zeros(shape), np.zeros(shape)
+        for position in np.linspace(0.0, 1.0, self.price_points):
+            price = np.broadcast_to(np.round(market.price_min + position * (market.price_max - market.price_min), 2), shape)
+            for depth in self.depths:
+                depth_grid = np.full(shape, min(depth, sim.config.max_promo_depth))
+                units = market.expected_units(price, depth_grid)
+                profit = units * (price * (1.0 - depth_grid) - market.unit_cost)
+                better = profit > best_profit
+                best_profit = np.where(better, profit, best_profit)
+                best_price, best_depth = np.where(better, price, best_price), np.where(better, depth_grid, best_depth)
+        return sim.encode(best_price, best_depth, order_up_to(sim))
+
+
+@dataclass
+class SSInventory:
+    """Historical prices; (s, S) ordering in weeks of forecast."""
+
+    s_weeks: float = 1.0
+    S_weeks: float = 3.0
+    name: str = "s_S_inventory"
+
+    def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        market = sim.market
+        position = market.stock + on_order(sim)
+        below = position < self.s_weeks * market.forecast
+        units = np.where(below, np.clip(self.S_weeks * market.forecast - position, 0.0, None), 0.0)
+        price = np.broadcast_to(market.reference_price, market.stock.shape)
+        return sim.encode(price, np.zeros_like(market.stock), order_fraction_for(sim, units))
+
+
+BASELINES = {policy.name: policy for policy in (HistoricalPricing(), CostPlus(), RandomPolicy(), MyopicGreedy(), SSInventory())}
+"""The baselines ``retailsim agents evaluate`` runs beside a trained policy, by name."""
