@@ -10,8 +10,8 @@ the single env (B = 1) and the vector env.
 - ``RandomPolicy``: uniform actions;
 - ``MyopicGreedy``: each week, per product, the price and promotion depth on a grid that maximize this
   week's expected gross profit under the model's forecast (ignores stock, carry-over and the future);
-- ``SSInventory``: historical prices with an (s, S) rule: when stock + on order falls below s weeks of
-  forecast, order up to S weeks.
+- ``SSInventory``: historical prices with an (s, S) rule: when stock + on order falls below the lead
+  time's cover + s weeks of forecast, order up to the cover + S weeks (safety stock, in batches).
 
 Order-up-to: stock + on order up to (lead time + 1) weeks of forecast, the smallest cover that avoids a
 stock-out at forecast demand.
@@ -103,17 +103,19 @@ class MyopicGreedy:
 
 @dataclass
 class SSInventory:
-    """Historical prices; (s, S) ordering in weeks of forecast."""
+    """Historical prices; (s, S) ordering in weeks of forecast beyond the lead time: reorder when stock +
+    on order falls below (lead + 1 + s_weeks) weeks of forecast, up to (lead + 1 + S_weeks) weeks."""
 
-    s_weeks: float = 1.0
-    S_weeks: float = 3.0
+    s_weeks: float = 0.5
+    S_weeks: float = 1.5
     name: str = "s_S_inventory"
 
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
         market = sim.market
+        cover = sim.config.lead_time + 1
         position = market.stock + on_order(sim)
-        below = position < self.s_weeks * market.forecast
-        units = np.where(below, np.clip(self.S_weeks * market.forecast - position, 0.0, None), 0.0)
+        below = position < (cover + self.s_weeks) * market.forecast
+        units = np.where(below, np.clip((cover + self.S_weeks) * market.forecast - position, 0.0, None), 0.0)
         price = np.broadcast_to(market.reference_price, market.stock.shape)
         return sim.encode(price, np.zeros_like(market.stock), order_fraction_for(sim, units))
 

@@ -296,10 +296,82 @@ def _cmd_bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from retailsim.demo import run_demo
+def _env_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RetailSimError(f"--env-kwargs: not JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(value, dict):
+        raise RetailSimError("--env-kwargs: must be a JSON object of RetailSim-v0 keyword arguments")
+    return value
 
-    run_demo(Path(args.out), progress=not args.quiet)
+
+def _cmd_agents_train(args: argparse.Namespace) -> int:
+    from agents.train import PPOTrainConfig, train_ppo
+
+    if args.env != "RetailSim-v0" or args.algo != "ppo":
+        raise RetailSimError(f"--env/--algo: only RetailSim-v0 with ppo is available, got {args.env} / {args.algo}")
+    defaults = PPOTrainConfig()
+    config = PPOTrainConfig(env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)}, timesteps=args.timesteps,
+                            num_envs=args.num_envs, n_steps=args.n_steps, batch_size=min(args.batch_size, args.num_envs * args.n_steps),
+                            seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet)  # fmt: skip
+    summary = train_ppo(config, args.out)
+    print(f"trained {summary['timesteps']:,} steps in {summary['seconds']:.0f} s ({summary['steps_per_s']:.0f} steps/s)")
+    print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {summary['tensorboard']})")
+    return 0
+
+
+def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
+    from agents.multi import MultiAgentTrainConfig, train_multi
+
+    defaults = MultiAgentTrainConfig()
+    config = MultiAgentTrainConfig(mode=args.mode, env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)},
+                                   timesteps=args.timesteps, num_envs=args.num_envs, n_steps=args.n_steps,
+                                   sharing=args.sharing, seed=args.seed, progress=not args.quiet)  # fmt: skip
+    summary = train_multi(config, args.out)
+    for agent, result in summary["agents"].items():
+        print(f"  {agent:<20} return {result['first_return']:.2f} (first episodes) -> {result['last_return']:.2f} (last)")
+    print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {Path(args.out) / 'tensorboard'})")
+    return 0
+
+
+def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    if (run / "policies.pt").exists():
+        from agents.multi import evaluate_multi
+
+        report = evaluate_multi(run, episodes=args.episodes, seed=args.seed)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        for mode, agents in report["modes"].items():
+            print(f"{mode} market:")
+            for agent, r in agents.items():
+                print(f"  {agent:<20} profit {r['trained']['profit']:.1f} vs historical {r['historical']['profit']:.1f} "
+                      f"({r['profit_lift_vs_historical']:+.1%})")  # fmt: skip
+    elif (run / "model.zip").exists():
+        from agents.evaluate import evaluate_run, format_report
+
+        report = evaluate_run(run, args.out, episodes=args.episodes, seed=args.seed)
+        print(format_report(report))
+    else:
+        raise RetailSimError(f"{run}: not a training run (no model.zip or policies.pt)")
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from retailsim.demo import DemoConfig, run_demo
+
+    run_demo(Path(args.out), DemoConfig(timesteps=args.timesteps, episodes=args.episodes), progress=not args.quiet)
+    return 0
+
+
+def _cmd_data_demo(args: argparse.Namespace) -> int:
+    from retailsim.demo import run_data_demo
+
+    run_data_demo(Path(args.out), progress=not args.quiet)
     return 0
 
 
@@ -315,10 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
-        "demo", help="run the main job on the embedded default", description="Generate a small synthetic market, "
-        "ingest it and print the ingest report and the calibration facts."
-    )
+        "demo", help="run the main job on the embedded default", description="Train PPO on RetailSim-v0 over "
+        "the shipped default scenario, evaluate it against the baselines in the learned and the oracle market, "
+        "and write the TensorBoard run, report.json and plots.",
+    )  # fmt: skip
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.add_argument("--timesteps", type=_positive_int, default=500_000, help="PPO steps (default 500,000)")
+    demo.add_argument("--episodes", type=_positive_int, default=8, help="evaluation episodes (default 8)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
 
@@ -359,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     generate.add_argument("--quiet", action="store_true", help="no progress bars")
     generate.set_defaults(func=_cmd_data_generate)
+
+    data_demo = data_commands.add_parser(
+        "demo", help="generate, ingest and summarize a small synthetic market",
+        description="Generate a small synthetic market, ingest it and print the ingest report and the calibration facts.",
+    )  # fmt: skip
+    data_demo.add_argument("--out", default="runs/data-demo", help="output directory (default: runs/data-demo)")
+    data_demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    data_demo.set_defaults(func=_cmd_data_demo)
 
     facts = data_commands.add_parser(
         "facts",
@@ -446,6 +529,7 @@ def _add_train_commands(commands) -> None:
     evaluate.set_defaults(func=_cmd_evaluate)
     _add_response_commands(commands)
     _add_environment_commands(commands)
+    _add_agent_commands(commands)
 
 
 def _add_environment_commands(commands) -> None:
@@ -488,6 +572,54 @@ def _add_model_inputs(command: argparse.ArgumentParser) -> None:
     command.add_argument("workdir", help="work directory written by 'retailsim pipeline run'")
     command.add_argument("--world-model", required=True, help="basket model checkpoint (file or training --out directory)")
     command.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
+
+
+def _add_agent_commands(commands) -> None:
+    agents = commands.add_parser("agents", help="train and evaluate policies on the environments")
+    agent_commands = agents.add_subparsers(dest="agents_command", metavar="COMMAND", required=True)
+    train = agent_commands.add_parser(
+        "train", help="Stable-Baselines3 PPO on the vector RetailSim-v0",
+        description="Train PPO (VecNormalize statistics saved beside the model) with TensorBoard curves and "
+        "checkpoints. --env-kwargs default: {\"propensities\": \"fixed\"} (the fast path on a CPU).",
+    )  # fmt: skip
+    train.add_argument("--env", default="RetailSim-v0")
+    train.add_argument("--env-kwargs", help='JSON keyword arguments of the env, e.g. \'{"products": 10}\'')
+    train.add_argument("--algo", default="ppo", choices=["ppo"])
+    train.add_argument("--timesteps", type=_positive_int, default=200_000)
+    train.add_argument("--num-envs", type=_positive_int, default=8)
+    train.add_argument("--n-steps", type=_positive_int, default=256, help="steps per copy per rollout")
+    train.add_argument("--batch-size", type=_positive_int, default=256)
+    train.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="run directory")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_agents_train)
+
+    multi = agent_commands.add_parser(
+        "train-multi", help="PPO for the PettingZoo agents (functions or competition)",
+        description="Independent PPO per agent (or --sharing shared) on batched copies of the multi-agent market.",
+    )  # fmt: skip
+    multi.add_argument("--mode", choices=["functions", "competition"], required=True)
+    multi.add_argument("--env-kwargs", help="JSON keyword arguments of parallel_env")
+    multi.add_argument("--timesteps", type=_positive_int, default=100_000)
+    multi.add_argument("--num-envs", type=_positive_int, default=8)
+    multi.add_argument("--n-steps", type=_positive_int, default=128)
+    multi.add_argument("--sharing", choices=["independent", "shared"], default="independent")
+    multi.add_argument("--seed", type=int, default=0)
+    multi.add_argument("--out", required=True, help="run directory")
+    multi.add_argument("--quiet", action="store_true", help="no progress bar")
+    multi.set_defaults(func=_cmd_agents_train_multi)
+
+    evaluate = agent_commands.add_parser(
+        "evaluate", help="a trained run against the baselines, learned and oracle markets",
+        description="Write REPORT_DIR/report.json and PNG plots: profit lift vs historical pricing, revenue "
+        "variance, price violations, edge hugging, promotion share, per agent for multi-agent runs.",
+    )  # fmt: skip
+    evaluate.add_argument("run_dir", help="directory written by 'agents train' or 'agents train-multi'")
+    evaluate.add_argument("--episodes", type=_positive_int, default=8)
+    evaluate.add_argument("--seed", type=int, default=1000, help="episode i is seeded seed + i for every policy")
+    evaluate.add_argument("--out", required=True, help="report directory")
+    evaluate.set_defaults(func=_cmd_agents_evaluate)
 
 
 def _add_simulator_options(command: argparse.ArgumentParser) -> None:

@@ -10,12 +10,13 @@ class RewardWeights:
     """reward = profit / profit_scale - boundary x penalty + diversity x bonus + alignment x alignment.
 
     ``profit_scale`` is the managed products' expected weekly gross profit at reference prices, so a week
-    at historical pricing earns about 1. Every shaping term lies in [0, 1] (``RetailSimEnv`` docstring)."""
+    at historical pricing earns about 1. The bonuses lie in [0, 1]; the penalty counts prices (at most
+    2 per managed price; ``RetailSimEnv`` docstring)."""
 
     profit: float = 1.0
     boundary: float = 0.1
-    """Weight of the boundary penalty: prices in the outer 5% of their range, and discounted prices
-    below unit cost (price violations)."""
+    """Weight of the boundary penalty: per managed price, its proximity to a bound over the outer 5% of
+    its range (0..1) plus 1 when its discounted price is below unit cost (a price violation)."""
     diversity: float = 0.05
     """Weight of the diversity bonus: spread of the managed products' price positions (one move for
     every product earns nothing)."""

@@ -153,7 +153,7 @@ class BatchedRetailSim:
         """Each reward component [B] (``RetailSimEnv`` docstring)."""
         market = self.market
         axes = (1, 2)
-        boundary = 0.5 * (self.edge(decoded.position).mean(axes) + self.violations(decoded).mean(axes))
+        boundary = self.edge(decoded.position).sum(axes) + self.violations(decoded).sum(axes)
         k = decoded.position.shape[2]
         diversity = decoded.position.std(axis=2).mean(1) if k > 1 else np.zeros(len(decoded.position))
         available = result.sold + market.stock

@@ -132,7 +132,7 @@ class MultiAgentView:
         rewards, infos = {}, {}
         violations = sim.violations(decoded)
         for s, agent in enumerate(self.agents):
-            edge = 0.5 * (sim.edge(decoded.position[:, s]).mean(1) + violations[:, s].mean(1))
+            edge = sim.edge(decoded.position[:, s]).sum(1) + violations[:, s].sum(1)
             spread = np.minimum(decoded.position[:, s].std(1), 1.0)
             profit = result.profit[:, s].sum(1)
             rewards[agent] = weights.profit * profit / self.profit_scale[s] - weights.boundary * edge + weights.diversity * spread

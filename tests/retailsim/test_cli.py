@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from retailsim.cli import build_parser, main
-from retailsim.demo import DemoConfig, run_demo
+from retailsim.demo import DataDemoConfig, run_data_demo
 
 
 def _subcommand_paths(parser, prefix=()):
@@ -56,13 +56,13 @@ def test_generate_then_ingest_through_the_cli(tmp_path: Path, capsys) -> None:
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_demo_generates_ingests_and_reports(tmp_path: Path, capsys) -> None:
-    report = run_demo(tmp_path, DemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
+def test_data_demo_generates_ingests_and_reports(tmp_path: Path, capsys) -> None:
+    report = run_data_demo(tmp_path, DataDemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
     printed = capsys.readouterr().out
     assert report["rows_quarantined"] > 0
     assert (tmp_path / "ingested" / "ingest_report.json").exists()
     assert "size-independent facts" in printed and "items_per_basket" in printed
-    again = run_demo(tmp_path, DemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
+    again = run_data_demo(tmp_path, DataDemoConfig(customers=60, products=80, stores=3, weeks=3, dirty_rate=0.02), progress=False)
     assert again["rows_read"] == report["rows_read"]  # reruns replace the previous demo
 
 

@@ -1,0 +1,33 @@
+import json
+
+from retailsim.cli import main
+from retailsim.demo import DemoConfig, run_demo
+from tests.agents.conftest import TINY_ENV
+
+
+def test_train_evaluate_and_train_multi_commands(tmp_path, capsys) -> None:
+    env = json.dumps(TINY_ENV)
+    assert main(["agents", "train", "--env-kwargs", env, "--timesteps", "32", "--num-envs", "2", "--n-steps", "16",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0  # fmt: skip
+    assert main(["agents", "evaluate", str(tmp_path / "run"), "--episodes", "1", "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.json").exists()
+    assert main(["agents", "train-multi", "--mode", "competition", "--env-kwargs", json.dumps({**TINY_ENV, "episode_length": 4}),
+                 "--timesteps", "16", "--num-envs", "2", "--n-steps", "4", "--out", str(tmp_path / "multi"), "--quiet"]) == 0  # fmt: skip
+    assert main(["agents", "evaluate", str(tmp_path / "multi"), "--episodes", "1", "--out", str(tmp_path / "mreport")]) == 0
+    out = capsys.readouterr().out
+    assert "ppo" in out and "store_" in out
+
+
+def test_user_errors_are_one_line(tmp_path, capsys) -> None:
+    assert main(["agents", "train", "--env-kwargs", "{nope", "--out", str(tmp_path)]) == 2
+    assert main(["agents", "evaluate", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--env-kwargs: not JSON" in err and "not a training run" in err
+
+
+def test_demo_trains_evaluates_and_reports(tmp_path, capsys) -> None:
+    report = run_demo(tmp_path, DemoConfig(timesteps=64, episodes=1, products=3), progress=False)
+    printed = capsys.readouterr().out
+    assert "ppo" in report["modes"]["learned"] and "oracle" in report["modes"]
+    assert (tmp_path / "report" / "profit_lift.png").exists() and (tmp_path / "ppo" / "tensorboard").exists()
+    assert "TensorBoard" in printed and "myopic_greedy" in printed
