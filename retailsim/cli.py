@@ -348,7 +348,8 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
         for mode, agents in report["modes"].items():
             print(f"{mode} market:")
             for agent, r in agents.items():
-                print(f"  {agent:<20} profit {r['trained']['profit']:.1f} vs historical {r['historical']['profit']:.1f} "
+                print(f"  {agent:<20} return {r['trained']['return']:.2f} vs historical {r['historical']['return']:.2f}, "
+                      f"profit {r['trained']['profit']:.1f} vs {r['historical']['profit']:.1f} "
                       f"({r['profit_lift_vs_historical']:+.1%})")  # fmt: skip
     elif (run / "model.zip").exists():
         from agents.evaluate import evaluate_run, format_report
