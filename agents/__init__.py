@@ -1,4 +1,9 @@
-"""RetailSim agents: PPO policies (Stable-Baselines3), heuristic baselines, training and reports.
+"""RetailSim agents: PPO (Stable-Baselines3), baseline policies, multi-agent PPO and evaluation reports.
 
-Not built yet: the policies arrive with their issue. This package will import ``retailsim_env``.
+- ``agents.policies``: historical pricing, cost-plus, random, myopic greedy, (s, S) inventory;
+- ``agents.train``: ``retailsim agents train`` (PPO on the batched RetailSim-v0, TensorBoard, checkpoints);
+- ``agents.multi``: ``retailsim agents train-multi`` (the PettingZoo market's agents) and its evaluation;
+- ``agents.evaluate`` and ``agents.plots``: ``retailsim agents evaluate`` (learned and oracle markets).
+
+This package imports ``retailsim_env``; nothing below it imports this package.
 """
