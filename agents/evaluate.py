@@ -124,7 +124,6 @@ def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: 
     report = evaluate_policies(policies, config["env_kwargs"], episodes=episodes, seed=seed)
     report["run"] = str(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     report["plots"] = plot_report(report, out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report

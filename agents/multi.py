@@ -32,7 +32,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from retailsim_env.env import make_config, open_sim
+from agents.policies import HistoricalPricing
+
+from retailsim_env.env import open_sim
+from retailsim_env.scenario import Scenario
 from retailsim_env.multi_agent import MODES, MultiAgentView
 
 POLICIES_FILE = "policies.pt"
@@ -308,8 +311,6 @@ def load_learners(run_dir: Path | str, view: MultiAgentView, config: MultiAgentT
 
 def historical_actions(view: MultiAgentView) -> dict[str, np.ndarray]:
     """Each agent's share of historical pricing: reference prices, no promotion, orders up to the forecast."""
-    from agents.policies import HistoricalPricing
-
     sim = view.sim
     m, k = sim.shape
     fields = HistoricalPricing().act(sim, None).reshape(-1, m, k, 3)
@@ -320,17 +321,9 @@ def historical_actions(view: MultiAgentView) -> dict[str, np.ndarray]:
 
 def market_for(config: MultiAgentTrainConfig, n_copies: int, demand: str | None = None) -> MultiAgentView:
     """The run's market with ``n_copies`` copies (``demand`` overrides the run's)."""
-    kwargs = dict(config.env_kwargs)
-    if demand is not None:
-        kwargs["demand"] = demand
-    env_config = make_config(kwargs.pop("config", None), kwargs.pop("episode_length", None), kwargs.pop("reward_weights", None))
-    n_stores = 1 if config.mode == "functions" else kwargs.pop("n_stores", 2)
-    kwargs.pop("n_stores", None)
-    sim = open_sim(kwargs.pop("scenario", None), kwargs.pop("stores", None), kwargs.pop("products", 10), env_config,
-                   kwargs.pop("demand", "learned"), kwargs.pop("device", "auto"), n_stores,
-                   kwargs.pop("propensities", "weekly"))  # fmt: skip
-    if kwargs:
-        raise ValueError(f"env_kwargs: unknown keys {sorted(kwargs)}")
+    kwargs = {**config.env_kwargs, **({} if demand is None else {"demand": demand})}
+    kwargs["n_stores"] = 1 if config.mode == "functions" else kwargs.get("n_stores", 2)
+    sim = open_sim(**kwargs)
     sim.market.allocate(n_copies)
     return MultiAgentView(sim, config.mode)
 
@@ -353,8 +346,6 @@ def play(view: MultiAgentView, policy, seed: int) -> dict[str, dict[str, float]]
 def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
     """Trained agents against their historical counterparts, in the learned and (generated scenarios)
     oracle markets: per agent return and profit, and the profit lift."""
-    from retailsim_env import Scenario
-
     run_dir = Path(run_dir)
     config = MultiAgentTrainConfig(**json.loads((run_dir / "config.json").read_text()))
     scenario = Scenario(config.env_kwargs.get("scenario"))

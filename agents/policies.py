@@ -13,8 +13,8 @@ the single env (B = 1) and the vector env.
 - ``SSInventory``: historical prices with an (s, S) rule: when stock + on order falls below the lead
   time's cover + s weeks of forecast, order up to the cover + S weeks (safety stock, in batches).
 
-Order-up-to: stock + on order up to (lead time + 1) weeks of forecast, the smallest cover that avoids a
-stock-out at forecast demand.
+Order-up-to (``BatchedRetailSim.order_up_to``): stock + on order up to (lead time + 1) weeks of forecast,
+the smallest cover that avoids a stock-out at forecast demand.
 """
 
 from __future__ import annotations
@@ -26,31 +26,13 @@ import numpy as np
 from retailsim_env.core import BatchedRetailSim
 
 
-def on_order(sim: BatchedRetailSim) -> np.ndarray:
-    """[B, M, K] units ordered and not yet arrived."""
-    return sim.market.pipeline.sum(1) if sim.config.lead_time else np.zeros_like(sim.market.stock)
-
-
-def order_fraction_for(sim: BatchedRetailSim, units: np.ndarray) -> np.ndarray:
-    """The order field value in [0, 1] that orders ``units`` [B, M, K] (clipped to the largest order)."""
-    largest = sim.config.max_order_multiple * sim.market.forecast
-    return np.clip(units / np.maximum(largest, 1e-9), 0.0, 1.0)
-
-
-def order_up_to(sim: BatchedRetailSim, weeks: float | None = None) -> np.ndarray:
-    """Order fractions [B, M, K] that bring stock + on order up to ``weeks`` of forecast (default lead + 1)."""
-    weeks = sim.config.lead_time + 1 if weeks is None else weeks
-    units = np.clip(weeks * sim.market.forecast - sim.market.stock - on_order(sim), 0.0, None)
-    return order_fraction_for(sim, units)
-
-
 class HistoricalPricing:
     name = "historical"
 
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
         market = sim.market
         price = np.broadcast_to(market.reference_price, market.stock.shape)
-        return sim.encode(price, np.zeros_like(market.stock), order_up_to(sim))
+        return sim.encode(price, np.zeros_like(market.stock), sim.order_up_to())
 
 
 @dataclass
@@ -61,7 +43,7 @@ class CostPlus:
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
         market = sim.market
         price = np.clip(market.unit_cost * (1.0 + self.markup), market.price_min, market.price_max)
-        return sim.encode(np.broadcast_to(price, market.stock.shape), np.zeros_like(market.stock), order_up_to(sim))
+        return sim.encode(np.broadcast_to(price, market.stock.shape), np.zeros_like(market.stock), sim.order_up_to())
 
 
 @dataclass
@@ -98,7 +80,7 @@ class MyopicGreedy:
                 better = profit > best_profit
                 best_profit = np.where(better, profit, best_profit)
                 best_price, best_depth = np.where(better, price, best_price), np.where(better, depth_grid, best_depth)
-        return sim.encode(best_price, best_depth, order_up_to(sim))
+        return sim.encode(best_price, best_depth, sim.order_up_to())
 
 
 @dataclass
@@ -113,11 +95,11 @@ class SSInventory:
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
         market = sim.market
         cover = sim.config.lead_time + 1
-        position = market.stock + on_order(sim)
+        position = market.stock + sim.on_order()
         below = position < (cover + self.s_weeks) * market.forecast
         units = np.where(below, np.clip((cover + self.S_weeks) * market.forecast - position, 0.0, None), 0.0)
         price = np.broadcast_to(market.reference_price, market.stock.shape)
-        return sim.encode(price, np.zeros_like(market.stock), order_fraction_for(sim, units))
+        return sim.encode(price, np.zeros_like(market.stock), sim.order_fraction_for(units))
 
 
 BASELINES = {policy.name: policy for policy in (HistoricalPricing(), CostPlus(), RandomPolicy(), MyopicGreedy(), SSInventory())}

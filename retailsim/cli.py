@@ -575,6 +575,17 @@ def _add_model_inputs(command: argparse.ArgumentParser) -> None:
     command.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
 
 
+def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: int, n_steps: int) -> None:
+    """The options every training command shares: env arguments, budget, batching, seed, output."""
+    command.add_argument("--env-kwargs", help=f'JSON keyword arguments of {env_name}, e.g. \'{{"products": 10}}\'')
+    command.add_argument("--timesteps", type=_positive_int, default=timesteps, help=f"environment steps (default {timesteps:,})")
+    command.add_argument("--num-envs", type=_positive_int, default=8, help="copies stepped as one batch (default 8)")
+    command.add_argument("--n-steps", type=_positive_int, default=n_steps, help=f"steps per copy per rollout (default {n_steps})")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--out", required=True, help="run directory")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_agent_commands(commands) -> None:
     agents = commands.add_parser("agents", help="train and evaluate policies on the environments")
     agent_commands = agents.add_subparsers(dest="agents_command", metavar="COMMAND", required=True)
@@ -584,16 +595,10 @@ def _add_agent_commands(commands) -> None:
         "checkpoints. --env-kwargs default: {\"propensities\": \"fixed\"} (the fast path on a CPU).",
     )  # fmt: skip
     train.add_argument("--env", default="RetailSim-v0")
-    train.add_argument("--env-kwargs", help='JSON keyword arguments of the env, e.g. \'{"products": 10}\'')
     train.add_argument("--algo", default="ppo", choices=["ppo"])
-    train.add_argument("--timesteps", type=_positive_int, default=200_000)
-    train.add_argument("--num-envs", type=_positive_int, default=8)
-    train.add_argument("--n-steps", type=_positive_int, default=256, help="steps per copy per rollout")
+    _add_rl_options(train, "the env", timesteps=200_000, n_steps=256)
     train.add_argument("--batch-size", type=_positive_int, default=256)
     train.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, help="run directory")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_agents_train)
 
     multi = agent_commands.add_parser(
@@ -601,14 +606,8 @@ def _add_agent_commands(commands) -> None:
         description="Independent PPO per agent (or --sharing shared) on batched copies of the multi-agent market.",
     )  # fmt: skip
     multi.add_argument("--mode", choices=["functions", "competition"], required=True)
-    multi.add_argument("--env-kwargs", help="JSON keyword arguments of parallel_env")
-    multi.add_argument("--timesteps", type=_positive_int, default=100_000)
-    multi.add_argument("--num-envs", type=_positive_int, default=8)
-    multi.add_argument("--n-steps", type=_positive_int, default=128)
+    _add_rl_options(multi, "parallel_env", timesteps=100_000, n_steps=128)
     multi.add_argument("--sharing", choices=["independent", "shared"], default="independent")
-    multi.add_argument("--seed", type=int, default=0)
-    multi.add_argument("--out", required=True, help="run directory")
-    multi.add_argument("--quiet", action="store_true", help="no progress bar")
     multi.set_defaults(func=_cmd_agents_train_multi)
 
     evaluate = agent_commands.add_parser(

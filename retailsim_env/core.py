@@ -131,7 +131,7 @@ class BatchedRetailSim:
             market.stock / scale,
             market.last_sold / scale,
             market.forecast / scale,
-            market.pipeline.sum(1) / scale if self.config.lead_time else np.zeros_like(market.stock),
+            self.on_order() / scale,
         ], axis=-1)  # fmt: skip
         angle = self.week_of_year_angle()
         progress = market.t / self.config.episode_length
@@ -149,18 +149,40 @@ class BatchedRetailSim:
         """[B, M, K] discounted shelf prices below unit cost (selling at a loss)."""
         return decoded.price * (1.0 - decoded.depth) < self.market.unit_cost - 1e-9
 
-    def reward_terms(self, result: WeekResult, decoded: DecodedAction) -> dict[str, np.ndarray]:
-        """Each reward component [B] (``RetailSimEnv`` docstring)."""
+    def store_reward_terms(self, result: WeekResult, decoded: DecodedAction) -> dict[str, np.ndarray]:
+        """Each reward component per copy and store [B, M], profit over the store's own profit scale
+        (the competing stores' rewards)."""
         market = self.market
-        axes = (1, 2)
-        boundary = self.edge(decoded.position).sum(axes) + self.violations(decoded).sum(axes)
-        k = decoded.position.shape[2]
-        diversity = decoded.position.std(axis=2).mean(1) if k > 1 else np.zeros(len(decoded.position))
+        boundary = self.edge(decoded.position).sum(2) + self.violations(decoded).sum(2)
+        diversity = decoded.position.std(axis=2) if decoded.position.shape[2] > 1 else np.zeros(boundary.shape)
         available = result.sold + market.stock
         high = np.maximum(available, result.demand)
-        alignment = np.where(high > 0, np.minimum(available, result.demand) / np.maximum(high, 1e-9), 1.0).mean(axes)
-        return {"profit": result.profit.sum(axes) / market.profit_scale, "boundary_penalty": boundary,
+        alignment = np.where(high > 0, np.minimum(available, result.demand) / np.maximum(high, 1e-9), 1.0).mean(2)
+        return {"profit": result.profit.sum(2) / market.store_profit_scale, "boundary_penalty": boundary,
                 "diversity_bonus": np.clip(diversity, 0.0, 1.0), "inventory_alignment": alignment}  # fmt: skip
+
+    def reward_terms(self, result: WeekResult, decoded: DecodedAction) -> dict[str, np.ndarray]:
+        """Each reward component [B] over all managed stores (``RetailSimEnv`` docstring): profit over the
+        total profit scale, penalties summed, bonuses averaged."""
+        terms = self.store_reward_terms(result, decoded)
+        return {"profit": result.profit.sum((1, 2)) / self.market.profit_scale,
+                "boundary_penalty": terms["boundary_penalty"].sum(1), "diversity_bonus": terms["diversity_bonus"].mean(1),
+                "inventory_alignment": terms["inventory_alignment"].mean(1)}  # fmt: skip
+
+    def order_up_to(self, weeks: float | None = None) -> np.ndarray:
+        """Order fractions [B, M, K] that bring stock + on order up to ``weeks`` of forecast (default lead
+        time + 1: the smallest cover without a stock-out at forecast demand)."""
+        market = self.market
+        weeks = self.config.lead_time + 1 if weeks is None else weeks
+        return self.order_fraction_for(np.clip(weeks * market.forecast - market.stock - self.on_order(), 0.0, None))
+
+    def on_order(self) -> np.ndarray:
+        """[B, M, K] units ordered and not yet arrived."""
+        return self.market.pipeline.sum(1) if self.config.lead_time else np.zeros_like(self.market.stock)
+
+    def order_fraction_for(self, units: np.ndarray) -> np.ndarray:
+        """The order field value in [0, 1] that orders ``units`` [B, M, K] (clipped to the largest order)."""
+        return np.clip(units / np.maximum(self.config.max_order_multiple * self.market.forecast, 1e-9), 0.0, 1.0)
 
     def info(self, result: WeekResult, decoded: DecodedAction, terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per-copy figures [B] of the week (the keys ``RetailSimEnv`` documents)."""

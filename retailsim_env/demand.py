@@ -92,8 +92,9 @@ class LearnedDemand:
         self.hour = table[:, BASKET_COLUMN["hour"]]
         self.history_trips = table[:, BASKET_COLUMN["history_baskets"]]  # the baskets the model reads
         self.now_week = int(scenario.meta["calendar"]["weeks"])
+        self.first_monday = np.datetime64(scenario.meta["calendar"]["first_monday"])
         self.train_end = data.train_end
-        catalog = scenario.catalog.set_index("row")
+        catalog = scenario.catalog_by_row
         self.units_per_line = catalog.loc[self.product_rows, "units_per_line"].to_numpy(np.float64)
         self.elasticity = catalog.loc[self.product_rows, "elasticity"].to_numpy(np.float64)
         self.lift = catalog.loc[self.product_rows, "lift"].to_numpy(np.float64)
@@ -131,7 +132,7 @@ class LearnedDemand:
                 parts[key].append(batch[key])
         self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if n_slots else {}
         self.propensity = np.zeros((len(self.store_rows), self.n_shoppers, len(self.product_rows)))
-        reference = np.datetime64(self.scenario.meta["calendar"]["first_monday"]) + 7 * (self.now_week - 1)
+        reference = self.first_monday + 7 * (self.now_week - 1)
         for start in range(0, n_slots, batch_size):
             slots = np.arange(start, min(start + batch_size, n_slots))
             p = self._probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)), np.zeros(len(slots)))
@@ -203,7 +204,6 @@ class LearnedDemand:
         n_copies, n_stores = ratio.shape[:2]
         trips, copies, mondays, gaps, elapsed = [], [], [], [], []
         visits = np.zeros((n_copies, n_stores))
-        first = np.datetime64(self.scenario.meta["calendar"]["first_monday"])
         for b, rng in enumerate(rngs):
             count = rng.poisson(self.visit_rate)
             shopping = np.flatnonzero(count)
@@ -214,7 +214,7 @@ class LearnedDemand:
             slot = self.slot_of[m, shopping[c]]
             trips.append(np.stack([slot, chosen[c, m]], 1))
             copies.append(np.full(len(slot), b))
-            mondays.append(np.full(len(slot), first + 7 * (int(weeks[b]) - 1)))
+            mondays.append(np.full(len(slot), self.first_monday + 7 * (int(weeks[b]) - 1)))
             gaps.append(self.gaps[b, shopping[c]])
             elapsed.append(np.full(len(slot), self.elapsed[b]))
             visits[b] = chosen.sum(0)
@@ -247,8 +247,8 @@ class OracleDemand:
         if not scenario.has_ground_truth:
             raise ValueError(f"demand='oracle' needs a generated scenario with ground truth; {scenario.name} has none")
         self.market: SyntheticMarket = load_market(scenario.path / "ground_truth")
-        store_codes = scenario.stores.set_index("row").loc[list(store_rows), "STORE_CODE"]
-        product_codes = scenario.catalog.set_index("row").loc[np.asarray(product_rows), "PROD_CODE"]
+        store_codes = scenario.stores_by_row.loc[list(store_rows), "STORE_CODE"]
+        product_codes = scenario.catalog_by_row.loc[np.asarray(product_rows), "PROD_CODE"]
         self.store_index = pd.Index(self.market.stores.code).get_indexer(store_codes)
         self.product_index = pd.Index(self.market.catalog.prod_code).get_indexer(product_codes)
         if (self.store_index < 0).any() or (self.product_index < 0).any():
@@ -267,37 +267,35 @@ class OracleDemand:
         scheduled_depth[cells] = depth
         return shelf, scheduled_depth, market_week, cells
 
-    def _expected(self, week: int, price: np.ndarray, depth: np.ndarray, lift_scale: np.ndarray | float = 1.0) -> np.ndarray:
-        """[M, K] true expected units; with ``lift_scale`` < 1 on promoted cells the generator's lift is
-        raised to that power: units = units without lift at the same paid price x (lift) ** scale."""
+    def _expected(self, week: int, price: np.ndarray, depth: np.ndarray, lift_scale: np.ndarray | float = 1.0,
+                  with_visits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+        """([M, K] true expected units, [M] expected trips to the managed stores when ``with_visits``).
+        With ``lift_scale`` < 1 on promoted cells the generator's lift is raised to that power: units =
+        units without lift at the same paid price x lift ** scale."""
         shelf, full_depth, market_week, cells = self._week(week, price, depth)
         units = self.market.expected_units(market_week, shelf, full_depth)[cells]
+        visits = None
+        if with_visits:
+            pop = self.market.population
+            trips = (pop.visit_rate * self.market.traffic(market_week))[:, None] * self.market.store_choice_probs(shelf)
+            visits = np.bincount(pop.store_slots.ravel(), weights=trips.ravel(), minlength=self.market.n_stores)[self.store_index]
         scale = np.broadcast_to(np.asarray(lift_scale, dtype=np.float64), units.shape)
-        if not ((depth > 0) & (scale < 1)).any():
-            return units
-        full_depth[cells] = 0.0  # same paid price (shelf already discounted), no promotion flag
-        plain = self.market.expected_units(market_week, shelf, full_depth)[cells]
-        lifted = np.where(plain > 0, units / np.maximum(plain, 1e-12), 1.0)
-        return np.where(depth > 0, plain * lifted ** scale, units)
-
-    def _expected_visits(self, week: int, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """[M] true expected trips to the managed stores."""
-        shelf, _, market_week, _ = self._week(week, price, depth)
-        pop = self.market.population
-        trips = (pop.visit_rate * self.market.traffic(market_week))[:, None] * self.market.store_choice_probs(shelf)
-        per_store = np.bincount(pop.store_slots.ravel(), weights=trips.ravel(), minlength=self.market.n_stores)
-        return per_store[self.store_index]
+        if ((depth > 0) & (scale < 1)).any():
+            full_depth[cells] = 0.0  # same paid price (shelf already discounted), no promotion flag
+            plain = self.market.expected_units(market_week, shelf, full_depth)[cells]
+            lifted = np.where(plain > 0, units / np.maximum(plain, 1e-12), 1.0)
+            units = np.where(depth > 0, plain * lifted**scale, units)
+        return units, visits
 
     def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
                  lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
         scale = np.broadcast_to(lift_scale, price.shape)
-        return np.stack([self._expected(w, price[b], depth[b], scale[b]) for b, w in enumerate(weeks)])
+        return np.stack([self._expected(w, price[b], depth[b], scale[b])[0] for b, w in enumerate(weeks)])
 
     def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
                lift_scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(realized demand [B, M, K], expected trips [B, M]: the oracle draws units, not individual trips)."""
         scale = np.broadcast_to(lift_scale, price.shape)
-        demand = np.stack([rng.poisson(self._expected(w, price[b], depth[b], scale[b])) for b, (w, rng) in
-                           enumerate(zip(weeks, rngs))]).astype(np.float64)  # fmt: skip
-        visits = np.stack([self._expected_visits(w, price[b], depth[b]) for b, w in enumerate(weeks)])
-        return demand, visits
+        outcomes = [self._expected(w, price[b], depth[b], scale[b], with_visits=True) for b, w in enumerate(weeks)]
+        demand = np.stack([rng.poisson(units) for (units, _), rng in zip(outcomes, rngs)]).astype(np.float64)
+        return demand, np.stack([visits for _, visits in outcomes])

@@ -30,14 +30,17 @@ def make_config(config: EnvConfig | dict | None, episode_length: int | None,
     return config
 
 
-def open_sim(scenario: str | Scenario | None, stores, products, config: EnvConfig, demand: str, device: str,
-             n_stores: int = 1, propensities: str = "weekly") -> BatchedRetailSim:  # fmt: skip
-    """The batched market for the environments' common keyword arguments."""
+def open_sim(scenario: str | Scenario | None = None, stores: str | list[str] | None = None, n_stores: int = 1,
+             products: int | list[str] = 10, episode_length: int | None = None, demand: str = "learned",
+             reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
+             device: str = "auto", propensities: str = "weekly") -> BatchedRetailSim:  # fmt: skip
+    """The batched market for the environments' common keyword arguments (``RetailSimEnv``'s, less the
+    episode start and rendering); its ``config`` is the resolved ``EnvConfig``."""
     scenario = scenario if isinstance(scenario, Scenario) else Scenario(scenario)
     store_rows = scenario.store_rows(stores, count=n_stores)
     product_rows = scenario.product_rows(products)
-    return BatchedRetailSim(scenario, store_rows, product_rows, config, demand=demand, device=device,
-                            propensities=propensities)  # fmt: skip
+    return BatchedRetailSim(scenario, store_rows, product_rows, make_config(config, episode_length, reward_weights),
+                            demand=demand, device=device, propensities=propensities)  # fmt: skip
 
 
 class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -141,8 +144,9 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
                  render_mode: str | None = None, propensities: str = "weekly") -> None:  # fmt: skip
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.config = make_config(config, episode_length, reward_weights)
-        self.sim = open_sim(scenario, stores, products, self.config, demand, device, n_stores, propensities)
+        self.sim = open_sim(scenario, stores, n_stores, products, episode_length, demand, reward_weights, config, device,
+                            propensities)  # fmt: skip
+        self.config = self.sim.config
         self.sim.market.allocate(1)
         self.start_week, self.render_mode = start_week, render_mode
         self.action_space = spaces.Box(-1.0, 1.0, (self.sim.action_size,), np.float32)

@@ -55,9 +55,9 @@ class RetailMarket:
             raise ValueError(f"demand must be one of {DEMAND_MODES}, got {demand!r}")
         self.scenario, self.config, self.demand_mode = scenario, config, demand
         self.store_rows, self.product_rows = list(store_rows), np.asarray(product_rows, dtype=np.int64)
-        catalog = scenario.catalog.set_index("row").loc[self.product_rows]
+        catalog = scenario.catalog_by_row.loc[self.product_rows]
         self.product_codes = catalog["PROD_CODE"].tolist()
-        self.store_codes = scenario.stores.set_index("row").loc[self.store_rows, "STORE_CODE"].tolist()
+        self.store_codes = scenario.stores_by_row.loc[self.store_rows, "STORE_CODE"].tolist()
         self.unit_cost = catalog["unit_cost"].to_numpy(np.float64)
         self.price_min = catalog["price_min"].to_numpy(np.float64)
         self.price_max = catalog["price_max"].to_numpy(np.float64)
@@ -76,7 +76,9 @@ class RetailMarket:
         middle = np.array([max(self.data_weeks // 2, 1)])
         self.reference_units = self.backend.forecast(middle, self.reference_price[None], np.zeros((1, *reference.shape)))[0]
         self.scale = np.maximum(self.reference_units, 1.0)  # [M, K] units that normalize observations
-        margin = (self.reference_price - self.unit_cost) * self.reference_units
+        margin = ((self.reference_price - self.unit_cost) * self.reference_units).sum(1)  # [M]
+        self.store_profit_scale = np.maximum(margin, 1.0)
+        """[M] each store's expected weekly gross profit at reference prices (at least 1)."""
         self.profit_scale = float(max(margin.sum(), 1.0))
         self.n_copies = 0
         self.rngs: list[np.random.Generator] = []

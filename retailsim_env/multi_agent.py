@@ -29,7 +29,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from retailsim_env.config import EnvConfig, RewardWeights
 from retailsim_env.core import GLOBAL_FEATURES, PRODUCT_FEATURES, BatchedRetailSim
-from retailsim_env.env import make_config, open_sim
+from retailsim_env.env import open_sim
 from retailsim_env.render import Dashboard
 
 MODES = ("functions", "competition")
@@ -54,7 +54,6 @@ class MultiAgentView:
             raise ValueError("mode 'functions' runs one store; pass one store code")
         self.agents = (list(FUNCTION_FEATURES) if mode == "functions"
                        else [f"store_{code}" for code in market.store_codes])  # fmt: skip
-        self.profit_scale = np.maximum(((market.reference_price - market.unit_cost) * market.reference_units).sum(1), 1.0)
 
     def observation_size(self, agent: str) -> int:
         k = self.sim.shape[1]
@@ -101,12 +100,7 @@ class MultiAgentView:
             for i, agent in enumerate(FUNCTION_FEATURES):
                 fields[:, 0, :, i] = np.asarray(actions[agent], dtype=np.float64).reshape(n, k)
         else:
-            market = sim.market
-            target = market.forecast * (sim.config.lead_time + 1)
-            on_order = market.pipeline.sum(1) if sim.config.lead_time else 0.0
-            order = np.clip(target - market.stock - on_order, 0.0, None)
-            fraction = order / np.maximum(sim.config.max_order_multiple * market.forecast, 1e-9)
-            fields[..., 2] = 2.0 * np.clip(fraction, 0.0, 1.0) - 1.0
+            fields[..., 2] = 2.0 * sim.order_up_to() - 1.0
             for s, agent in enumerate(self.agents):
                 a = np.asarray(actions[agent], dtype=np.float64).reshape(n, 2, k)
                 fields[:, s, :, 0], fields[:, s, :, 1] = a[:, 0], a[:, 1]
@@ -131,11 +125,11 @@ class MultiAgentView:
             return rewards, {agent: info for agent in self.agents}, info
         rewards, infos = {}, {}
         violations = sim.violations(decoded)
+        store_terms = sim.store_reward_terms(result, decoded)
         for s, agent in enumerate(self.agents):
-            edge = sim.edge(decoded.position[:, s]).sum(1) + violations[:, s].sum(1)
-            spread = np.minimum(decoded.position[:, s].std(1), 1.0)
             profit = result.profit[:, s].sum(1)
-            rewards[agent] = weights.profit * profit / self.profit_scale[s] - weights.boundary * edge + weights.diversity * spread
+            rewards[agent] = (weights.profit * store_terms["profit"][:, s] - weights.boundary * store_terms["boundary_penalty"][:, s]
+                              + weights.diversity * store_terms["diversity_bonus"][:, s])  # fmt: skip
             infos[agent] = {"profit": profit, "revenue": result.revenue[:, s].sum(1), "units": result.sold[:, s].sum(1),
                             "visits": result.visits[:, s], "price_violations": violations[:, s].sum(1)}  # fmt: skip
         return rewards, infos, info
@@ -159,9 +153,10 @@ class RetailSimParallelEnv(ParallelEnv):
         if mode == "competition" and stores is None and n_stores < 2:
             raise ValueError(f"competition needs n_stores >= 2, got {n_stores}")
         self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
-        self.config = make_config(config, episode_length, reward_weights)
         count = 1 if mode == "functions" else n_stores
-        self.sim = open_sim(scenario, stores, products, self.config, demand, device, count, propensities)
+        self.sim = open_sim(scenario, stores, count, products, episode_length, demand, reward_weights, config, device,
+                            propensities)  # fmt: skip
+        self.config = self.sim.config
         self.sim.market.allocate(1)
         self.view = MultiAgentView(self.sim, mode)
         self.possible_agents = list(self.view.agents)

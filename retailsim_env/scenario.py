@@ -254,6 +254,16 @@ class Scenario:
         self.shoppers = pd.read_parquet(self.path / "shoppers.parquet")
         self.reference_prices = np.load(self.path / "reference_prices.npy")
 
+    @cached_property
+    def catalog_by_row(self) -> pd.DataFrame:
+        """The catalog indexed by product vocabulary row."""
+        return self.catalog.set_index("row")
+
+    @cached_property
+    def stores_by_row(self) -> pd.DataFrame:
+        """The stores indexed by store vocabulary row."""
+        return self.stores.set_index("row")
+
     @property
     def name(self) -> str:
         return self.meta["name"]

@@ -22,19 +22,17 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from retailsim_env.config import EnvConfig, RewardWeights
 from retailsim_env.core import BatchedRetailSim
-from retailsim_env.env import make_config, open_sim
+from retailsim_env.env import open_sim
 
 
 class _Batch:
-    """The shared part: B copies, their generators, same-step autoreset."""
+    """The shared part: B copies, their generators, same-step autoreset (``sim_kwargs``: ``open_sim``'s)."""
 
-    def __init__(self, num_envs: int, scenario, stores, n_stores, products, episode_length, demand, reward_weights,
-                 config, start_week, device, propensities) -> None:  # fmt: skip
+    def __init__(self, num_envs: int, start_week: int | None = None, **sim_kwargs) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.config: EnvConfig = make_config(config, episode_length, reward_weights)
-        self.sim: BatchedRetailSim = open_sim(scenario, stores, products, self.config, demand, device, n_stores,
-                                              propensities)  # fmt: skip
+        self.sim: BatchedRetailSim = open_sim(**sim_kwargs)
+        self.config: EnvConfig = self.sim.config
         self.sim.market.allocate(num_envs)
         self.start_week = start_week
         self.rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
@@ -71,8 +69,9 @@ class RetailSimVectorEnv(VectorEnv):
                  reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
                  start_week: int | None = None, device: str = "auto", render_mode: str | None = None,
                  propensities: str = "weekly") -> None:  # fmt: skip
-        self.batch = _Batch(num_envs, scenario, stores, n_stores, products, episode_length, demand, reward_weights,
-                            config, start_week, device, propensities)  # fmt: skip
+        self.batch = _Batch(num_envs, start_week, scenario=scenario, stores=stores, n_stores=n_stores, products=products,
+                            episode_length=episode_length, demand=demand, reward_weights=reward_weights,
+                            config=config, device=device, propensities=propensities)  # fmt: skip
         self.num_envs, self.render_mode = num_envs, render_mode
         sim = self.batch.sim
         self.single_action_space = spaces.Box(-1.0, 1.0, (sim.action_size,), np.float32)
@@ -108,13 +107,9 @@ class RetailSimVecEnv(VecEnv):
     """The batch as a Stable-Baselines3 ``VecEnv`` (episode returns in ``info["episode"]``, as ``VecMonitor``
     would add them; wrap it in ``VecMonitor`` for ``rollout/ep_rew_mean``)."""
 
-    def __init__(self, num_envs: int = 8, **kwargs) -> None:
-        self.batch = _Batch(num_envs, *(kwargs.pop(name, default) for name, default in (
-            ("scenario", None), ("stores", None), ("n_stores", 1), ("products", 10), ("episode_length", None),
-            ("demand", "learned"), ("reward_weights", None), ("config", None), ("start_week", None),
-            ("device", "auto"), ("propensities", "weekly"))))  # fmt: skip
-        if kwargs:
-            raise TypeError(f"RetailSimVecEnv: unknown arguments {sorted(kwargs)}")
+    def __init__(self, num_envs: int = 8, start_week: int | None = None, **kwargs) -> None:
+        """``kwargs``: ``RetailSimEnv``'s keyword arguments but ``render_mode``."""
+        self.batch = _Batch(num_envs, start_week, **kwargs)
         sim = self.batch.sim
         self.render_mode = None
         super().__init__(num_envs, spaces.Box(-1e3, 1e3, (sim.observation_size,), np.float32),
