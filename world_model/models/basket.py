@@ -3,10 +3,21 @@
     context  T1 customer 192 | T3 time 64 | T5 store 96 | T6 trip 48  = 400 -> Linear -> d      (1 token)
     items    T2 product 256 | T4 price 64 = 320 -> Linear -> d, + basket-distance and age embeddings
     encoder  Mamba (n_layers, d) over [context; history items], oldest item first          [B, 1 + L, d]
+             (``context_position="decoder"``: over the history items alone, [B, L, d])
     decoder  Transformer (self-attention over its queries + cross-attention to the encoder)
              queries: ``n_queries`` learned slots (next basket) or the target basket's masked items (masked)
+             memory: the encoder states (``"decoder"``: [context; encoder states], context added to the queries)
     heads    product logits over the vocabulary (PAD/UNK/MASK included, never predicted)
              + basket size, mission type, mission focus, price sensitivity (from the first query)
+
+Where the context enters (``BasketModelConfig.context_position``) decides what a simulator can reuse.
+With ``"encoder"`` (the first layout, kept for its checkpoints) the context token leads the Mamba sequence,
+so every history state depends on the trip's date and recency and a simulated week has to run the whole
+encoder again (about 3.5 GFLOP a trip at full size). With ``"decoder"`` the encoder reads the history alone,
+with item ages counted from the history's latest basket (the weeks since that basket are in T3), so a
+shopper's history encoding is the same for all of their later trips and ``world_model.models.history_cache``
+computes it, and the decoder's keys and values of it, once; a week then costs the decoder over the cached
+memory (about 2% of a full forward at full size).
 
 Product logits are the sum of two scores:
 
@@ -42,6 +53,7 @@ TRIP_HEADS = ("BASKET_SIZE", "BASKET_TYPE", "BASKET_DOMINANT_MISSION", "BASKET_P
 MAX_DISTANCE = 64
 """Basket distances (1 = the latest earlier basket) at or beyond this share one embedding."""
 OBJECTIVES = ("next_basket", "masked")
+CONTEXT_POSITIONS = ("encoder", "decoder")
 
 
 @dataclass
@@ -76,10 +88,16 @@ class BasketModelConfig:
     """Train the T2 product table (otherwise frozen, the pipeline's GraphSAGE vectors)."""
     objective: str = "next_basket"
     """``next_basket`` or ``masked`` (module docstring)."""
+    context_position: str = "encoder"
+    """``encoder`` (the context token leads the Mamba sequence) or ``decoder`` (it joins the decoder's
+    memory and queries, so the history encoding can be cached; module docstring). Checkpoints written
+    before the option existed are ``encoder`` (``from_dict``)."""
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.context_position not in CONTEXT_POSITIONS:
+            raise ValueError(f"context_position must be one of {CONTEXT_POSITIONS}, got {self.context_position!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
 
@@ -96,6 +114,12 @@ class BasketModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BasketModelConfig:
+        """The config of a checkpoint's ``model_config``; one without ``context_position`` predates the
+        option, so its context led the encoder."""
+        return cls(**{"context_position": "encoder", **values})
 
 
 class RepeatHead(nn.Module):
@@ -148,26 +172,56 @@ class BasketWorldModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ pieces
 
-    def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Encoder states [B, 1 + L, d] and their validity mask [B, 1 + L] (True = real)."""
+    def context_token(self, batch: dict[str, Tensor]) -> Tensor:
+        """The trip's context (T1, T3, T5, T6) fused into one token [B, d]."""
         context = torch.cat([self.customers(batch["customer"]), batch["t3"], self.stores(batch["store"]), batch["t6"]], -1)
-        context = self.context_fusion(context).unsqueeze(1)  # [B, 1, d]
-        items = batch["items"]  # [B, L]
-        item_tokens = self.product_fusion(torch.cat([self.products(items), batch["t4"]], -1))  # [B, L, d]
-        distance = batch["item_basket"].clamp(max=MAX_DISTANCE)
-        item_tokens = item_tokens + self.distance_embedding(distance) + self.age(torch.log1p(batch["item_weeks"]).unsqueeze(-1))
-        mask = torch.cat([torch.ones_like(items[:, :1], dtype=torch.bool), batch["item_basket"] > 0], 1)
-        states = self.encoder(torch.cat([context, item_tokens], 1), padding_mask=mask)
-        return states, mask
+        return self.context_fusion(context)
 
-    def decode(self, batch: dict[str, Tensor], states: Tensor, mask: Tensor) -> Tensor:
-        """Decoder outputs [B, Q, d]: the learned queries, or (masked objective) the target's items."""
+    def item_tokens(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """History item tokens [B, L, d] and their validity [B, L]. Ages are weeks before the target
+        (``encoder``) or before the history's latest basket (``decoder``: independent of the target)."""
+        items, real = batch["items"], batch["item_basket"] > 0  # [B, L]
+        weeks = batch["item_weeks"]
+        if self.config.context_position == "decoder":
+            latest = weeks.masked_fill(~real, float("inf")).amin(1, keepdim=True)  # [B, 1]; inf: no history
+            weeks = torch.where(real, weeks - latest, torch.zeros_like(weeks))
+        tokens = self.product_fusion(torch.cat([self.products(items), batch["t4"]], -1))  # [B, L, d]
+        distance = batch["item_basket"].clamp(max=MAX_DISTANCE)
+        return tokens + self.distance_embedding(distance) + self.age(torch.log1p(weeks).unsqueeze(-1)), real
+
+    def encode_history(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(``decoder`` layout) The history's encoder states [B, L, d] and validity [B, L]: what
+        ``HistoryCache`` keeps, since no input of it depends on the target trip."""
+        tokens, real = self.item_tokens(batch)
+        return self.encoder(tokens, padding_mask=real), real
+
+    def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The decoder's memory [B, 1 + L, d] and its validity [B, 1 + L] (True = real): the encoder over
+        [context; items] (``encoder``) or [context; the encoder over the items] (``decoder``)."""
+        context = self.context_token(batch).unsqueeze(1)  # [B, 1, d]
+        if self.config.context_position == "decoder":
+            states, real = self.encode_history(batch)
+            return torch.cat([context, states], 1), torch.cat([torch.ones_like(real[:, :1]), real], 1)
+        tokens, real = self.item_tokens(batch)
+        mask = torch.cat([torch.ones_like(real[:, :1]), real], 1)
+        return self.encoder(torch.cat([context, tokens], 1), padding_mask=mask), mask
+
+    def query_tokens(self, batch: dict[str, Tensor], context: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The decoder's queries [B, Q, d] and their padding [B, Q] (or None): the learned slots (plus the
+        context [B, d] in the ``decoder`` layout) or, masked objective, the target's items."""
         if self.config.objective == "masked":
             queries = self.target_fusion(self.products(batch["basket_input"]))  # [B, M, d]
-            query_padding = batch["basket_input"] == 0
+            padding = batch["basket_input"] == 0
         else:
-            queries = self.queries.unsqueeze(0).expand(states.shape[0], -1, -1)
-            query_padding = None
+            queries, padding = self.queries.unsqueeze(0).expand(context.shape[0], -1, -1), None
+        if self.config.context_position == "decoder":
+            queries = queries + context.unsqueeze(1)
+        return queries, padding
+
+    def decode(self, batch: dict[str, Tensor], states: Tensor, mask: Tensor) -> Tensor:
+        """Decoder outputs [B, Q, d] over the memory ``states`` [B, 1 + L, d] (its first token is the
+        context in the ``decoder`` layout)."""
+        queries, query_padding = self.query_tokens(batch, states[:, 0])
         return self.decoder(queries, states, tgt_key_padding_mask=query_padding, memory_key_padding_mask=~mask)
 
     def output_embeddings(self) -> Tensor:

@@ -42,7 +42,7 @@ def load_world_model(path: Path | str, data: PreparedData, device: str = "auto")
     if not spec or spec.get("kind") not in ("basket", "store_visit"):
         raise RetailSimError(f"{path}: not a world-model checkpoint (no basket or store_visit model_config)")
     if spec["kind"] == "basket":
-        model = BasketWorldModel(BasketModelConfig(**spec["config"]), data.products, data.customers, data.stores)
+        model = BasketWorldModel(BasketModelConfig.from_dict(spec["config"]), data.products, data.customers, data.stores)
     else:
         model = StoreVisitModel(StoreVisitConfig(**spec["config"]), data.products, data.customers, data.stores)
     try:

@@ -63,8 +63,9 @@ def test_repeat_head_moves_exactly_the_customers_own_products(prepared, rows) ->
     assert changed.any() and not (changed & ~own).any()
 
 
-def test_the_model_learns_a_batch(prepared, rows) -> None:
-    model = _model(prepared, dropout=0.0)
+@pytest.mark.parametrize("context_position", ["encoder", "decoder"])
+def test_the_model_learns_a_batch(prepared, rows, context_position) -> None:
+    model = _model(prepared, dropout=0.0, context_position=context_position)
     batch = BatchBuilder(prepared, max_sequence_items=16).next_basket(rows, true_trip=True)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
@@ -78,8 +79,9 @@ def test_the_model_learns_a_batch(prepared, rows) -> None:
     assert losses[-1] < 0.6 * losses[0]
 
 
-def test_masked_objective(prepared, rows) -> None:
-    model = _model(prepared, objective="masked").eval()
+@pytest.mark.parametrize("context_position", ["encoder", "decoder"])
+def test_masked_objective(prepared, rows, context_position) -> None:
+    model = _model(prepared, objective="masked", context_position=context_position).eval()
     batch = BatchBuilder(prepared, max_sequence_items=16).masked_basket(rows, np.random.default_rng(0), 0.5)
     out = model(batch)
     assert out["masked_logits"].shape == (*batch["basket_input"].shape, prepared.n_products)
