@@ -1,13 +1,16 @@
 """Environment throughput over model sizes and propensity modes; prints JSON (one ``retailsim bench env``
 report per case).
 
-    python benchmarks/env_throughput.py [--scenario DIR] [--sizes small,full] [--num-envs 8] [--steps 10] [--device auto]
+    python benchmarks/env_throughput.py [--scenario DIR] [--sizes small,full] [--layouts decoder,encoder]
+        [--num-envs 8] [--steps 10] [--device auto]
 
 ``small`` is the scenario's own basket model. ``full`` swaps in an untrained basket model of the design's
 size (d 512, 4 Mamba layers, 256 history items) over the same vocabulary, in a temporary copy of the
-scenario: throughput does not depend on the weights, so the full-size cost is measurable without a
-full-size training run. Each size runs with ``propensities="weekly"`` (a forward per step); the small one
-also with "fixed" (no forward per step). On a CUDA machine with ``mamba-ssm`` installed the report's
+scenario, once per ``--layouts`` entry: ``decoder`` (the context after the encoder: histories encoded once,
+a week runs the decoder) and ``encoder`` (the context leads the encoder: the whole model every week).
+Throughput does not depend on the weights, so the full-size cost is measurable without a full-size
+training run. Each case runs with ``propensities="weekly"`` (a forward per step); the small one also with
+"fixed" (no forward per step). On a CUDA machine with ``mamba-ssm`` installed the report's
 ``mamba_backend`` says "mamba_ssm".
 """
 
@@ -28,12 +31,13 @@ from retailsim_env.bench import EnvBenchConfig, bench_env
 from retailsim_env.scenario import MODELS, Scenario, file_sha256
 
 
-def full_size_copy(scenario: Scenario, out: Path) -> Path:
+def full_size_copy(scenario: Scenario, out: Path, context_position: str) -> Path:
     """A copy of ``scenario`` whose basket model is an untrained full-size one (hashes updated)."""
     shutil.copytree(scenario.path, out)
     checkpoint = load_checkpoint(out / MODELS["basket"])
-    small = BasketModelConfig(**checkpoint["model_config"]["config"])
-    config = BasketModelConfig.full(n_products=small.n_products, trip_classes=small.trip_classes)
+    small = BasketModelConfig.from_dict(checkpoint["model_config"]["config"])
+    config = BasketModelConfig.full(n_products=small.n_products, trip_classes=small.trip_classes,
+                                    context_position=context_position)  # fmt: skip
     data = scenario.data
     torch.manual_seed(0)
     model = BasketWorldModel(config, data.products, data.customers, data.stores)
@@ -41,7 +45,7 @@ def full_size_copy(scenario: Scenario, out: Path) -> Path:
     save_checkpoint(out / MODELS["basket"], checkpoint)
     meta = json.loads((out / "scenario.json").read_text())
     meta["files"][MODELS["basket"]] = file_sha256(out / MODELS["basket"])
-    meta["name"] += "-full-untrained"
+    meta["name"] += f"-full-untrained-{context_position}"
     (out / "scenario.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out
 
@@ -50,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", help="scenario directory (default: the shipped one)")
     parser.add_argument("--sizes", default="small,full")
+    parser.add_argument("--layouts", default="decoder,encoder", help="context positions of the full-size model")
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -57,13 +62,15 @@ def main() -> None:
     args = parser.parse_args()
     scenario = Scenario(args.scenario)
     reports = []
+    cases = [("small", None, propensities) for propensities in ("weekly", "fixed") if "small" in args.sizes.split(",")]
+    if "full" in args.sizes.split(","):
+        cases += [("full", layout, "weekly") for layout in args.layouts.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes.split(","):
-            path = scenario.path if size == "small" else full_size_copy(scenario, Path(tmp) / "full")
-            for propensities in ("weekly", "fixed") if size == "small" else ("weekly",):
-                config = EnvBenchConfig(scenario=str(path), num_envs=args.num_envs, steps=args.steps,
-                                        warmup=args.warmup, device=args.device, propensities=propensities)  # fmt: skip
-                reports.append({"size": size, **bench_env(config)})
+        for size, layout, propensities in cases:
+            path = scenario.path if layout is None else full_size_copy(scenario, Path(tmp) / f"full-{layout}", layout)
+            config = EnvBenchConfig(scenario=str(path), num_envs=args.num_envs, steps=args.steps,
+                                    warmup=args.warmup, device=args.device, propensities=propensities)  # fmt: skip
+            reports.append({"size": size, "context_position": layout, **bench_env(config)})
     print(json.dumps(reports, indent=1))
 
 

@@ -4,7 +4,8 @@ beyond its model inference.
 For each environment: steps per second (environment steps: a vector step of n copies counts n) and
 shopper-visits per second (trips that went through the basket model). The ratio is the total time of the
 timed vector steps over the total time of the bare basket-model forward, timed right after each step on
-that step's trips (inputs already assembled): 1.0 means a step costs nothing beyond its inference. Timings are medians
+that step's trips (inputs already assembled; with a history cache, the cached decoder the step runs):
+1.0 means a step costs nothing beyond its inference. Timings are medians
 over ``steps`` timed steps after ``warmup`` untimed ones; random actions from a seeded action space.
 """
 
@@ -81,9 +82,8 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
             vector_times.append(step_time)
             vector_visits += visits
         if i >= config.warmup and backend.last_trips is not None:
-            batch = backend.model_batch(*backend.last_trips)
-            with torch.no_grad():
-                forward_times.append(_timed(lambda: backend.basket_model(batch), device)[0])
+            inputs = backend.model_inputs(*backend.last_trips)
+            forward_times.append(_timed(lambda: backend.forward(inputs), device)[0])
             batch_sizes.append(len(backend.last_trips[0]))
     single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
     forward = float(np.median(forward_times)) if forward_times else None
@@ -91,6 +91,7 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
         "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
         "mamba_backend": backend_for(torch.zeros(1, device=device)),
         "shoppers": int(backend.n_shoppers), "model": backend.basket_model.config.to_dict(),
+        "history_cache_mb": backend.history_cache.nbytes / 2**20 if backend.history_cache is not None else None,
         "single": {"steps_per_s": 1.0 / single_step, "shopper_visits_per_s": single_visits / sum(single_times),
                    "median_step_s": single_step},
         "vector": {"num_envs": config.num_envs, "steps_per_s": config.num_envs / vector_step,

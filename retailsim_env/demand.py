@@ -9,11 +9,13 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    price levels L (the price response's store-choice sensitivity gamma):
    q'_cm = q_cm L_m^-gamma / (1 + sum_m' q_cm' (L_m'^-gamma - 1)); trips to other stores are not simulated
    further (nobody manages them);
-3. the basket model runs once on all trips to managed stores of all copies (one forward): T3 is built from
-   the simulated week (date, weeks since the shopper's last simulated trip), the history items age by the
-   weeks simulated so far, the history's products, T4 and T6 are the shopper's as of the scenario's data,
-   so its output is a price-neutral distribution over products (a shopper with several trips to a store in
-   a week is one row, weighted by the count);
+3. the basket model runs on all trips to managed stores of all copies (one forward per ``inference_batch``
+   trips): T3 is built from the simulated week (date, weeks since the shopper's last simulated trip), the
+   history items age by the weeks simulated so far, the history's products, T4 and T6 are the shopper's as
+   of the scenario's data, so its output is a price-neutral distribution over products (a shopper with
+   several trips to a store in a week is one row, weighted by the count). A model whose context enters
+   after the encoder (``context_position="decoder"``) has each (shopper, store) history encoded once, when
+   the environment is built (``world_model.models.history_cache``), and a week runs its decoder only;
 4. expected units of managed product k: visits x mean distinct products per basket x p_k x units per line
    x the explicit response (price ratio ** elasticity x lift ** (promoted x lift scale), the scale from the
    market's promotion fatigue), summed per store; realized
@@ -42,11 +44,13 @@ import torch
 
 from world_model.data.synthetic.market import SyntheticMarket
 from world_model.models.batches import BatchBuilder
+from world_model.models.history_cache import CONTEXT_KEYS, HistoryCache
 from world_model.models.predictors import StoreVisitPredictor, load_world_model, resolve_device
 from world_model.pipeline.model_inputs import temporal_features
 from world_model.pipeline.tensor_cache import BASKET_COLUMN
 from world_model.response.checks import load_market
 from world_model.response.model import demand_multiplier
+from world_model.training.trainer import autocast_dtype
 
 from retailsim_env.scenario import MODELS, Scenario
 
@@ -73,12 +77,13 @@ class LearnedDemand:
     shopper's last simulated trip (``gaps`` [B, N]) and weeks simulated (``elapsed`` [B])."""
 
     def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, device: str = "auto",
-                 batch_size: int = 512, propensities: str = "weekly") -> None:  # fmt: skip
+                 batch_size: int = 512, propensities: str = "weekly", inference_batch: int = 4096) -> None:  # fmt: skip
         if propensities not in PROPENSITY_MODES:
             raise ValueError(f"propensities must be one of {PROPENSITY_MODES}, got {propensities!r}")
-        self.propensities = propensities
+        self.propensities, self.inference_batch = propensities, inference_batch
         self.scenario, self.store_rows, self.product_rows = scenario, list(store_rows), np.asarray(product_rows)
         self.device = resolve_device(device)
+        self.autocast = autocast_dtype("auto", self.device)
         data = scenario.data
         self.basket_model = load_world_model(scenario.path / MODELS["basket"], data, str(self.device))
         store_model = load_world_model(scenario.path / MODELS["store_visit"], data, str(self.device))
@@ -112,7 +117,7 @@ class LearnedDemand:
         self.gaps = np.ones((0, self.n_shoppers))
         self.elapsed = np.zeros(0)
         self.last_trips: tuple[np.ndarray, ...] | None = None
-        """(slots, Mondays, gaps, elapsed) of the last ``sample``'s forward: what ``model_batch`` rebuilds."""
+        """(slots, Mondays, gaps, elapsed) of the last ``sample``'s forward: what ``model_inputs`` rebuilds."""
 
     # ------------------------------------------------------------------ cached model inputs
     @torch.no_grad()
@@ -131,6 +136,8 @@ class LearnedDemand:
             for key in _STATIC_KEYS:
                 parts[key].append(batch[key])
         self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if n_slots else {}
+        cacheable = self.basket_model.config.context_position == "decoder" and n_slots
+        self.history_cache = HistoryCache(self.basket_model, self.cache, batch_size) if cacheable else None
         self.propensity = np.zeros((len(self.store_rows), self.n_shoppers, len(self.product_rows)))
         reference = self.first_monday + 7 * (self.now_week - 1)
         for start in range(0, n_slots, batch_size):
@@ -148,20 +155,37 @@ class LearnedDemand:
 
     def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
         """[n, K] the basket model's probabilities of the managed products for the trips in ``slots``."""
-        logits = self.basket_model(self.model_batch(slots, mondays, gaps, elapsed))["logits"].float()
-        probabilities = torch.softmax(logits, -1)[:, self._product_index]
-        return probabilities.double().cpu().numpy()
+        logits = self.forward(self.model_inputs(slots, mondays, gaps, elapsed))
+        return torch.softmax(logits.float(), -1)[:, self._product_index].double().cpu().numpy()
 
-    def model_batch(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
-                    elapsed: np.ndarray) -> dict[str, torch.Tensor]:  # fmt: skip
-        """The basket model's input for trips ``slots`` in the weeks of ``mondays``, ``gaps`` weeks after
-        each shopper's previous trip and ``elapsed`` weeks into the episode."""
-        index = torch.from_numpy(slots).to(self.device)
-        batch = {key: value.index_select(0, index) for key, value in self.cache.items()}
-        batch["t3"] = self._t3(slots, mondays, gaps)
-        age = torch.from_numpy(np.asarray(elapsed, dtype=np.float32)).to(self.device)
-        batch["item_weeks"] = batch["item_weeks"] + age[:, None] * (batch["item_basket"] > 0)
-        return batch
+    def model_inputs(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
+                     elapsed: np.ndarray) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+        """The basket model's inputs for trips ``slots`` in the weeks of ``mondays``, ``gaps`` weeks after
+        each shopper's previous trip and ``elapsed`` weeks into the episode, ``inference_batch`` trips a
+        chunk: whole model batches, or (with a history cache) the trips' context and cache ``rows``."""
+        chunks = []
+        for start in range(0, len(slots), self.inference_batch):
+            part = slice(start, start + self.inference_batch)
+            index = torch.from_numpy(slots[part]).to(self.device)
+            keys = CONTEXT_KEYS if self.history_cache is not None else _STATIC_KEYS
+            batch = {key: self.cache[key].index_select(0, index) for key in keys if key != "t3"}
+            batch["t3"] = self._t3(slots[part], mondays[part], gaps[part])
+            if self.history_cache is not None:
+                batch["rows"] = index  # history ages are relative to its latest basket: elapsed drops out
+            else:
+                age = torch.from_numpy(np.asarray(elapsed[part], dtype=np.float32)).to(self.device)
+                batch["item_weeks"] = batch["item_weeks"] + age[:, None] * (batch["item_basket"] > 0)
+            chunks.append(batch)
+        return chunks
+
+    @torch.no_grad()
+    def forward(self, inputs: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Next-basket logits [n, V] of ``model_inputs``: the cached decoder, or the whole model; under
+        ``autocast`` (bfloat16 on CUDA, as the trainer's amp="auto"; None: full precision)."""
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            if self.history_cache is not None:
+                return torch.cat([self.history_cache.logits(batch["rows"], batch).float() for batch in inputs])
+            return torch.cat([self.basket_model(batch)["logits"].float() for batch in inputs])
 
     # ------------------------------------------------------------------ per-copy state
     def reset(self, copies: np.ndarray, n_copies: int, rngs: list[np.random.Generator]) -> None:

@@ -32,11 +32,11 @@ def write_model_checkpoint(path: Path, model: torch.nn.Module, kind: str) -> Pat
     return path
 
 
-def tiny_models(data: PreparedData, out: Path) -> tuple[Path, Path]:
+def tiny_models(data: PreparedData, out: Path, context_position: str = "encoder") -> tuple[Path, Path]:
     torch.manual_seed(0)
-    basket = BasketWorldModel(BasketModelConfig.small(n_products=data.n_products, trip_classes=trip_classes(data),
-                                                      d_model=32, n_heads=4, ffn=64, max_sequence_items=16),
-                              data.products, data.customers, data.stores)  # fmt: skip
+    config = BasketModelConfig.small(n_products=data.n_products, trip_classes=trip_classes(data), d_model=32,
+                                     n_heads=4, ffn=64, max_sequence_items=16, context_position=context_position)
+    basket = BasketWorldModel(config, data.products, data.customers, data.stores)
     store = StoreVisitModel(StoreVisitConfig(n_stores=data.n_stores, hidden=32), data.products, data.customers, data.stores)
     return write_model_checkpoint(out / "basket.pt", basket, "basket"), write_model_checkpoint(out / "sv.pt", store, "store_visit")
 
@@ -53,6 +53,14 @@ def tiny_scenario_dir(tiny_workdir: PreparedData, tmp_path_factory: pytest.TempP
     basket, store = tiny_models(tiny_workdir, root / "models")
     return build_scenario(tiny_workdir.workdir, basket, store, root / "scenario",
                           ground_truth=tiny_workdir.workdir.parent / "raw" / "ground_truth")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_cached_scenario_dir(tiny_workdir: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny scenario with a basket model whose context follows the encoder (a history cache)."""
+    root = tmp_path_factory.mktemp("tiny-cached-scenario")
+    basket, store = tiny_models(tiny_workdir, root / "models", context_position="decoder")
+    return build_scenario(tiny_workdir.workdir, basket, store, root / "scenario")
 
 
 @pytest.fixture(scope="session")

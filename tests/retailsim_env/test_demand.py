@@ -1,0 +1,63 @@
+"""Learned demand with a history cache: the weekly step's cached decoder gives the whole model's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from retailsim_env import RetailSimEnv
+from retailsim_env.demand import LearnedDemand
+from retailsim_env.scenario import Scenario
+
+
+def _demand(path, **kwargs) -> LearnedDemand:
+    scenario = Scenario(path)
+    return LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(5), device="cpu", **kwargs)
+
+
+def _weeks(demand: LearnedDemand, n_weeks: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    rngs = [np.random.default_rng([seed, b]) for b in range(2)]
+    demand.reset(np.arange(2), 2, rngs)
+    price = np.broadcast_to(demand.reference, (2, *demand.reference.shape)).copy()
+    depth = np.zeros_like(price)
+    return [demand.sample(np.full(2, 30 + week), price, depth, rngs) for week in range(n_weeks)]
+
+
+def test_cached_weekly_probabilities_equal_the_whole_models(tiny_cached_scenario_dir) -> None:
+    demand = _demand(tiny_cached_scenario_dir, inference_batch=5)
+    assert demand.history_cache is not None and len(demand.history_cache) == len(demand.slot_store)
+    _weeks(demand, 3)  # some weeks in: recency gaps and item ages have moved
+    trips = demand.last_trips
+    assert trips is not None and len(trips[0]) > 5 and trips[3].max() == 2  # several chunks, 2 weeks elapsed
+    cached = demand.forward(demand.model_inputs(*trips))
+    cache, demand.history_cache = demand.history_cache, None
+    whole = demand.forward(demand.model_inputs(*trips))  # the model on full batches, item ages moved by elapsed
+    demand.history_cache = cache
+    finite = torch.isfinite(whole)
+    assert torch.equal(finite, torch.isfinite(cached))
+    torch.testing.assert_close(cached[finite], whole[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_a_cached_environment_is_reproducible_and_a_first_layout_one_has_no_cache(tiny_cached_scenario_dir,
+                                                                                    tiny_scenario_dir) -> None:  # fmt: skip
+    first, second = (_weeks(_demand(tiny_cached_scenario_dir), 2, seed=3) for _ in range(2))
+    for (units_a, visits_a), (units_b, visits_b) in zip(first, second):
+        np.testing.assert_array_equal(units_a, units_b)
+        np.testing.assert_array_equal(visits_a, visits_b)
+    assert _demand(tiny_scenario_dir).history_cache is None
+    env = RetailSimEnv(scenario=tiny_cached_scenario_dir, products=3, episode_length=2)
+    env.reset(seed=0)
+    assert np.isfinite(env.step(env.action_space.sample())[1])
+
+
+def test_bfloat16_autocast_stays_close_to_full_precision(tiny_cached_scenario_dir) -> None:
+    """What a CUDA device runs (autocast bfloat16), checked here on the CPU's bfloat16."""
+    demand = _demand(tiny_cached_scenario_dir)
+    assert demand.autocast is None  # full precision on a CPU
+    _weeks(demand, 2)
+    inputs = demand.model_inputs(*demand.last_trips)
+    full = torch.softmax(demand.forward(inputs), -1)
+    demand.autocast = torch.bfloat16
+    half = torch.softmax(demand.forward(inputs), -1)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, atol=2e-3, rtol=0.05)
