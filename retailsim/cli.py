@@ -157,7 +157,8 @@ def _cmd_train_world_model(args: argparse.Namespace) -> int:
 
     data = PreparedData(args.workdir)
     sizes = BasketModelConfig.full if args.size == "full" else BasketModelConfig.small
-    config = sizes(n_products=data.n_products, trip_classes=trip_classes(data), objective=args.objective.replace("-", "_"))
+    config = sizes(n_products=data.n_products, trip_classes=trip_classes(data), objective=args.objective.replace("-", "_"),
+                   context_position=args.context_position)  # fmt: skip
     task_config = BasketTaskConfig(batch_size=args.batch_size, seed=args.seed, sampled_negatives=args.sampled_negatives)
     task = BasketTask(data, config, task_config, epochs=args.epochs)
     summary = train(task, _train_config(args), Path(args.out), resume=args.resume)
@@ -511,6 +512,9 @@ def _add_train_commands(commands) -> None:
     world_model.add_argument("--objective", choices=["next-basket", "masked"], default="next-basket")
     world_model.add_argument("--size", choices=["small", "full"], default="small",
                              help="small: trains on a CPU; full: the design's d=512 (a GPU)")
+    world_model.add_argument("--context-position", choices=["decoder", "encoder"], default="decoder",
+                             help="where the trip's context enters: decoder (after the encoder, so the simulator "
+                             "encodes each history once) or encoder (it leads the Mamba sequence; the first layout)")  # fmt: skip
     world_model.add_argument("--sampled-negatives", type=_positive_int,
                              help="next basket: sampled softmax with this many drawn negatives (default: full softmax)")
     world_model.set_defaults(func=_cmd_train_world_model)

@@ -137,7 +137,7 @@ class LearnedDemand:
                 parts[key].append(batch[key])
         self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if n_slots else {}
         cacheable = self.basket_model.config.context_position == "decoder" and n_slots
-        self.history_cache = HistoryCache(self.basket_model, self.cache, batch_size) if cacheable else None
+        self.history_cache = HistoryCache(self.basket_model, self.cache, batch_size, self.autocast) if cacheable else None
         self.propensity = np.zeros((len(self.store_rows), self.n_shoppers, len(self.product_rows)))
         reference = self.first_monday + 7 * (self.now_week - 1)
         for start in range(0, n_slots, batch_size):

@@ -67,11 +67,14 @@ class HistoryCache:
     """The encoder states of N histories and the logits of trips over them (module docstring).
 
     ``history`` holds ``HISTORY_KEYS`` tensors with N rows (padded to a common L) on the model's device;
-    the states are computed ``batch_size`` rows at a time. ``nbytes`` is what the cache holds.
+    the states are computed ``batch_size`` rows at a time and kept in ``dtype`` (default the model's;
+    bfloat16 halves the memory for a caller that runs ``logits`` under bfloat16 autocast). ``nbytes`` is
+    what the cache holds.
     """
 
     @torch.no_grad()
-    def __init__(self, model: BasketWorldModel, history: dict[str, Tensor], batch_size: int = 512) -> None:
+    def __init__(self, model: BasketWorldModel, history: dict[str, Tensor], batch_size: int = 512,
+                 dtype: torch.dtype | None = None) -> None:  # fmt: skip
         if model.config.context_position != "decoder" or model.config.objective != "next_basket":
             raise ValueError("HistoryCache needs a next_basket model with context_position='decoder', got "
                              f"{model.config.objective!r} / {model.config.context_position!r}")  # fmt: skip
@@ -88,6 +91,7 @@ class HistoryCache:
         d = model.config.d_model
         device = model.output_bias.device
         self.states = torch.cat(states) if states else torch.zeros(0, 1, d, device=device)  # [N, L, d]
+        self.states = self.states.to(dtype or self.states.dtype)
         self.real = torch.cat(real) if real else torch.zeros(0, 1, dtype=torch.bool, device=device)  # [N, L]
 
     @property

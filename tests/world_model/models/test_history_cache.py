@@ -85,3 +85,16 @@ def test_checkpoints_without_the_option_load_as_the_first_layout() -> None:
     assert BasketModelConfig.from_dict(BasketModelConfig(n_products=10, context_position="decoder").to_dict()).context_position == "decoder"
     with pytest.raises(ValueError, match="context_position"):
         BasketModelConfig(n_products=10, context_position="middle")
+
+
+def test_a_bfloat16_cache_under_autocast_stays_close(prepared, rows) -> None:
+    model = _model(prepared)
+    batch = BatchBuilder(prepared, max_sequence_items=16).next_basket(rows)
+    cache = HistoryCache(model, {key: batch[key] for key in HISTORY_KEYS}, dtype=torch.bfloat16)
+    assert cache.states.dtype == torch.bfloat16
+    index = torch.arange(len(rows))
+    with torch.no_grad():
+        expected = torch.softmax(model(batch)["logits"], -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = torch.softmax(cache.logits(index, {key: batch[key] for key in CONTEXT_KEYS}).float(), -1)
+    torch.testing.assert_close(got, expected, atol=3e-3, rtol=0.05)
