@@ -1,17 +1,17 @@
-"""Environment throughput over model sizes and propensity modes; prints JSON (one ``retailsim bench env``
-report per case).
+"""Environment throughput over model sizes, layouts and propensity modes; prints JSON (one ``retailsim
+bench env`` report per case).
 
-    python benchmarks/env_throughput.py [--scenario DIR] [--sizes small,full] [--layouts decoder,encoder]
+    python benchmarks/env_throughput.py [--scenario DIR] [--sizes shipped,small,full] [--layouts decoder,encoder]
         [--num-envs 8] [--steps 10] [--device auto]
 
-``small`` is the scenario's own basket model. ``full`` swaps in an untrained basket model of the design's
-size (d 512, 4 Mamba layers, 256 history items) over the same vocabulary, in a temporary copy of the
-scenario, once per ``--layouts`` entry: ``decoder`` (the context after the encoder: histories encoded once,
-a week runs the decoder) and ``encoder`` (the context leads the encoder: the whole model every week).
-Throughput does not depend on the weights, so the full-size cost is measurable without a full-size
-training run. Each case runs with ``propensities="weekly"`` (a forward per step); the small one also with
-"fixed" (no forward per step). On a CUDA machine with ``mamba-ssm`` installed the report's
-``mamba_backend`` says "mamba_ssm".
+``shipped`` is the scenario's own basket model, with ``propensities="weekly"`` (a forward per step) and
+"fixed" (no forward per step). ``small`` and ``full`` swap in an untrained basket model of that size
+(``BasketModelConfig.small()``; ``full()``: d 512, 4 Mamba layers, 256 history items) over the same
+vocabulary, in a temporary copy of the scenario, once per ``--layouts`` entry: ``decoder`` (the context
+after the encoder: histories encoded once, a week runs the decoder) and ``encoder`` (the context leads the
+encoder: the whole model every week); weekly propensities. Throughput does not depend on the weights, so
+a size's cost is measurable without training it. On a CUDA machine with ``mamba-ssm`` installed the
+report's ``mamba_backend`` says "mamba_ssm".
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from retailsim_env.bench import EnvBenchConfig, bench_env
 from retailsim_env.scenario import MODELS, Scenario, file_sha256
 
 
-def full_size_copy(scenario: Scenario, out: Path, context_position: str) -> Path:
-    """A copy of ``scenario`` whose basket model is an untrained full-size one (hashes updated)."""
+def untrained_copy(scenario: Scenario, out: Path, size: str, context_position: str) -> Path:
+    """A copy of ``scenario`` whose basket model is an untrained one of ``size`` (hashes updated)."""
     shutil.copytree(scenario.path, out)
     checkpoint = load_checkpoint(out / MODELS["basket"])
-    small = BasketModelConfig.from_dict(checkpoint["model_config"]["config"])
-    config = BasketModelConfig.full(n_products=small.n_products, trip_classes=small.trip_classes,
-                                    context_position=context_position)  # fmt: skip
+    shipped = BasketModelConfig.from_dict(checkpoint["model_config"]["config"])
+    sizes = {"small": BasketModelConfig.small, "full": BasketModelConfig.full}
+    config = sizes[size](n_products=shipped.n_products, trip_classes=shipped.trip_classes,
+                         context_position=context_position)  # fmt: skip
     data = scenario.data
     torch.manual_seed(0)
     model = BasketWorldModel(config, data.products, data.customers, data.stores)
@@ -45,7 +46,7 @@ def full_size_copy(scenario: Scenario, out: Path, context_position: str) -> Path
     save_checkpoint(out / MODELS["basket"], checkpoint)
     meta = json.loads((out / "scenario.json").read_text())
     meta["files"][MODELS["basket"]] = file_sha256(out / MODELS["basket"])
-    meta["name"] += f"-full-untrained-{context_position}"
+    meta["name"] += f"-{size}-untrained-{context_position}"
     (out / "scenario.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out
 
@@ -53,8 +54,8 @@ def full_size_copy(scenario: Scenario, out: Path, context_position: str) -> Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", help="scenario directory (default: the shipped one)")
-    parser.add_argument("--sizes", default="small,full")
-    parser.add_argument("--layouts", default="decoder,encoder", help="context positions of the full-size model")
+    parser.add_argument("--sizes", default="shipped,full", help="shipped, small, full (module docstring)")
+    parser.add_argument("--layouts", default="decoder,encoder", help="context positions of the untrained models")
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -62,12 +63,12 @@ def main() -> None:
     args = parser.parse_args()
     scenario = Scenario(args.scenario)
     reports = []
-    cases = [("small", None, propensities) for propensities in ("weekly", "fixed") if "small" in args.sizes.split(",")]
-    if "full" in args.sizes.split(","):
-        cases += [("full", layout, "weekly") for layout in args.layouts.split(",")]
+    sizes = args.sizes.split(",")
+    cases = [("shipped", None, propensities) for propensities in ("weekly", "fixed") if "shipped" in sizes]
+    cases += [(size, layout, "weekly") for size in ("small", "full") if size in sizes for layout in args.layouts.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for size, layout, propensities in cases:
-            path = scenario.path if layout is None else full_size_copy(scenario, Path(tmp) / f"full-{layout}", layout)
+            path = scenario.path if layout is None else untrained_copy(scenario, Path(tmp) / f"{size}-{layout}", size, layout)
             config = EnvBenchConfig(scenario=str(path), num_envs=args.num_envs, steps=args.steps,
                                     warmup=args.warmup, device=args.device, propensities=propensities)  # fmt: skip
             reports.append({"size": size, "context_position": layout, **bench_env(config)})

@@ -88,10 +88,10 @@ class BasketModelConfig:
     """Train the T2 product table (otherwise frozen, the pipeline's GraphSAGE vectors)."""
     objective: str = "next_basket"
     """``next_basket`` or ``masked`` (module docstring)."""
-    context_position: str = "encoder"
-    """``encoder`` (the context token leads the Mamba sequence) or ``decoder`` (it joins the decoder's
-    memory and queries, so the history encoding can be cached; module docstring). Checkpoints written
-    before the option existed are ``encoder`` (``from_dict``)."""
+    context_position: str = "decoder"
+    """``decoder`` (the context joins the decoder's memory and queries, so the history encoding can be
+    cached) or ``encoder`` (the context token leads the Mamba sequence: the first layout; module
+    docstring). Checkpoints written before the option existed are ``encoder`` (``from_dict``)."""
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
