@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from world_model.models.basket import BasketWorldModel
+from world_model.models.mamba import scan_rows
 
 CONTEXT_KEYS = ("customer", "store", "t3", "t6", "candidates", "candidate_features")
 """What a trip adds to its cached history: the context token's inputs and the repeat head's candidates."""
@@ -67,7 +68,8 @@ class HistoryCache:
     """The encoder states of N histories and the logits of trips over them (module docstring).
 
     ``history`` holds ``HISTORY_KEYS`` tensors with N rows (padded to a common L) on the model's device;
-    the states are computed ``batch_size`` rows at a time and kept in ``dtype`` (default the model's;
+    the states are computed ``batch_size`` rows at a time (fewer where the pure-PyTorch scan would hold
+    more than ``mamba.MAX_SCAN_STATE_VALUES``) and kept in ``dtype`` (default the model's;
     bfloat16 halves the memory for a caller that runs ``logits`` under bfloat16 autocast). ``nbytes`` is
     what the cache holds.
     """
@@ -81,7 +83,9 @@ class HistoryCache:
         if model.training:
             raise ValueError("HistoryCache is for inference: call model.eval() first")
         self.model = model
-        n = len(history["items"])
+        n, length = history["items"].shape
+        device = model.output_bias.device
+        batch_size = scan_rows(model.encoder.config, length, batch_size, device)
         states, real = [], []
         for start in range(0, n, batch_size):
             chunk = {key: history[key][start : start + batch_size] for key in HISTORY_KEYS}
@@ -89,7 +93,6 @@ class HistoryCache:
             states.append(s)
             real.append(r)
         d = model.config.d_model
-        device = model.output_bias.device
         self.states = torch.cat(states) if states else torch.zeros(0, 1, d, device=device)  # [N, L, d]
         self.states = self.states.to(dtype or self.states.dtype)
         self.real = torch.cat(real) if real else torch.zeros(0, 1, dtype=torch.bool, device=device)  # [N, L]

@@ -445,6 +445,20 @@ def backend_for(tensor: Tensor) -> str:
     return KERNEL_BACKEND if selective_scan_fn is not None and tensor.is_cuda else PURE_BACKEND
 
 
+MAX_SCAN_STATE_VALUES = 2**26
+"""Largest [L, rows, d_inner, d_state] tensor ``scan_rows`` lets the pure-PyTorch scan build: 256 MB in
+float32 (the scan keeps a few such alive at once)."""
+
+
+def scan_rows(config: MambaConfig, length: int, requested: int, device: torch.device) -> int:
+    """How many sequences of ``length`` steps an inference loop should encode at once on ``device``:
+    ``requested``, or fewer where the pure-PyTorch scan runs, so that its state tensor stays within
+    ``MAX_SCAN_STATE_VALUES`` (the fused kernels never materialize it). At least 1."""
+    if backend_for(torch.empty(0, device=device)) == KERNEL_BACKEND:
+        return requested
+    return max(1, min(requested, MAX_SCAN_STATE_VALUES // max(1, length * config.d_inner * config.d_state)))
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                    z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = True) -> Tensor:
     """The selective scan on the best backend for ``u`` (see ``backend_for``); arguments as the reference."""

@@ -9,10 +9,12 @@ import torch
 
 from world_model.models import mamba
 from world_model.models.mamba import (
+    MAX_SCAN_STATE_VALUES,
     MambaBlock,
     MambaConfig,
     MambaEncoder,
     backend_for,
+    scan_rows,
     selective_scan,
     selective_scan_parallel,
     selective_scan_reference,
@@ -378,3 +380,11 @@ def test_encoder_names_state_dict_and_backward() -> None:
     assert torch.equal(encoder(x), copy(x))
     encoder(x).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
+
+
+def test_scan_rows_bounds_the_pure_scans_state_on_a_cpu() -> None:
+    full = MambaConfig(d_model=512)  # d_inner 1024, d_state 16
+    rows = scan_rows(full, 257, 4096, torch.device("cpu"))
+    assert rows == MAX_SCAN_STATE_VALUES // (257 * 1024 * 16) and 1 <= rows < 4096
+    assert scan_rows(MambaConfig(d_model=64), 65, 300, torch.device("cpu")) == 300  # small enough as asked
+    assert scan_rows(full, 10**9, 8, torch.device("cpu")) == 1
