@@ -82,13 +82,16 @@ def test_two_gloo_processes_train_the_world_model(prepared: PreparedData, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = load_checkpoint(out / "last.pt")
     assert checkpoint["model_config"]["kind"] == "basket" and checkpoint["step"] == 2
+    assert checkpoint["model_config"]["config"]["context_position"] == "decoder"  # the default layout
 
 
 def test_evaluate_puts_models_and_baselines_side_by_side(prepared: PreparedData, tmp_path: Path) -> None:
     workdir = str(prepared.workdir)
     common = ["--epochs", "1", "--max-steps-per-epoch", "2", "--quiet"]
     assert main(["train", "store-visit", workdir, "--out", str(tmp_path / "sv"), *common]) == 0
-    assert main(["train", "world-model", workdir, "--out", str(tmp_path / "wm"), "--batch-size", "16", *common]) == 0
+    assert main(["train", "world-model", workdir, "--out", str(tmp_path / "wm"), "--batch-size", "16",
+                 "--context-position", "encoder", *common]) == 0  # fmt: skip
+    assert load_checkpoint(tmp_path / "wm" / "last.pt")["model_config"]["config"]["context_position"] == "encoder"
     out = tmp_path / "metrics.json"
     assert main(["evaluate", workdir, "--world-model", str(tmp_path / "wm"), "--store-visit", str(tmp_path / "sv"),
                  "--split", "validation", "--out", str(out)]) == 0  # fmt: skip
