@@ -90,11 +90,10 @@ class HistoryCache:
         for start in range(0, n, batch_size):
             chunk = {key: history[key][start : start + batch_size] for key in HISTORY_KEYS}
             s, r = model.encode_history(chunk)
-            states.append(s)
+            states.append(s.to(dtype or s.dtype))
             real.append(r)
         d = model.config.d_model
-        self.states = torch.cat(states) if states else torch.zeros(0, 1, d, device=device)  # [N, L, d]
-        self.states = self.states.to(dtype or self.states.dtype)
+        self.states = torch.cat(states) if states else torch.zeros(0, 1, d, device=device, dtype=dtype)  # [N, L, d]
         self.real = torch.cat(real) if real else torch.zeros(0, 1, dtype=torch.bool, device=device)  # [N, L]
 
     @property
