@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from retailsim_env import RetailSimEnv
@@ -61,3 +62,21 @@ def test_bfloat16_autocast_stays_close_to_full_precision(tiny_cached_scenario_di
     half = torch.softmax(demand.forward(inputs), -1)
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, full, atol=2e-3, rtol=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_cached_decoder_matches_the_whole_model_and_bfloat16_stays_close(tiny_cached_scenario_dir) -> None:
+    """The CUDA path a GPU machine runs: the cache on the GPU, forwards under bfloat16 autocast."""
+    demand = _demand(tiny_cached_scenario_dir, device="cuda")
+    assert demand.autocast is torch.bfloat16 and demand.history_cache.states.dtype == torch.bfloat16
+    _weeks(demand, 3)
+    inputs = demand.model_inputs(*demand.last_trips)
+    half = torch.softmax(demand.forward(inputs), -1)
+    demand.autocast = None
+    demand.history_cache.states = demand.history_cache.states.float()
+    full = torch.softmax(demand.forward(inputs), -1)
+    cache, demand.history_cache = demand.history_cache, None
+    whole = torch.softmax(demand.forward(demand.model_inputs(*demand.last_trips)), -1)
+    demand.history_cache = cache
+    torch.testing.assert_close(full, whole, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(half, full, atol=3e-3, rtol=0.05)
