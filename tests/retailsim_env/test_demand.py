@@ -80,3 +80,23 @@ def test_cuda_cached_decoder_matches_the_whole_model_and_bfloat16_stays_close(ti
     demand.history_cache = cache
     torch.testing.assert_close(full, whole, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(half, full, atol=3e-3, rtol=0.05)
+
+
+def test_sum_by_adds_like_add_at() -> None:
+    from retailsim_env.demand import _sum_by
+
+    rng = np.random.default_rng(0)
+    copy, store = rng.integers(0, 3, 50), rng.integers(0, 2, 50)
+    values = rng.random((50, 4)) * 10.0 ** rng.integers(-8, 8, (50, 4))  # magnitudes where the order shows
+    expected = np.zeros((3, 2, 4))
+    np.add.at(expected, (copy, store), values)
+    np.testing.assert_array_equal(_sum_by(copy, store, values, (3, 2, 4)), expected)
+    empty = _sum_by(copy[:0], store[:0], values[:0], (3, 2, 4))
+    assert empty.shape == (3, 2, 4) and empty.dtype == np.float64 and not empty.any()
+
+
+def test_a_week_without_trips(tiny_cached_scenario_dir) -> None:
+    demand = _demand(tiny_cached_scenario_dir)
+    demand.visit_rate = np.zeros_like(demand.visit_rate)
+    units, visits = _weeks(demand, 1)[0]
+    assert units.sum() == 0 and visits.sum() == 0 and demand.last_trips is None
