@@ -25,7 +25,7 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
-the shipped scenario on a 2-core CPU about 23 times the weekly path's steps/s in the vector env, 12 times
+the shipped scenario on a 2-core CPU about 35 times the weekly path's steps/s in the vector env, 13 times
 in the single one), but no calendar or recency effects from the model (the response and the trip draws
 still apply). The default, "weekly", runs the model on every week's trips.
 
