@@ -7,8 +7,8 @@ and queries after the encoder, so the simulator can encode each history once
 (``world_model.models.history_cache``). Both train with the same seed, data order, optimizer and budget
 (``--epochs`` x ``--steps-per-epoch`` batches of the small size), and report the task's validation metrics
 per epoch (ndcg@10, recall@10 on the split's first ``max_validation`` validation targets). WORKDIR is a
-work directory written by ``retailsim pipeline run``; without one, a small synthetic market is prepared in
-a temporary directory.
+work directory written by ``retailsim pipeline run``; without one, ``benchmarks/world_models.py``'s small
+synthetic market is prepared in a temporary directory.
 """
 
 from __future__ import annotations
@@ -18,23 +18,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from world_model.data.ingest import IngestConfig, ingest
-from world_model.data.synthetic import MarketConfig, generate_market
 from world_model.models.basket import CONTEXT_POSITIONS, BasketModelConfig
-from world_model.pipeline.config import PipelineConfig
 from world_model.pipeline.loader import PreparedData
-from world_model.pipeline.runner import run_pipeline
-from world_model.pipeline.stages import ALL_STAGES
 from world_model.training.config import TrainConfig
 from world_model.training.tasks import BasketTask, BasketTaskConfig, trip_classes
 from world_model.training.trainer import train
-
-
-def _synthetic_workdir(root: Path) -> Path:
-    generate_market(MarketConfig(customers=600, products=300, stores=10, weeks=36, seed=5), root / "raw", progress=False)
-    ingest(root / "raw", root / "ingested", IngestConfig(progress=False))
-    run_pipeline(root / "ingested", root / "work", ALL_STAGES, PipelineConfig(train_end=28, valid_end=32, progress=False))
-    return root / "work"
+from world_models import _prepare_small_market  # the sibling benchmark's small generated market
 
 
 def compare(workdir: Path, out: Path, epochs: int, steps_per_epoch: int, seed: int = 0) -> dict:
@@ -60,7 +49,7 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.workdir) if args.workdir else _synthetic_workdir(Path(tmp))
+        workdir = Path(args.workdir) if args.workdir else _prepare_small_market(Path(tmp))
         print(json.dumps(compare(workdir, Path(tmp) / "runs", args.epochs, args.steps_per_epoch), indent=1, default=float))
 
 

@@ -184,13 +184,13 @@ class LearnedDemand:
         each shopper's previous trip and ``elapsed`` weeks into the episode, ``inference_batch`` trips a
         chunk (whole model batches: fewer where the pure-PyTorch scan would outgrow ``scan_rows``'s bound),
         or with a history cache the trips' context and cache ``rows``."""
-        chunks, step = [], self.inference_batch
+        chunks, step, keys = [], self.inference_batch, CONTEXT_KEYS
         if self.history_cache is None:  # the whole model: its encoder runs over 1 + L tokens a trip
             step = scan_rows(self.basket_model.encoder.config, 1 + self.cache["items"].shape[1], step, self.device)
+            keys = _STATIC_KEYS
         for start in range(0, len(slots), step):
             part = slice(start, start + step)
             index = torch.from_numpy(slots[part]).to(self.device)
-            keys = CONTEXT_KEYS if self.history_cache is not None else _STATIC_KEYS
             batch = {key: self.cache[key].index_select(0, index) for key in keys if key != "t3"}
             batch["t3"] = self._t3(slots[part], mondays[part], gaps[part])
             if self.history_cache is not None:

@@ -29,7 +29,9 @@ def test_cached_weekly_probabilities_equal_the_whole_models(tiny_cached_scenario
     assert demand.history_cache is not None and len(demand.history_cache) == len(demand.slot_store)
     _weeks(demand, 3)  # some weeks in: recency gaps and item ages have moved
     trips = demand.last_trips
-    assert trips is not None and len(trips[0]) > 5 and trips[3].max() == 2  # several chunks, 2 weeks elapsed
+    assert trips is not None
+    slots, _, _, weeks_into_episode = trips
+    assert len(slots) > demand.inference_batch and weeks_into_episode.max() == 2  # several chunks, third week
     cached = demand.forward(demand.model_inputs(*trips))
     cache, demand.history_cache = demand.history_cache, None
     whole = demand.forward(demand.model_inputs(*trips))  # the model on full batches, item ages moved by elapsed
