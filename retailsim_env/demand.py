@@ -50,13 +50,13 @@ from world_model.models.batches import BatchBuilder
 from world_model.models.history_cache import CONTEXT_KEYS, HistoryCache
 from world_model.models.mamba import scan_rows
 from world_model.models.predictors import StoreVisitPredictor, load_world_model, resolve_device
-from world_model.pipeline.model_inputs import temporal_features
 from world_model.pipeline.tensor_cache import BASKET_COLUMN
 from world_model.response.checks import load_market
 from world_model.response.model import demand_multiplier
 from world_model.training.trainer import autocast_dtype
 
 from retailsim_env.scenario import MODELS, Scenario
+from retailsim_env.temporal import TripTemporalFeatures
 
 PROPENSITY_MODES = ("weekly", "fixed")
 CPU_INFERENCE_BATCH = 256
@@ -113,12 +113,11 @@ class LearnedDemand:
         self.basket_items = shoppers["basket_items"].to_numpy(np.float64)
         self.n_shoppers = len(self.anchor)
         table = np.asarray(data.basket_table)[self.anchor]
-        self.weekday = table[:, BASKET_COLUMN["weekday"]]
-        self.hour = table[:, BASKET_COLUMN["hour"]]
-        self.history_trips = table[:, BASKET_COLUMN["history_baskets"]]  # the baskets the model reads
         self.now_week = int(scenario.meta["calendar"]["weeks"])
         self.first_monday = np.datetime64(scenario.meta["calendar"]["first_monday"])
-        self.train_end = data.train_end
+        self.temporal = TripTemporalFeatures(table[:, BASKET_COLUMN["weekday"]], table[:, BASKET_COLUMN["hour"]],
+                                             table[:, BASKET_COLUMN["history_baskets"]],  # the baskets the model reads
+                                             self.now_week, data.train_end, self.first_monday, self.device)  # fmt: skip
         catalog = scenario.catalog_by_row
         self.units_per_line = catalog.loc[self.product_rows, "units_per_line"].to_numpy(np.float64)
         self.elasticity = catalog.loc[self.product_rows, "elasticity"].to_numpy(np.float64)
@@ -166,13 +165,6 @@ class LearnedDemand:
             c, m = self.slot_shopper[slots], self.slot_store[slots]
             self.propensity[m, c] = p * self.basket_items[c, None] * self.units_per_line[None, :]
 
-    def _t3(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray) -> torch.Tensor:
-        c = self.slot_shopper[slots]
-        dates = mondays.astype("datetime64[D]") + (self.weekday[c] - 1)
-        t3 = temporal_features(dates, self.weekday[c], self.hour[c], np.full(len(c), self.now_week), gaps,
-                               self.history_trips[c], self.train_end)  # fmt: skip
-        return torch.from_numpy(t3).to(self.device)
-
     def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
         """[n, K] the basket model's probabilities of the managed products for the trips in ``slots``."""
         logits = self.forward(self.model_inputs(slots, mondays, gaps, elapsed))
@@ -188,11 +180,12 @@ class LearnedDemand:
         if self.history_cache is None:  # the whole model: its encoder runs over 1 + L tokens a trip
             step = scan_rows(self.basket_model.encoder.config, 1 + self.cache["items"].shape[1], step, self.device)
             keys = _STATIC_KEYS
+        t3 = self.temporal(self.slot_shopper[slots], mondays, gaps)
         for start in range(0, len(slots), step):
             part = slice(start, start + step)
             index = torch.from_numpy(slots[part]).to(self.device)
             batch = {key: self.cache[key].index_select(0, index) for key in keys if key != "t3"}
-            batch["t3"] = self._t3(slots[part], mondays[part], gaps[part])
+            batch["t3"] = t3[part]
             if self.history_cache is not None:
                 batch["rows"] = index  # history ages are relative to its latest basket: elapsed drops out
             else:

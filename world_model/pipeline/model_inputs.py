@@ -50,6 +50,23 @@ TRIP_ATTRIBUTE_SLOTS: dict[str, int] = {
 }
 """T6 blocks in order: the attribute and its slot budget (a code book larger than its budget is an error)."""
 
+T3_BLOCKS: dict[str, slice] = {
+    "week_of_year": slice(0, 16), "weekday": slice(16, 24), "hour": slice(24, 32), "holiday": slice(32, 40),
+    "season": slice(40, 48), "trend": slice(48, 56), "recency": slice(56, 64),
+}  # fmt: skip
+"""T3's blocks (module docstring) and their columns."""
+T3_COLUMNS_BY_INPUT: dict[str, np.ndarray] = {
+    "dates": np.r_[T3_BLOCKS["week_of_year"], T3_BLOCKS["holiday"], T3_BLOCKS["season"]],
+    "weekday": np.r_[T3_BLOCKS["weekday"]],
+    "hour": np.r_[T3_BLOCKS["hour"]],
+    "week_index": np.r_[T3_BLOCKS["trend"]],
+    "week_gap": np.arange(56, 63),
+    "history_trips": np.array([63]),
+}
+"""The T3 columns each argument of ``temporal_features`` determines alone (they partition the 64): a
+caller whose trips share inputs (a simulator: the same shoppers, a few dates and gaps) can compute each
+part once per distinct value and add the parts."""
+
 HOLIDAY_HORIZON_DAYS = 60
 RECENCY_BUCKETS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, None))
 """Week-gap buckets of the recency block, inclusive bounds (None: open)."""

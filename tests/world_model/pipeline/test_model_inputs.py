@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from world_model.pipeline.model_inputs import (
+    T3_COLUMNS_BY_INPUT,
     T3_DIM,
     T6_DIM,
     TRIP_ATTRIBUTE_SLOTS,
@@ -20,6 +21,7 @@ from world_model.pipeline.model_inputs import (
 
 WEEK_OF_YEAR = slice(0, 16)
 WEEKDAY, HOUR, HOLIDAY, SEASON, TREND, RECENCY = (slice(s, s + 8) for s in range(16, 64, 8))
+T3_ARGUMENTS = ("dates", "weekday", "hour", "week_index", "week_gap", "history_trips")
 
 
 def _t3(dates: list[int], weekday=None, hour=None, week_index=None, week_gap=None, history=None) -> np.ndarray:
@@ -80,6 +82,27 @@ def test_trend_and_recency() -> None:
     assert recency[0].tolist()[:7] == [0, 0, 0, 0, 0, 0, 1]  # cold start: no gap bucket, flag set
     assert recency[1, 1] == 1 and recency[2, 4] == 1  # gap 0 -> {0}; gap 5 -> {4..7}
     assert recency[2, 7] == pytest.approx(1.0)  # 100 earlier trips
+
+
+def _random_t3_inputs(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "dates": np.datetime64("2006-01-02") + rng.integers(0, 3 * 365, n), "weekday": rng.integers(1, 8, n),
+        "hour": rng.integers(0, 24, n), "week_index": rng.integers(1, 160, n),
+        "week_gap": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 30, n)), "history_trips": rng.integers(0, 200, n),
+    }  # fmt: skip
+
+
+def test_each_argument_determines_its_own_columns_alone() -> None:
+    """What a caller factorizing T3 by input relies on: changing one argument moves its columns only."""
+    assert np.array_equal(np.sort(np.concatenate(list(T3_COLUMNS_BY_INPUT.values()))), np.arange(T3_DIM))
+    rng = np.random.default_rng(0)
+    base = _random_t3_inputs(rng, 500)
+    t3 = temporal_features(**base, train_end=80)
+    for name in T3_ARGUMENTS:
+        moved = temporal_features(**{**base, name: _random_t3_inputs(rng, 500)[name]}, train_end=80)
+        changed = np.flatnonzero((moved != t3).any(0))
+        assert set(changed) <= set(T3_COLUMNS_BY_INPUT[name]), name
+        assert len(changed) >= min(len(T3_COLUMNS_BY_INPUT[name]), 2), name  # the map names live columns
 
 
 def test_trip_features_place_each_attribute_in_its_block() -> None:
