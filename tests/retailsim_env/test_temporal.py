@@ -1,0 +1,31 @@
+"""T3 of simulated trips from tables: the same rows as the per-trip encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from world_model.pipeline.model_inputs import temporal_features
+
+from retailsim_env.temporal import TripTemporalFeatures
+
+
+def test_trip_temporal_features_equal_the_per_trip_encoder() -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    weekday, hour, history = rng.integers(1, 8, n), rng.integers(0, 24, n), rng.integers(0, 90, n)
+    first_monday = np.datetime64("2006-04-10")
+    table = TripTemporalFeatures(weekday, hour, history, 117, 80, first_monday, torch.device("cpu"))
+    for n_weeks, largest_gap in ((3, 2), (60, 40)):  # the second call grows both tables
+        shoppers = rng.integers(0, n, 500)
+        mondays = first_monday + 7 * rng.integers(0, n_weeks, 500)
+        gaps = rng.integers(0, largest_gap + 1, 500).astype(float)
+        dates = mondays + (weekday[shoppers] - 1)
+        expected = temporal_features(dates, weekday[shoppers], hour[shoppers], np.full(500, 117), gaps,
+                                     history[shoppers], 80)  # fmt: skip
+        np.testing.assert_array_equal(table(shoppers, mondays, gaps).numpy(), expected)
+    with pytest.raises(ValueError, match="whole weeks"):
+        table(shoppers[:1], mondays[:1] + 1, gaps[:1])
+    with pytest.raises(ValueError, match="gaps"):
+        table(shoppers[:1], mondays[:1], gaps[:1] + 0.5)
