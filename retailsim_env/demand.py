@@ -4,11 +4,15 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
 
 ``LearnedDemand`` (the trained world models). Each week, for copy b:
 
-1. every shopper c of the population makes ``Poisson(visit_rate_c)`` trips;
-2. each trip goes to store s with the store-visit model's probability q_cs, tilted by the managed stores'
-   price levels L (the price response's store-choice sensitivity gamma):
-   q'_cm = q_cm L_m^-gamma / (1 + sum_m' q_cm' (L_m'^-gamma - 1)); trips to other stores are not simulated
-   further (nobody manages them);
+1. every shopper c of the population makes ``Poisson(visit_rate_c)`` trips, each to store s with the
+   store-visit model's probability q_cs, tilted by the managed stores' price levels L (the price response's
+   store-choice sensitivity gamma): q'_cm = q_cm L_m^-gamma / (1 + sum_m' q_cm' (L_m'^-gamma - 1));
+2. drawn as what that amounts to (Poisson splitting): c's trips to managed store m are
+   ``Poisson(visit_rate_c q'_cm)``, independent across stores, and of the trips to other stores (nobody
+   manages them) only whether there was one is drawn, since it restarts c's weeks since the last trip.
+   One Poisson draw per (shopper, managed store) and a uniform per shopper, instead of a Poisson count
+   and a multinomial per shopper: the trip draws ~35% cheaper (the fixed-propensity vector env at 64
+   copies went from 10.5k to 14k copy-steps/s on 2 cores);
 3. the basket model runs on all trips to managed stores of all copies (one forward per ``inference_batch``
    trips): T3 is built from the simulated week (date, weeks since the shopper's last simulated trip), the
    history items age by the weeks simulated so far, the history's products, T4 and T6 are the shopper's as
@@ -239,27 +243,26 @@ class LearnedDemand:
         ratio, promoted, log_level = self._response_inputs(price, depth)
         lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         n_copies, n_stores = ratio.shape[:2]
-        # Each copy's generator draws its trips, then their stores, then (below) the week's units: the
-        # per-copy streams, so copy b replays a single environment seeded like it. The rest is batched.
-        counts = [rng.poisson(self.visit_rate) for rng in rngs]  # [B] x [N]
         tilted = self._choice(log_level)  # [B, N, M]
-        pvals = np.concatenate([tilted, np.clip(1.0 - tilted.sum(-1, keepdims=True), 0.0, None)], axis=-1)
-        shopping = [np.flatnonzero(count) for count in counts]
-        chosen = np.concatenate([rng.multinomial(counts[b][shopping[b]], pvals[b, shopping[b]])[:, :n_stores]
-                                 for b, rng in enumerate(rngs)])  # [shoppers of all copies, M]  # fmt: skip
-        row_copy = np.repeat(np.arange(n_copies), [len(rows) for rows in shopping])
-        row_shopper = np.concatenate(shopping)
-        visits = _sum_by(row_copy, np.zeros_like(row_copy), chosen.astype(np.float64), (n_copies, 1, n_stores))[:, 0]
-        r, m = np.nonzero(chosen)  # trips in copy, shopper, store order
-        copy, shopper = row_copy[r], row_shopper[r]
-        trips_all = np.stack([self.slot_of[m, shopper], chosen[r, m]], 1)
+        slot_rate = self.visit_rate[self.slot_shopper] * tilted[:, self.slot_shopper, self.slot_store]  # [B, S]
+        no_trip_elsewhere = np.exp(-self.visit_rate * np.clip(1.0 - tilted.sum(-1), 0.0, None))  # [B, N]
+        # Each copy's generator draws its trips to the managed stores, whether the shopper went anywhere
+        # else, then (below) the week's units: the per-copy streams, so copy b replays a single environment
+        # seeded like it. The rest is batched.
+        draws = [(rng.poisson(slot_rate[b]), rng.random(self.n_shoppers) >= no_trip_elsewhere[b])
+                 for b, rng in enumerate(rngs)]  # fmt: skip
+        counts = np.stack([trips for trips, _ in draws])  # [B, S]
+        copy, slots = np.nonzero(counts)  # trips in copy, store, shopper order
+        count = counts[copy, slots]
+        store, shopper = self.slot_store[slots], self.slot_shopper[slots]
+        visits = _sum_by(copy, store, count[:, None].astype(np.float64), (n_copies, n_stores, 1))[..., 0]
         mondays = (self.first_monday + 7 * (np.asarray(weeks, dtype=np.int64) - 1))[copy]
         gaps, elapsed = self.gaps[copy, shopper], self.elapsed[copy]
+        shopped = np.stack([elsewhere for _, elsewhere in draws])  # [B, N]
+        shopped[copy, shopper] = True
         self.gaps[:n_copies] += 1.0
-        self.gaps[row_copy, row_shopper] = 1.0
+        self.gaps[:n_copies][shopped] = 1.0
         self.elapsed[:n_copies] += 1.0
-        slots, count = trips_all[:, 0], trips_all[:, 1]
-        store, shopper = self.slot_store[slots], self.slot_shopper[slots]
         if self.propensities == "fixed":
             lines = count[:, None] * self.propensity[store, shopper]
         elif len(slots):

@@ -102,3 +102,24 @@ def test_a_week_without_trips(tiny_cached_scenario_dir) -> None:
     demand.visit_rate = np.zeros_like(demand.visit_rate)
     units, visits = _weeks(demand, 1)[0]
     assert units.sum() == 0 and visits.sum() == 0 and demand.last_trips is None
+
+
+def test_trips_split_by_store_keep_their_rates_and_recency(tiny_scenario_dir) -> None:
+    """Poisson splitting: a shopper's trips to each managed store are Poisson(rate x q'), and a shopper
+    with a trip anywhere (a managed store or elsewhere) restarts their weeks-since-last-trip."""
+    demand = _demand(tiny_scenario_dir, propensities="fixed")
+    n_copies, weeks = 200, 3
+    rngs = [np.random.default_rng([7, b]) for b in range(n_copies)]
+    demand.reset(np.arange(n_copies), n_copies, rngs)
+    price = np.broadcast_to(demand.reference * [[1.3], [0.8]], (n_copies, *demand.reference.shape)).copy()
+    depth = np.zeros_like(price)
+    tilted = demand._choice(demand._response_inputs(price, depth)[2])[0]  # [N, M], the same for every copy
+    expected_visits = demand.visit_rate @ tilted
+    assert expected_visits[1] > expected_visits[0]  # the cheaper store draws more of the shoppers' trips
+    visits = np.stack([demand.sample(np.full(n_copies, 20 + w), price, depth, rngs)[1] for w in range(weeks)])
+    mean, se = visits.mean((0, 1)), visits.std((0, 1)) / np.sqrt(n_copies * weeks)
+    assert np.all(np.abs(mean - expected_visits) < 4 * se)
+    fresh = demand.gaps == 1.0  # shoppers with a trip in the last simulated week
+    assert abs(fresh.mean(0) - (1 - np.exp(-demand.visit_rate))).max() < 0.15
+    assert abs(fresh.mean() - (1 - np.exp(-demand.visit_rate)).mean()) < 0.01
+
