@@ -5,7 +5,10 @@ For each environment: steps per second (environment steps: a vector step of n co
 shopper-visits per second (trips that went through the basket model). The ratio is the total time of the
 timed vector steps over the total time of the bare basket-model forward, timed right after each step on
 that step's trips (inputs already assembled; with a history cache, the cached decoder the step runs):
-1.0 means a step costs nothing beyond its inference. Timings are medians
+1.0 means a step costs nothing beyond its inference. ``beyond_forward`` is that difference per visit and
+the visits/s it alone would allow (a model of zero cost): the ceiling the rest of the step (draws,
+inputs, accounting; on a GPU mostly the host's share) puts on throughput; with fixed propensities the
+whole step. Timings are medians
 over ``steps`` timed steps after ``warmup`` untimed ones; random actions from a seeded action space.
 """
 
@@ -87,6 +90,7 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
             batch_sizes.append(len(backend.last_trips[0]))
     single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
     forward = float(np.median(forward_times)) if forward_times else None
+    beyond = sum(vector_times) - sum(forward_times)
     return {
         "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
         "mamba_backend": backend_for(torch.zeros(1, device=device)),
@@ -99,4 +103,6 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
                    "visits_per_step": vector_visits / config.steps},
         "forward": {"median_batch": float(np.median(batch_sizes)) if batch_sizes else 0.0, "median_s": forward},
         "step_to_forward_ratio": sum(vector_times) / sum(forward_times) if forward_times else None,
+        "beyond_forward": {"us_per_visit": 1e6 * beyond / max(vector_visits, 1.0),
+                           "visits_per_s": vector_visits / beyond if beyond > 0 else None},
     }  # fmt: skip

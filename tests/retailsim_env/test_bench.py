@@ -9,6 +9,9 @@ def test_bench_env_reports_both_environments_and_the_forward(default_scenario) -
     assert set(report) >= {"single", "vector", "forward", "step_to_forward_ratio", "device"}
     assert report["vector"]["visits_per_step"] > 0 and report["forward"]["median_batch"] > 0
     assert report["shoppers"] == len(default_scenario.shoppers)
+    beyond = report["beyond_forward"]  # the step's time outside the forward, per visit, and its ceiling
+    assert beyond["us_per_visit"] > 0
+    assert beyond["visits_per_s"] > report["vector"]["shopper_visits_per_s"]  # more than the whole step allows
 
 
 def test_cli_prints_json(capsys) -> None:
