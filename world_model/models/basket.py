@@ -134,9 +134,10 @@ class RepeatHead(nn.Module):
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1),
         )  # fmt: skip
 
-    def forward(self, summary: Tensor, candidate_embeddings: Tensor, features: Tensor) -> Tensor:
-        # summary [B, d], candidate_embeddings [B, H, d], features [B, H, F] -> [B, H]
-        interaction = self.query(summary).unsqueeze(1) * candidate_embeddings
+    def forward(self, summary: Tensor, owner: Tensor, candidate_embeddings: Tensor, features: Tensor) -> Tensor:
+        """Scores [R] of R candidates, candidate r one of sample ``owner[r]``'s products: summary [B, d],
+        owner [R], candidate_embeddings [R, d], features [R, F]."""
+        interaction = self.query(summary).index_select(0, owner) * candidate_embeddings
         return self.mlp(torch.cat([features, interaction], dim=-1)).squeeze(-1)
 
 
@@ -254,9 +255,10 @@ class BasketWorldModel(nn.Module):
         """Explore logits for the whole vocabulary plus the repeat head's scores at the candidates: [B, V]."""
         out_embeddings = self.output_embeddings() if out_embeddings is None else out_embeddings
         logits = summary @ out_embeddings.T + self.output_bias  # [B, V]
-        repeat = self.repeat(summary, out_embeddings[candidates], features)  # [B, H]
-        repeat = repeat.masked_fill(candidates < PRODUCT_SPECIALS, 0.0).to(logits.dtype)
-        logits = logits.scatter_add(1, candidates, repeat)
+        owner, slot = (candidates >= PRODUCT_SPECIALS).nonzero(as_tuple=True)  # the real candidates: the MLP skips padding
+        products = candidates[owner, slot]
+        repeat = self.repeat(summary, owner, out_embeddings[products], features[owner, slot])  # [R]
+        logits = logits.index_put((owner, products), repeat.to(logits.dtype), accumulate=True)
         logits[:, :PRODUCT_SPECIALS] = float("-inf")
         return logits
 
