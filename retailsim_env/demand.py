@@ -232,7 +232,7 @@ class LearnedDemand:
         ratio, promoted, log_level = self._response_inputs(price, depth)
         lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         trips = self._choice(log_level) * self.visit_rate[None, :, None]  # [B, N, M]
-        base = np.einsum("bnm,mnk->bmk", trips, self.propensity)
+        base = np.matmul(trips.transpose(2, 0, 1), self.propensity).transpose(1, 0, 2)  # [B, M, K]; BLAS, unlike einsum
         return base * demand_multiplier(ratio, promoted, self.elasticity, lift)
 
     @torch.no_grad()
