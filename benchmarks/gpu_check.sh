@@ -6,8 +6,9 @@
 # 1. tests of the CUDA paths: the selective scan (mamba_ssm kernels where they import, else skipped), the
 #    history cache, and learned demand on CUDA (cached decoder vs the whole model, bfloat16 autocast);
 # 2. benchmarks/mamba_scan.py on CUDA (the pure-PyTorch scans against the reference and the kernels);
-# 3. benchmarks/env_throughput.py on CUDA: the shipped model and the full-size decoder layout, 64 copies
-#    (steps/s, shopper-visits/s, step / forward ratio, mamba_backend);
+# 3. benchmarks/env_throughput.py on CUDA: the shipped model and the full-size decoder layout, 64 copies,
+#    then the full size at 256 copies (steps/s, shopper-visits/s, step / forward ratio, beyond_forward:
+#    the host's ceiling, mamba_backend);
 # 4. benchmarks/world_models.py at full size on CUDA (training and inference rates under bfloat16).
 # Each step has its own time limit, so one that hangs costs only its own minutes; the script goes on.
 set -uo pipefail
@@ -23,6 +24,8 @@ timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/world_model/model
 timeout 120 python3 benchmarks/mamba_scan.py --devices cuda --repeats 3 > "$out/mamba_scan.json" 2> "$out/mamba_scan.err"
 timeout 300 python3 benchmarks/env_throughput.py --sizes shipped,full --layouts decoder --device cuda --num-envs 64 \
     --steps 5 --warmup 2 > "$out/env_throughput.json" 2> "$out/env_throughput.err"
+timeout 240 python3 benchmarks/env_throughput.py --sizes full --layouts decoder --device cuda --num-envs 256 \
+    --steps 5 --warmup 2 > "$out/env_throughput_256.json" 2> "$out/env_throughput_256.err"
 timeout 180 python3 benchmarks/world_models.py --size full --device cuda --steps 10 > "$out/world_models.json" \
     2> "$out/world_models.err"
 for file in "$out"/*.json; do echo "== $file"; head -c 3000 "$file"; echo; done

@@ -5,10 +5,11 @@ For each environment: steps per second (environment steps: a vector step of n co
 shopper-visits per second (trips that went through the basket model). The ratio is the total time of the
 timed vector steps over the total time of the bare basket-model forward, timed right after each step on
 that step's trips (inputs already assembled; with a history cache, the cached decoder the step runs):
-1.0 means a step costs nothing beyond its inference. ``beyond_forward`` is that difference per visit and
-the visits/s it alone would allow (a model of zero cost): the ceiling the rest of the step (draws,
-inputs, accounting; on a GPU mostly the host's share) puts on throughput; with fixed propensities the
-whole step. Timings are medians
+1.0 means a step costs nothing beyond its inference. ``beyond_forward`` is the timed steps' time outside
+their own forwards (each timed inside the step, the device synchronized around it) per visit, and the
+visits/s it alone would allow (a model of zero cost): the ceiling the rest of the step (draws, inputs,
+accounting; on a GPU mostly the host's share) puts on throughput; with fixed propensities the whole
+step. Timings are medians
 over ``steps`` timed steps after ``warmup`` untimed ones; random actions from a seeded action space.
 """
 
@@ -78,9 +79,19 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     vector.action_space.seed(config.seed)
     vector.reset(seed=config.seed)
     backend = vector.batch.sim.market.backend
+    in_step: list[float] = []  # the forward's seconds inside the timed steps
+    step_forward = backend.forward
+
+    def forward_timed_in_step(inputs):
+        seconds, logits = _timed(lambda: step_forward(inputs), device)
+        in_step.append(seconds)
+        return logits
+
     vector_times, forward_times, vector_visits, batch_sizes = [], [], 0.0, []
     for i in range(config.warmup + config.steps):
+        backend.forward = forward_timed_in_step if i >= config.warmup else step_forward
         step_time, visits = _timed(lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum()), device)
+        backend.forward = step_forward
         if i >= config.warmup:
             vector_times.append(step_time)
             vector_visits += visits
@@ -90,7 +101,7 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
             batch_sizes.append(len(backend.last_trips[0]))
     single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
     forward = float(np.median(forward_times)) if forward_times else None
-    beyond = sum(vector_times) - sum(forward_times)
+    beyond = sum(vector_times) - sum(in_step)
     return {
         "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
         "mamba_backend": backend_for(torch.zeros(1, device=device)),
