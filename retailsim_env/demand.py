@@ -11,8 +11,8 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    ``Poisson(visit_rate_c q'_cm)``, independent across stores, and of the trips to other stores (nobody
    manages them) only whether there was one is drawn, since it restarts c's weeks since the last trip.
    One Poisson draw per (shopper, managed store) and a uniform per shopper, instead of a Poisson count
-   and a multinomial per shopper: the trip draws ~35% cheaper (the fixed-propensity vector env at 64
-   copies went from 10.5k to 14k copy-steps/s on 2 cores);
+   and a multinomial per shopper (the fixed-propensity vector env at 64 copies went from 10.8k to 16.6k
+   copy-steps/s on 2 cores);
 3. the basket model runs on all trips to managed stores of all copies (one forward per ``inference_batch``
    trips): T3 is built from the simulated week (date, weeks since the shopper's last simulated trip), the
    history items age by the weeks simulated so far, the history's products, T4 and T6 are the shopper's as
@@ -29,7 +29,7 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
-the shipped scenario on a 2-core CPU about 35 times the weekly path's steps/s in the vector env, 13 times
+the shipped scenario on a 2-core CPU about 37 times the weekly path's steps/s in the vector env, 10 times
 in the single one), but no calendar or recency effects from the model (the response and the trip draws
 still apply). The default, "weekly", runs the model on every week's trips.
 
