@@ -60,8 +60,8 @@ T3_COLUMNS_BY_INPUT: dict[str, np.ndarray] = {
     "weekday": np.r_[T3_BLOCKS["weekday"]],
     "hour": np.r_[T3_BLOCKS["hour"]],
     "week_index": np.r_[T3_BLOCKS["trend"]],
-    "week_gap": np.arange(56, 63),
-    "history_trips": np.array([63]),
+    "week_gap": np.r_[T3_BLOCKS["recency"]][:-1],  # the recency block but its last column
+    "history_trips": np.r_[T3_BLOCKS["recency"]][-1:],
 }
 """The T3 columns each argument of ``temporal_features`` determines alone (they partition the 64): a
 caller whose trips share inputs (a simulator: the same shoppers, a few dates and gaps) can compute each
