@@ -123,3 +123,22 @@ def test_trips_split_by_store_keep_their_rates_and_recency(tiny_scenario_dir) ->
     assert abs(fresh.mean(0) - (1 - np.exp(-demand.visit_rate))).max() < 0.15
     assert abs(fresh.mean() - (1 - np.exp(-demand.visit_rate)).mean()) < 0.01
 
+
+
+def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
+    from scipy import stats
+
+    from retailsim_env.demand import _poisson_inverse_cdf
+
+    rng = np.random.default_rng(0)
+    n = 100_000
+    for rate in (0.05, 0.7, 3.3, 12.0):
+        counts = _poisson_inverse_cdf(rng.random(n), np.full(n, rate))
+        k = np.arange(int(rate + 8 * np.sqrt(rate)) + 3)
+        pmf = stats.poisson.pmf(k, rate)
+        frequency = np.bincount(counts, minlength=len(k))[: len(k)] / n
+        assert np.all(np.abs(frequency - pmf) <= 5 * np.sqrt(pmf * (1 - pmf) / n) + 1e-4), rate
+    rate = np.array([0.5, 2.0])
+    edge = np.exp(-rate)  # P(X = 0): below it 0, at it 1
+    assert _poisson_inverse_cdf(np.stack([edge - 1e-12, edge, np.zeros(2)]), rate).tolist() == [[0, 0], [1, 1], [0, 0]]
+    assert _poisson_inverse_cdf(np.full((3, 2), 1 - 2**-53), rate).min() > 0  # the top of [0, 1) ends too
