@@ -37,7 +37,7 @@ class PPOTrainConfig:
 
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"propensities": "fixed"})
     """Keyword arguments of RetailSim-v0. The default trains on fixed propensities, the fast path on a
-    CPU (about 37x the weekly path's steps/s in the vector env); pass {"propensities": "weekly"} for the model every week."""
+    CPU (about 40x the weekly path's steps/s in the vector env); pass {"propensities": "weekly"} for the model every week."""
     timesteps: int = 200_000
     """Environment steps in total (over all copies)."""
     num_envs: int = 8

@@ -558,7 +558,8 @@ def _add_environment_commands(commands) -> None:
     env = bench_commands.add_parser(
         "env", help="steps/s and shopper-visits/s of the single and vector environment",
         description="Print JSON: steps/s and shopper-visits/s of RetailSim-v0 and of the vector environment, "
-        "and the ratio of a vector step's time to the bare basket-model forward on the same batch.",
+        "the ratio of a vector step's time to the bare basket-model forward on the same batch, and the step's "
+        "time beyond its forward per visit (the host's ceiling on visits/s).",
     )  # fmt: skip
     env.add_argument("--scenario", help="scenario directory (default: the shipped one)")
     env.add_argument("--num-envs", type=_positive_int, default=8, help="vector copies (default 8)")

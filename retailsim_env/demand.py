@@ -13,7 +13,7 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    Each copy's generator gives one uniform per (shopper, managed store) and one per shopper, turned into
    counts by inverting the Poisson CDF for all copies at once, instead of a Poisson count and a
    multinomial per shopper and copy (the fixed-propensity vector env at 64 copies went from 10.8k to
-   16.6k copy-steps/s on 2 cores by the splitting, to XXk by the inversion);
+   16.6k copy-steps/s on 2 cores by the splitting, to 22.8k by the inversion);
 3. the basket model runs on all trips to managed stores of all copies (one forward per ``inference_batch``
    trips): T3 is built from the simulated week (date, weeks since the shopper's last simulated trip), the
    history items age by the weeks simulated so far, the history's products, T4 and T6 are the shopper's as
@@ -30,9 +30,9 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
-the shipped scenario on a 2-core CPU about 37 times the weekly path's steps/s in the vector env, 10 times
-in the single one), but no calendar or recency effects from the model (the response and the trip draws
-still apply). The default, "weekly", runs the model on every week's trips.
+the shipped scenario on a 2-core CPU 37-45 times the weekly path's steps/s in the vector env, 10-15 times
+in the single one, over repeated runs), but no calendar or recency effects from the model (the response
+and the trip draws still apply). The default, "weekly", runs the model on every week's trips.
 
 Neither model reads the week's prices (T4 carries the history's prices): every price and promotion effect
 comes from the explicit, monotone response (the hybrid-demand decision in ARCHITECTURE.md), so an agent

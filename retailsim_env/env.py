@@ -124,7 +124,7 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``demand``: "learned" (the trained models) or "oracle" (the generator's truth; generated scenarios);
     - ``propensities`` (learned demand): "weekly" runs the basket model on every week's trips (its decoder
       only, over histories encoded when the env is built, for a model in the default decoder layout);
-      "fixed" runs it once per shopper and store when the env is built (about 10x the single env's
+      "fixed" runs it once per shopper and store when the env is built (10-15x the single env's
       steps/s on a CPU with the shipped scenario; no calendar or recency effects from the model);
     - ``reward_weights``: ``RewardWeights`` or a dict of its fields; ``config``: ``EnvConfig`` or a dict;
     - ``device``: where the models run ("auto": CUDA when available); ``render_mode``: "ansi" or "rgb_array".
