@@ -1,5 +1,6 @@
-"""Environment throughput over model sizes, layouts and propensity modes; prints JSON (one ``retailsim
-bench env`` report per case).
+"""Environment throughput over model sizes, layouts and propensity modes; prints JSON lines (one ``retailsim
+bench env`` report per case, each printed as soon as its case is done, so a run cut short by a time limit
+keeps the cases it finished).
 
     python benchmarks/env_throughput.py [--scenario DIR] [--sizes shipped,small,full] [--layouts decoder,encoder]
         [--num-envs 8] [--steps 10] [--device auto]
@@ -62,7 +63,6 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     scenario = Scenario(args.scenario)
-    reports = []
     sizes = args.sizes.split(",")
     cases = [("shipped", None, propensities) for propensities in ("weekly", "fixed") if "shipped" in sizes]
     cases += [(size, layout, "weekly") for size in ("small", "full") if size in sizes for layout in args.layouts.split(",")]
@@ -71,8 +71,7 @@ def main() -> None:
             path = scenario.path if layout is None else untrained_copy(scenario, Path(tmp) / f"{size}-{layout}", size, layout)
             config = EnvBenchConfig(scenario=str(path), num_envs=args.num_envs, steps=args.steps,
                                     warmup=args.warmup, device=args.device, propensities=propensities)  # fmt: skip
-            reports.append({"size": size, "context_position": layout, **bench_env(config)})
-    print(json.dumps(reports, indent=1))
+            print(json.dumps({"size": size, "context_position": layout, **bench_env(config)}), flush=True)
 
 
 if __name__ == "__main__":
