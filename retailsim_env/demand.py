@@ -69,6 +69,8 @@ CPU_INFERENCE_BATCH = 256
 (the cached decoder): 256 a chunk 2.3x as fast as 4096 for the shipped model, 1.3x for the full size."""
 CUDA_INFERENCE_BATCH = 4096
 """Trips per forward on a GPU (not tuned there yet)."""
+MAX_INVERSION_RATE = 500.0
+"""The largest Poisson rate ``_poisson_inverse_cdf`` takes (trips a week of one shopper at one store)."""
 MIN_STORE_PROBABILITY = 0.005
 """Shoppers less likely than this to pick a managed store never shop there (their slot is not cached)."""
 _STATIC_KEYS = ("customer", "store", "t6", "true_trip", "items", "item_basket", "item_weeks", "t4", "candidates",
@@ -99,8 +101,11 @@ def _poisson_inverse_cdf(uniform: np.ndarray, rate: np.ndarray) -> np.ndarray:
     """Poisson(``rate``) counts from ``uniform`` draws in [0, 1), elementwise: the smallest k with
     uniform < P(X <= k), the CDF summed term by term (p_k = p_k-1 x rate / k). Vectorized over any number
     of generators' uniforms, and cheap for the small rates of weekly trips (most counts are 0 and leave
-    after the first comparison): 0.3 ms for 64 x 595 rates where 64 calls of ``Generator.poisson`` take 1.2."""
+    after the first comparison): 0.3 ms for 64 x 595 rates where 64 calls of ``Generator.poisson`` take 1.2.
+    Rates above ``MAX_INVERSION_RATE`` are refused: exp(-rate) would underflow (and the sum take ~rate steps)."""
     rate = np.broadcast_to(rate, uniform.shape)
+    if rate.size and rate.max() > MAX_INVERSION_RATE:
+        raise ValueError(f"trip rate {rate.max():.1f} a week is above {MAX_INVERSION_RATE}: not a shopper's weekly trips")
     counts = np.zeros(uniform.shape, dtype=np.int64)
     flat = counts.reshape(-1)
     term = np.exp(-rate).reshape(-1)
@@ -281,8 +286,8 @@ class LearnedDemand:
         visits = _sum_by(copy, store, count[:, None].astype(np.float64), (n_copies, n_stores, 1))[..., 0]
         mondays = (self.first_monday + 7 * (np.asarray(weeks, dtype=np.int64) - 1))[copy]
         gaps, elapsed = self.gaps[copy, shopper], self.elapsed[copy]
-        shopped = uniform[:, n_slots:] >= no_trip_elsewhere  # [B, N]: a trip elsewhere
-        shopped[copy, shopper] = True
+        shopped = uniform[:, n_slots:] >= no_trip_elsewhere  # [B, N]: a trip elsewhere ...
+        shopped[copy, shopper] = True  # ... or to a managed store
         self.gaps[:n_copies] += 1.0
         self.gaps[:n_copies][shopped] = 1.0
         self.elapsed[:n_copies] += 1.0
