@@ -102,10 +102,13 @@ def _poisson_inverse_cdf(uniform: np.ndarray, rate: np.ndarray) -> np.ndarray:
     uniform < P(X <= k), the CDF summed term by term (p_k = p_k-1 x rate / k). Vectorized over any number
     of generators' uniforms, and cheap for the small rates of weekly trips (most counts are 0 and leave
     after the first comparison): 0.3 ms for 64 x 595 rates where 64 calls of ``Generator.poisson`` take 1.2.
-    Rates above ``MAX_INVERSION_RATE`` are refused: exp(-rate) would underflow (and the sum take ~rate steps)."""
+    Rates must be finite, >= 0 and at most ``MAX_INVERSION_RATE`` (exp(-rate) would underflow past ~745).
+    Where the float CDF stops growing below ``uniform`` (probability < 1e-15 a draw) the count is the k
+    where it stopped."""
     rate = np.broadcast_to(rate, uniform.shape)
-    if rate.size and rate.max() > MAX_INVERSION_RATE:
-        raise ValueError(f"trip rate {rate.max():.1f} a week is above {MAX_INVERSION_RATE}: not a shopper's weekly trips")
+    if rate.size and not (rate.min() >= 0.0 and rate.max() <= MAX_INVERSION_RATE):  # False for NaN too
+        raise ValueError(f"trip rates must be finite, >= 0 and at most {MAX_INVERSION_RATE} a week, "
+                         f"got {rate.min()} .. {rate.max()}")  # fmt: skip
     counts = np.zeros(uniform.shape, dtype=np.int64)
     flat = counts.reshape(-1)
     term = np.exp(-rate).reshape(-1)
@@ -115,8 +118,9 @@ def _poisson_inverse_cdf(uniform: np.ndarray, rate: np.ndarray) -> np.ndarray:
     while len(active):
         k += 1
         term = term * r / k
-        cdf += term
-        more = (u >= cdf) & (term > 0)  # a term that underflowed to 0 ends the sum (u beyond the float CDF)
+        grown = cdf + term
+        more = (u >= grown) & (grown > cdf)  # a CDF that stopped growing ends the sum (u beyond the float CDF)
+        cdf = grown
         flat[active[~more]] = k
         active, u, r, term, cdf = active[more], u[more], r[more], term[more], cdf[more]
     return counts
@@ -178,8 +182,6 @@ class LearnedDemand:
         builder = BatchBuilder(data, max_sequence_items=self.basket_model.config.max_sequence_items)
         self.slot_store, self.slot_shopper = np.nonzero(self.q.T)  # slots ordered by store, then shopper
         n_slots = len(self.slot_store)
-        self.slot_of = np.full((len(self.store_rows), self.n_shoppers), -1, dtype=np.int64)
-        self.slot_of[self.slot_store, self.slot_shopper] = np.arange(n_slots)
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in _STATIC_KEYS}
         for start in range(0, n_slots, batch_size):
             c, m = self.slot_shopper[start : start + batch_size], self.slot_store[start : start + batch_size]
@@ -248,9 +250,12 @@ class LearnedDemand:
         return ratio, depth > 0, np.log(ratio) @ self.revenue_weight
 
     def _choice(self, log_level: np.ndarray) -> np.ndarray:
-        """[B, N, M] tilted probabilities q' for the copies' managed-store log price levels [B, M]."""
+        """[B, N, M] tilted probabilities q' for the copies' managed-store log price levels [B, M]. The
+        denominator is summed store by store, elementwise: a matrix product's rounding depends on how many
+        copies share the call (BLAS picks other kernels), and copy i must replay a single environment."""
         w = np.exp(-self.choice_sensitivity * log_level)  # [B, M]
-        return self.q * w[:, None, :] / (1.0 + (w - 1.0) @ self.q.T)[:, :, None]
+        moved = sum((w[:, m, None] - 1.0) * self.q[None, :, m] for m in range(w.shape[1]))  # [B, N]
+        return self.q * w[:, None, :] / (1.0 + moved)[:, :, None]
 
     def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
                  lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
@@ -260,7 +265,7 @@ class LearnedDemand:
         ratio, promoted, log_level = self._response_inputs(price, depth)
         lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         trips = self._choice(log_level) * self.visit_rate[None, :, None]  # [B, N, M]
-        base = np.matmul(trips.transpose(2, 0, 1), self.propensity).transpose(1, 0, 2)  # [B, M, K]; BLAS, unlike einsum
+        base = np.einsum("bnm,mnk->bmk", trips, self.propensity)  # not BLAS: a copy's sums must not depend on B
         return base * demand_multiplier(ratio, promoted, self.elasticity, lift)
 
     @torch.no_grad()

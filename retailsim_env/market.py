@@ -102,8 +102,11 @@ class RetailMarket:
 
     def reset(self, copies: np.ndarray, rngs: list[np.random.Generator], start_weeks: np.ndarray | None = None) -> None:
         """Start new episodes in ``copies``, each drawing from its own generator; a start week is drawn
-        from the data's calendar unless given."""
+        from the data's calendar unless given (data week indices: 1 is the data's first week; later weeks
+        than the data's run on, the calendar continuing)."""
         copies = np.asarray(copies, dtype=np.int64)
+        if start_weeks is not None and (np.asarray(start_weeks) < 1).any():
+            raise ValueError(f"start_week must be a data week index >= 1, got {np.asarray(start_weeks).min()}")
         for i, c in enumerate(copies):
             self.rngs[c] = rngs[i]
             self.week[c] = int(rngs[i].integers(1, self.data_weeks + 1)) if start_weeks is None else int(start_weeks[i])
@@ -152,7 +155,7 @@ class RetailMarket:
         if config.substitution > 0 and lost.any():
             spare = self.stock - sold
             share = self.siblings / np.maximum(self.siblings.sum(1, keepdims=True), 1.0)  # lost of k spread over its siblings
-            moved = np.minimum(np.floor(config.substitution * lost @ share), spare)
+            moved = np.minimum(np.floor(config.substitution * np.einsum("bmk,kj->bmj", lost, share)), spare)  # not BLAS: per copy as alone
             sold += moved
         self.stock -= sold
         effective = self.price * (1.0 - self.depth)

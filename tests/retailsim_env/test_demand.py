@@ -124,7 +124,6 @@ def test_trips_split_by_store_keep_their_rates_and_recency(tiny_scenario_dir) ->
     assert abs(fresh.mean() - (1 - np.exp(-demand.visit_rate)).mean()) < 0.01
 
 
-
 def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
     from scipy import stats
 
@@ -142,5 +141,6 @@ def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
     edge = np.exp(-rate)  # P(X = 0): below it 0, at it 1
     assert _poisson_inverse_cdf(np.stack([edge - 1e-12, edge, np.zeros(2)]), rate).tolist() == [[0, 0], [1, 1], [0, 0]]
     assert _poisson_inverse_cdf(np.full((3, 2), 1 - 2**-53), rate).min() > 0  # the top of [0, 1) ends too
-    with pytest.raises(ValueError, match="trip rate"):
-        _poisson_inverse_cdf(np.full(2, 0.5), np.array([1.0, 800.0]))
+    for bad in (800.0, np.nan, -1.0):
+        with pytest.raises(ValueError, match="trip rates must be finite"):
+            _poisson_inverse_cdf(np.full(2, 0.5), np.array([1.0, bad]))

@@ -66,6 +66,8 @@ def test_bad_actions_raise_and_out_of_range_ones_are_clipped_and_counted(env) ->
     wide[:4] = 5.0
     _, _, _, _, info = env.step(wide)
     assert info["clipped_actions"] == 4
+    with pytest.raises(ValueError, match="start_week must be a data week index >= 1, got 0"):
+        env.reset(seed=0, options={"start_week": 0})
 
 
 def test_same_seed_same_trajectory_and_episodes_truncate(default_scenario) -> None:
