@@ -27,9 +27,9 @@ timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/world_model/model
     tests/world_model/models/test_history_cache.py tests/retailsim_env/test_demand.py 2>&1 | tee "$out/tests.log"
 timeout 60 python3 benchmarks/mamba_scan.py --devices "$device" --repeats 3 > "$out/mamba_scan.json" 2> "$out/mamba_scan.err"
 timeout 180 python3 benchmarks/env_throughput.py --sizes shipped,full --layouts decoder --device "$device" --num-envs 64 \
-    --steps 5 --warmup 2 > "$out/env_throughput.json" 2> "$out/env_throughput.err"
+    --steps 5 --warmup 2 > "$out/env_throughput.jsonl" 2> "$out/env_throughput.err"
 timeout 120 python3 benchmarks/env_throughput.py --sizes full --layouts decoder --device "$device" --num-envs 256 \
-    --steps 5 --warmup 2 > "$out/env_throughput_256.json" 2> "$out/env_throughput_256.err"
+    --steps 5 --warmup 2 > "$out/env_throughput_256.jsonl" 2> "$out/env_throughput_256.err"
 timeout 90 python3 benchmarks/world_models.py --size full --device "$device" --steps 10 > "$out/world_models.json" \
     2> "$out/world_models.err"
-for file in "$out"/*.json; do echo "== $file"; head -c 4000 "$file"; echo; done
+for file in "$out"/*.json "$out"/*.jsonl; do echo "== $file"; head -c 4000 "$file"; echo; done

@@ -90,8 +90,10 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     vector_times, forward_times, vector_visits, batch_sizes = [], [], 0.0, []
     for i in range(config.warmup + config.steps):
         backend.forward = forward_timed_in_step if i >= config.warmup else step_forward
-        step_time, visits = _timed(lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum()), device)
-        backend.forward = step_forward
+        try:
+            step_time, visits = _timed(lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum()), device)
+        finally:
+            del backend.forward  # the class's method again
         if i >= config.warmup:
             vector_times.append(step_time)
             vector_visits += visits
