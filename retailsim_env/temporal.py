@@ -7,7 +7,8 @@ of three parts with disjoint columns:
 
 - per shopper: weekday, hour, trend (the model's week index is the scenario's last data week) and earlier
   trips; computed once, when the environment is built;
-- per (week, weekday): the calendar columns of the trip's date (Monday + weekday - 1);
+- per (week, weekday): the calendar columns of the trip's date (``trip_dates``: LGSR weeks run Monday
+  to Sunday, and SHOP_WEEKDAY counts 1 = Sunday, 2 = Monday .. 7 = Saturday);
 - per gap: the recency columns;
 
 the last two computed once per week and per gap, the first time one is asked for. A part is zero outside
@@ -26,6 +27,12 @@ from world_model.pipeline.model_inputs import T3_COLUMNS_BY_INPUT, temporal_feat
 
 _ANY_DAY = np.datetime64("2000-01-03")
 """The date given where only other columns are kept."""
+
+
+def trip_dates(mondays: np.ndarray, weekday: np.ndarray) -> np.ndarray:
+    """datetime64[D] of trips on LGSR weekday ``weekday`` (1 = Sunday .. 7 = Saturday) in the weeks
+    starting ``mondays``: Monday + 0 for weekday 2, ..., + 5 for weekday 7 (Saturday), + 6 for weekday 1."""
+    return np.asarray(mondays).astype("datetime64[D]") + (np.asarray(weekday, dtype=np.int64) + 5) % 7
 
 
 def _keep(t3: np.ndarray, inputs: tuple[str, ...]) -> np.ndarray:
@@ -69,7 +76,7 @@ class TripTemporalFeatures:
         have = len(self.date_rows) // max(len(self.weekdays), 1)
         if weeks > have:
             new = np.arange(have, max(weeks, 2 * have))
-            dates = (self.first_monday + 7 * new[:, None] + (self.weekdays[None, :] - 1)).ravel()
+            dates = trip_dates(self.first_monday + 7 * new[:, None], self.weekdays[None, :]).ravel()
             self.date_rows = torch.cat([self.date_rows, self._part(dates, np.ones(len(dates)), ("dates",))])
         if gaps > len(self.gap_rows):
             new = np.arange(len(self.gap_rows), max(gaps, 2 * len(self.gap_rows)), dtype=np.float64)

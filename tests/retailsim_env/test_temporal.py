@@ -8,7 +8,7 @@ import torch
 
 from world_model.pipeline.model_inputs import temporal_features
 
-from retailsim_env.temporal import TripTemporalFeatures
+from retailsim_env.temporal import TripTemporalFeatures, trip_dates
 
 
 def test_trip_temporal_features_equal_the_per_trip_encoder() -> None:
@@ -21,7 +21,7 @@ def test_trip_temporal_features_equal_the_per_trip_encoder() -> None:
         shoppers = rng.integers(0, n, 500)
         mondays = first_monday + 7 * rng.integers(0, n_weeks, 500)
         gaps = rng.integers(0, largest_gap + 1, 500).astype(float)
-        dates = mondays + (weekday[shoppers] - 1)
+        dates = trip_dates(mondays, weekday[shoppers])
         expected = temporal_features(dates, weekday[shoppers], hour[shoppers], np.full(500, 117), gaps,
                                      history[shoppers], 80)  # fmt: skip
         np.testing.assert_array_equal(table(shoppers, mondays, gaps).numpy(), expected)
@@ -29,3 +29,11 @@ def test_trip_temporal_features_equal_the_per_trip_encoder() -> None:
         table(shoppers[:1], mondays[:1] + 1, gaps[:1])
     with pytest.raises(ValueError, match="gaps"):
         table(shoppers[:1], mondays[:1], gaps[:1] + 0.5)
+
+
+def test_trip_dates_follow_the_lgsr_week() -> None:
+    """LGSR week 200607 runs Monday 2006-04-10 to Sunday 2006-04-16, whose SHOP_WEEKDAY is 1 (the real sample)."""
+    monday = np.datetime64("2006-04-10")
+    dates = trip_dates(np.full(7, monday), np.arange(1, 8))
+    assert dates[0] == np.datetime64("2006-04-16") and dates[1] == monday and dates[6] == np.datetime64("2006-04-15")
+    assert sorted(dates.tolist()) == [monday.tolist() + np.timedelta64(d, "D").tolist() for d in range(7)]
