@@ -12,8 +12,8 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    manages them) only whether there was one is drawn, since it restarts c's weeks since the last trip.
    Each copy's generator gives one uniform per (shopper, managed store) and one per shopper, turned into
    counts by inverting the Poisson CDF for all copies at once, instead of a Poisson count and a
-   multinomial per shopper and copy (the fixed-propensity vector env at 64 copies went from 10.8k to
-   16.6k copy-steps/s on 2 cores by the splitting, to 22.8k by the inversion);
+   multinomial per shopper and copy (on 2 cores, 64 copies: the fixed-propensity step went from 5.9 to
+   3.9 ms by the splitting, and the inversion takes 0.32 ms where per-copy Poisson calls took 1.18);
 3. the basket model runs on all trips to managed stores of all copies (one forward per ``inference_batch``
    trips): T3 is built from the simulated week (date, weeks since the shopper's last simulated trip), the
    history items age by the weeks simulated so far, the history's products, T4 and T6 are the shopper's as
@@ -30,7 +30,7 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
-the shipped scenario on a 2-core CPU 37-45 times the weekly path's steps/s in the vector env, 10-15 times
+the shipped scenario on a 2-core CPU 35-45 times the weekly path's steps/s in the vector env, 10-15 times
 in the single one, over repeated runs), but no calendar or recency effects from the model (the response
 and the trip draws still apply). The default, "weekly", runs the model on every week's trips.
 
