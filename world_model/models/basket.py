@@ -134,11 +134,11 @@ class RepeatHead(nn.Module):
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1),
         )  # fmt: skip
 
-    def forward(self, summary: Tensor, owner: Tensor, candidate_embeddings: Tensor, features: Tensor) -> Tensor:
-        """Scores [R] of R candidates, candidate r one of sample ``owner[r]``'s products: summary [B, d],
-        owner [R], candidate_embeddings [R, d], features [R, F]."""
-        interaction = self.query(summary).index_select(0, owner) * candidate_embeddings
-        return self.mlp(torch.cat([features, interaction], dim=-1)).squeeze(-1)
+    def forward(self, queries: Tensor, candidate_embeddings: Tensor, features: Tensor) -> Tensor:
+        """Scores [R] of R candidates: ``queries`` [R, d] is ``self.query`` of each candidate's sample
+        summary (computed per sample, then spread to its candidates by the caller), candidate_embeddings
+        [R, d], features [R, F]."""
+        return self.mlp(torch.cat([features, queries * candidate_embeddings], dim=-1)).squeeze(-1)
 
 
 class BasketWorldModel(nn.Module):
@@ -261,15 +261,16 @@ class BasketWorldModel(nn.Module):
         out_embeddings = self.output_embeddings() if out_embeddings is None else out_embeddings
         logits = summary @ out_embeddings.T + self.output_bias  # [B, V]
         real = candidates >= PRODUCT_SPECIALS
+        queries = self.repeat.query(summary)  # [B, d]
         if packed if packed is not None else not candidates.is_cuda:
             owner, slot = real.nonzero(as_tuple=True)
             products = candidates[owner, slot]
-            repeat = self.repeat(summary, owner, out_embeddings[products], features[owner, slot])  # [R]
+            repeat = self.repeat(queries[owner], out_embeddings[products], features[owner, slot])  # [R]
             logits = logits.index_put((owner, products), repeat.to(logits.dtype), accumulate=True)
-        else:
+        else:  # broadcast, not gathered: the gradient is a plain sum (index backward adds atomically on CUDA)
             n, slots = candidates.shape
-            owner = torch.arange(n, device=candidates.device).repeat_interleave(slots)
-            repeat = self.repeat(summary, owner, out_embeddings[candidates].flatten(0, 1), features.flatten(0, 1))
+            spread = queries.unsqueeze(1).expand(n, slots, queries.shape[1]).flatten(0, 1)
+            repeat = self.repeat(spread, out_embeddings[candidates].flatten(0, 1), features.flatten(0, 1))
             repeat = repeat.view(n, slots).masked_fill(~real, 0.0).to(logits.dtype)
             logits = logits.scatter_add(1, candidates, repeat)
         logits[:, :PRODUCT_SPECIALS] = float("-inf")
