@@ -52,7 +52,7 @@ import torch
 
 from world_model.data.synthetic.market import SyntheticMarket
 from world_model.models.batches import BatchBuilder
-from world_model.models.history_cache import CONTEXT_KEYS, HistoryCache
+from world_model.models.history_cache import CONTEXT_KEYS, HISTORY_KEYS, HistoryCache
 from world_model.models.mamba import scan_rows
 from world_model.models.predictors import StoreVisitPredictor, load_world_model, resolve_device
 from world_model.pipeline.tensor_cache import BASKET_COLUMN
@@ -131,11 +131,15 @@ class LearnedDemand:
     shopper's last simulated trip (``gaps`` [B, N]) and weeks simulated (``elapsed`` [B])."""
 
     def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, device: str = "auto",
-                 batch_size: int = 512, propensities: str = "weekly", inference_batch: int | None = None) -> None:  # fmt: skip
+                 batch_size: int = 512, propensities: str = "weekly", inference_batch: int | None = None,
+                 cache_histories: bool = True) -> None:  # fmt: skip
         if propensities not in PROPENSITY_MODES:
             raise ValueError(f"propensities must be one of {PROPENSITY_MODES}, got {propensities!r}")
         self.propensities = propensities
         self.scenario, self.store_rows, self.product_rows = scenario, list(store_rows), np.asarray(product_rows)
+        self.cache_histories = cache_histories
+        """Encode the histories once when the model's layout allows it (False: the whole model every week,
+        the reference the cached decoder is checked against)."""
         self.device = resolve_device(device)
         default_batch = CPU_INFERENCE_BATCH if self.device.type == "cpu" else CUDA_INFERENCE_BATCH
         self.inference_batch = inference_batch or default_batch
@@ -189,8 +193,11 @@ class LearnedDemand:
             for key in _STATIC_KEYS:
                 parts[key].append(batch[key])
         self.cache = {key: _pad_cat(value).to(self.device) for key, value in parts.items()} if n_slots else {}
-        cacheable = self.basket_model.config.context_position == "decoder" and n_slots
-        self.history_cache = HistoryCache(self.basket_model, self.cache, batch_size, self.autocast) if cacheable else None
+        self.history_cache = None
+        if self.cache_histories and self.basket_model.config.context_position == "decoder" and n_slots:
+            self.history_cache = HistoryCache(self.basket_model, self.cache, batch_size, self.autocast)
+            for key in HISTORY_KEYS:  # encoded now; the weekly inputs are the trips' context alone
+                del self.cache[key]
         self.propensity = np.zeros((len(self.store_rows), self.n_shoppers, len(self.product_rows)))
         reference = self.first_monday + 7 * (self.now_week - 1)
         for start in range(0, n_slots, batch_size):

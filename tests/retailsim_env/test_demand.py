@@ -27,15 +27,16 @@ def _weeks(demand: LearnedDemand, n_weeks: int, seed: int = 0) -> list[tuple[np.
 def test_cached_weekly_probabilities_equal_the_whole_models(tiny_cached_scenario_dir) -> None:
     demand = _demand(tiny_cached_scenario_dir, inference_batch=5)
     assert demand.history_cache is not None and len(demand.history_cache) == len(demand.slot_store)
+    assert not {"items", "item_basket", "item_weeks", "t4"} & set(demand.cache)  # encoded, then let go
     _weeks(demand, 3)  # some weeks in: recency gaps and item ages have moved
     trips = demand.last_trips
     assert trips is not None
     slots, _, _, weeks_into_episode = trips
     assert len(slots) > demand.inference_batch and weeks_into_episode.max() == 2  # several chunks, third week
     cached = demand.forward(demand.model_inputs(*trips))
-    cache, demand.history_cache = demand.history_cache, None
-    whole = demand.forward(demand.model_inputs(*trips))  # the model on full batches, item ages moved by elapsed
-    demand.history_cache = cache
+    reference = _demand(tiny_cached_scenario_dir, inference_batch=5, cache_histories=False)
+    assert reference.history_cache is None and np.array_equal(reference.slot_shopper, demand.slot_shopper)
+    whole = reference.forward(reference.model_inputs(*trips))  # the model on full batches, item ages moved by elapsed
     finite = torch.isfinite(whole)
     assert torch.equal(finite, torch.isfinite(cached))
     torch.testing.assert_close(cached[finite], whole[finite], rtol=1e-4, atol=1e-4)
@@ -77,9 +78,9 @@ def test_cuda_cached_decoder_matches_the_whole_model_and_bfloat16_stays_close(ti
     demand.autocast = None
     demand.history_cache.states = demand.history_cache.states.float()
     full = torch.softmax(demand.forward(inputs), -1)
-    cache, demand.history_cache = demand.history_cache, None
-    whole = torch.softmax(demand.forward(demand.model_inputs(*demand.last_trips)), -1)
-    demand.history_cache = cache
+    reference = _demand(tiny_cached_scenario_dir, device="cuda", cache_histories=False)
+    reference.autocast = None
+    whole = torch.softmax(reference.forward(reference.model_inputs(*demand.last_trips)), -1)
     torch.testing.assert_close(full, whole, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(half, full, atol=3e-3, rtol=0.05)
 
