@@ -125,23 +125,46 @@ def test_trips_split_by_store_keep_their_rates_and_recency(tiny_scenario_dir) ->
     assert abs(fresh.mean() - (1 - np.exp(-demand.visit_rate)).mean()) < 0.01
 
 
+def test_nonzero_poisson_is_the_dense_inversions_nonzero_cells() -> None:
+    from retailsim_env.demand import _nonzero_poisson, _poisson_inverse_cdf
+
+    rng = np.random.default_rng(3)
+    uniform = rng.random((40, 90))[:, :60]  # a strided view, as the environment passes it
+    rate = rng.uniform(0.0, 0.6, (40, 60)) * (rng.random((40, 60)) < 0.8)
+    rate[5, :5] = [0.0, 3.0, 4.5, 9.0, 30.0]  # both search paths
+    dense = _poisson_inverse_cdf(uniform, rate)
+    row, column, count = _nonzero_poisson(uniform, rate)
+    nonzero = np.nonzero(dense)
+    assert np.array_equal(row, nonzero[0]) and np.array_equal(column, nonzero[1]) and np.array_equal(count, dense[nonzero])
+    with pytest.raises(ValueError, match="Poisson rates must be finite"):
+        _nonzero_poisson(uniform, np.where(rate > 0.5, np.nan, rate))  # a NaN draws no trip: it must raise
+
+
 def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
+    """At small rates (the search from 0) and large ones (from the guess, walking down and up), the
+    counts' frequencies are Poisson's pmf; the CDF's edges map to the right counts on both paths."""
     from scipy import stats
 
-    from retailsim_env.demand import _poisson_inverse_cdf
+    from retailsim_env.demand import INVERSION_GUESS_RATE, _poisson_inverse_cdf
 
     rng = np.random.default_rng(0)
     n = 100_000
-    for rate in (0.05, 0.7, 3.3, 12.0):
+    for rate in (0.05, 0.7, 3.3, INVERSION_GUESS_RATE, 12.0, 57.5, 3000.0):
         counts = _poisson_inverse_cdf(rng.random(n), np.full(n, rate))
         k = np.arange(int(rate + 8 * np.sqrt(rate)) + 3)
         pmf = stats.poisson.pmf(k, rate)
         frequency = np.bincount(counts, minlength=len(k))[: len(k)] / n
         assert np.all(np.abs(frequency - pmf) <= 5 * np.sqrt(pmf * (1 - pmf) / n) + 1e-4), rate
-    rate = np.array([0.5, 2.0])
-    edge = np.exp(-rate)  # P(X = 0): below it 0, at it 1
-    assert _poisson_inverse_cdf(np.stack([edge - 1e-12, edge, np.zeros(2)]), rate).tolist() == [[0, 0], [1, 1], [0, 0]]
-    assert _poisson_inverse_cdf(np.full((3, 2), 1 - 2**-53), rate).min() > 0  # the top of [0, 1) ends too
-    for bad in (800.0, np.nan, -1.0):
-        with pytest.raises(ValueError, match="trip rates must be finite"):
+    for rate in (0.5, 2.0, 6.0, 40.0, 900.0):
+        j = np.unique(np.maximum(np.round(rate + np.array([-2.0, 0.0, 2.0]) * np.sqrt(rate)), 0))
+        cdf = stats.poisson.cdf(j, rate)  # just below P(X <= j): at most j; just above it: more than j
+        assert np.all(_poisson_inverse_cdf(cdf * (1 - 1e-9), np.full(len(j), rate)) == j), rate
+        assert np.all(_poisson_inverse_cdf(cdf * (1 + 1e-9), np.full(len(j), rate)) == j + 1), rate
+    edge = np.exp(-np.array([0.5, 2.0]))  # P(X = 0): below it 0, at it 1
+    assert _poisson_inverse_cdf(np.stack([edge - 1e-12, edge, np.zeros(2)]), np.array([0.5, 2.0])).tolist() == [[0, 0], [1, 1], [0, 0]]
+    rate = np.array([0.5, 2.0, 25.0, 1e6])
+    assert (_poisson_inverse_cdf(np.full((3, 4), 1 - 2**-53), rate) > rate).all()  # the top of [0, 1) ends too
+    assert (_poisson_inverse_cdf(np.zeros((2, 4)), rate) < rate).all() and _poisson_inverse_cdf(np.zeros(1), np.zeros(1))[0] == 0
+    for bad in (np.inf, np.nan, -1.0):
+        with pytest.raises(ValueError, match="Poisson rates must be finite"):
             _poisson_inverse_cdf(np.full(2, 0.5), np.array([1.0, bad]))
