@@ -105,9 +105,12 @@ def _sum_by(copy: np.ndarray, store: np.ndarray, values: np.ndarray, shape: tupl
 def _guess(u: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_poisson_inverse_cdf``'s start at rates ``r`` >= ``INVERSION_GUESS_RATE``: (k, P(X = k), P(X <= k))
     at the Cornish-Fisher guess k = floor(r + sqrt(r) z + (z^2 - 1) / 6), z the normal quantile of ``u``."""
-    z = np.maximum(special.ndtri(u), -10.0)  # u = 0: -inf (u < 1, so z < 8.3)
-    k = np.maximum(np.floor(r + np.sqrt(r) * z + (z * z - 1.0) / 6.0), 0.0)
-    return k.astype(np.int64), np.exp(k * np.log(r) - r - special.gammaln(k + 1.0)), special.pdtr(k, r)
+    zero = u == 0.0  # the answer is 0 (P(X = 0) > 0 at any finite rate), found at once
+    z = special.ndtri(np.where(zero, 0.5, u))  # 2^-53 <= u < 1 elsewhere: |z| < 8.3
+    k = np.where(zero, 0.0, np.maximum(np.floor(r + np.sqrt(r) * z + (z * z - 1.0) / 6.0), 0.0))
+    term = np.exp(k * np.log(r) - r - special.gammaln(k + 1.0))
+    cdf = np.where(zero, np.maximum(term, np.finfo(np.float64).tiny), special.pdtr(k, r))  # > u where u = 0
+    return k.astype(np.int64), term, cdf
 
 
 def _walk_down(cells: np.ndarray, k: np.ndarray, u: np.ndarray, r: np.ndarray, term: np.ndarray, cdf: np.ndarray) -> None:
@@ -130,8 +133,9 @@ def _poisson_inverse_cdf(uniform: np.ndarray, rate: np.ndarray) -> np.ndarray:
     The search starts at 0 for rates below ``INVERSION_GUESS_RATE`` (weekly trips: most counts are 0 and
     leave after the first comparison) and elsewhere at a guess (``_guess``) with the CDF there from
     ``scipy.special.pdtr``; from its start it walks with p_k = p_k-1 x r / k, down while the uniform is
-    below P(X <= k - 1) and up while it is at or above P(X <= k): a step or two at any rate. Where the float CDF stops growing below the uniform
-    (probability < 1e-15 a draw) the count is the k where it stopped. Rates must be finite and >= 0."""
+    below P(X <= k - 1) and up while it is at or above P(X <= k): a step or two at any rate. Where the
+    float CDF stops growing below the uniform (probability < 1e-15 a draw) the count is the k where it
+    stopped. Rates must be finite and >= 0."""
     _check_rates(rate)
     u = np.ascontiguousarray(uniform, dtype=np.float64).reshape(-1)
     r = (rate if rate.shape == uniform.shape else np.broadcast_to(rate, uniform.shape)).reshape(-1)
