@@ -279,22 +279,28 @@ class LearnedDemand:
         """The basket model's inputs for trips ``slots`` in the weeks of ``mondays``, ``gaps`` weeks after
         each shopper's previous trip and ``elapsed`` weeks into the episode, ``inference_batch`` trips a
         chunk (whole model batches: fewer where the pure-PyTorch scan would outgrow ``scan_rows``'s bound),
-        or with a history cache the trips' context and cache ``rows``."""
+        or with a history cache the trips' context and cache ``rows``.
+
+        Every host array goes to the device before the first chunk's work is queued: a copy from pageable
+        host memory waits for the device's queue to drain, so one inside the loop would idle the GPU
+        while the host queued each next chunk."""
         chunks, step, keys = [], self.inference_batch, CONTEXT_KEYS
         if self.history_cache is None:  # the whole model: its encoder runs over 1 + L tokens a trip
             step = scan_rows(self.basket_model.encoder.config, 1 + self.cache["items"].shape[1], step, self.device)
             keys = _STATIC_KEYS
         t3 = self.temporal(self.slot_shopper[slots], mondays, gaps)
+        rows = torch.from_numpy(np.asarray(slots, dtype=np.int64)).to(self.device)
+        if self.history_cache is None:
+            ages = torch.from_numpy(np.asarray(elapsed, dtype=np.float32)).to(self.device)
         for start in range(0, len(slots), step):
             part = slice(start, start + step)
-            index = torch.from_numpy(slots[part]).to(self.device)
+            index = rows[part]
             batch = {key: self.cache[key].index_select(0, index) for key in keys if key != "t3"}
             batch["t3"] = t3[part]
             if self.history_cache is not None:
                 batch["rows"] = index  # history ages are relative to its latest basket: elapsed drops out
             else:
-                age = torch.from_numpy(np.asarray(elapsed[part], dtype=np.float32)).to(self.device)
-                batch["item_weeks"] = batch["item_weeks"] + age[:, None] * (batch["item_basket"] > 0)
+                batch["item_weeks"] = batch["item_weeks"] + ages[part, None] * (batch["item_basket"] > 0)
             chunks.append(batch)
         return chunks
 
