@@ -5,7 +5,7 @@ stand-ins that cost next to nothing (zero logits of the right shape; T3 is still
 is the trips' and units' draws, T3's indices, the probabilities' softmax and copy back, the sums and the
 accounting: on a GPU, the gathers and the forward run on the device and the rest stays on the host but
 the softmax over the vocabulary, which runs on the device too. So the softmax (and pick of the managed
-products) is timed apart on a batch of the median step's trips, and ``without_softmax`` is the host's
+products) is timed apart on a batch of the last step's trips, and ``without_softmax`` is the host's
 ceiling on a GPU run, measured on any machine.
 
     python benchmarks/env_host_floor.py [--num-envs 64,256] [--steps 30] [--warmup 5]

@@ -32,7 +32,7 @@ timeout 180 python3 benchmarks/env_throughput.py --sizes shipped,full --layouts 
     --steps 5 --warmup 2 > "$out/env_throughput.jsonl" 2> "$out/env_throughput.err"
 timeout 120 python3 benchmarks/env_throughput.py --sizes full --layouts decoder --device "$device" --num-envs 256 \
     --steps 5 --warmup 2 > "$out/env_throughput_256.jsonl" 2> "$out/env_throughput_256.err"
-timeout 30 python3 benchmarks/env_host_floor.py --num-envs 64,256 > "$out/env_host_floor.jsonl" 2> "$out/env_host_floor.err"
-timeout 70 python3 benchmarks/world_models.py --size full --device "$device" --steps 10 > "$out/world_models.json" \
+timeout 20 python3 benchmarks/env_host_floor.py --num-envs 64,256 > "$out/env_host_floor.jsonl" 2> "$out/env_host_floor.err"
+timeout 80 python3 benchmarks/world_models.py --size full --device "$device" --steps 10 > "$out/world_models.json" \
     2> "$out/world_models.err"
 for file in "$out"/*.json "$out"/*.jsonl; do echo "== $file"; head -c 4000 "$file"; echo; done

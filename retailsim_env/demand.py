@@ -29,8 +29,8 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    market's promotion fatigue), summed per store; realized
    demand is Poisson around it (a sum of per-trip Poisson counts is Poisson of the sum), drawn by the
    same inversion from uniforms the copy's generator gave with its trips' (one generator call a copy
-   and week instead of two; with the sparse trip inversion, 64 copies of the fixed-propensity vector env
-   step 1.22x as fast as with a ``Generator.poisson`` call a copy, the single env 0.93x).
+   and week instead of two; this, the sparse trip inversion and the gaps' update by arithmetic together
+   made 64 copies of the fixed-propensity vector env step 1.22x as fast, the single env 0.93x).
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
@@ -76,6 +76,10 @@ CUDA_INFERENCE_BATCH = 4096
 """Trips per forward on a GPU (not tuned there yet)."""
 INVERSION_GUESS_RATE = 4.0
 """Rates from which ``_poisson_inverse_cdf`` starts its search at a guess rather than at 0."""
+MAX_POISSON_RATE = 1e6
+"""The largest rate ``_poisson_inverse_cdf`` takes: up to it ``scipy.special.pdtr`` is accurate to ~1e-12
+and every walk from the guess is a step or two; beyond it pdtr's error grows (~1e-8 at 1e7) and near
+u = 1 the walk can take thousands of steps. A week's units of one product at one store stay far below."""
 MIN_STORE_PROBABILITY = 0.005
 """Shoppers less likely than this to pick a managed store never shop there (their slot is not cached)."""
 _STATIC_KEYS = ("customer", "store", "t6", "true_trip", "items", "item_basket", "item_weeks", "t4", "candidates",
@@ -135,16 +139,18 @@ def _poisson_inverse_cdf(uniform: np.ndarray, rate: np.ndarray) -> np.ndarray:
     ``scipy.special.pdtr``; from its start it walks with p_k = p_k-1 x r / k, down while the uniform is
     below P(X <= k - 1) and up while it is at or above P(X <= k): a step or two at any rate. Where the
     float CDF stops growing below the uniform (probability < 1e-15 a draw) the count is the k where it
-    stopped. Rates must be finite and >= 0."""
+    stopped. Rates must be >= 0 and at most ``MAX_POISSON_RATE``; any real dtype or a scalar."""
+    rate = np.asarray(rate, dtype=np.float64)
     _check_rates(rate)
     u = np.ascontiguousarray(uniform, dtype=np.float64).reshape(-1)
-    r = (rate if rate.shape == uniform.shape else np.broadcast_to(rate, uniform.shape)).reshape(-1)
-    return _invert(u, r).reshape(uniform.shape)
+    r = (rate if rate.shape == np.shape(uniform) else np.broadcast_to(rate, np.shape(uniform))).reshape(-1)
+    return _invert(u, r).reshape(np.shape(uniform))
 
 
 def _check_rates(rate: np.ndarray) -> None:
-    if rate.size and not (rate.min() >= 0.0 and rate.max() < np.inf):  # False for NaN too
-        raise ValueError(f"Poisson rates must be finite and >= 0, got {rate.min()} .. {rate.max()}")
+    if rate.size and not (rate.min() >= 0.0 and rate.max() <= MAX_POISSON_RATE):  # False for NaN too
+        raise ValueError(f"Poisson rates must be finite, >= 0 and at most {MAX_POISSON_RATE:g}, "
+                         f"got {rate.min()} .. {rate.max()}")  # fmt: skip
 
 
 def _invert(u: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -181,6 +187,9 @@ def _nonzero_poisson(uniform: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray,
     nonzero where the uniform is at or above P(X = 0), which for weekly trips is a small share of the
     cells (on 2 cores at 256 x 595 cells: 0.12 ms to find them where ``np.nonzero`` of the dense counts
     took 0.65)."""
+    rate = np.asarray(rate, dtype=np.float64)
+    if uniform.ndim != 2 or uniform.shape != rate.shape:
+        raise ValueError(f"uniform and rate must be 2-D arrays of one shape, got {uniform.shape} and {rate.shape}")
     _check_rates(rate)  # here: the cells with a trip alone would hide a NaN rate
     row, column = np.divmod(np.flatnonzero(uniform >= np.exp(-rate)), rate.shape[1])
     count = _invert(uniform[row, column], rate[row, column])
@@ -281,9 +290,9 @@ class LearnedDemand:
         chunk (whole model batches: fewer where the pure-PyTorch scan would outgrow ``scan_rows``'s bound),
         or with a history cache the trips' context and cache ``rows``.
 
-        Every host array goes to the device before the first chunk's work is queued: a copy from pageable
-        host memory waits for the device's queue to drain, so one inside the loop would idle the GPU
-        while the host queued each next chunk."""
+        The trips' rows (and ages) go to the device in one copy: a blocking host-to-device copy waits for
+        the device's queue to drain, and one a chunk waited on the previous chunks' gathers (the forwards
+        are queued after all chunks are built, so the saving is small: one wait a step, not one a chunk)."""
         chunks, step, keys = [], self.inference_batch, CONTEXT_KEYS
         if self.history_cache is None:  # the whole model: its encoder runs over 1 + L tokens a trip
             step = scan_rows(self.basket_model.encoder.config, 1 + self.cache["items"].shape[1], step, self.device)
@@ -358,6 +367,8 @@ class LearnedDemand:
         # Each copy's generator draws, in one call, the uniforms of its trips to the managed stores, of
         # whether each shopper went anywhere else and of the week's units: the per-copy streams, so copy b
         # replays a single environment seeded like it. The rest is batched.
+        if len(rngs) != n_copies:
+            raise ValueError(f"rngs: one generator a copy, got {len(rngs)} for {n_copies} copies")
         n_slots, n_cells = len(self.slot_store), n_stores * ratio.shape[2]
         uniform = np.empty((n_copies, n_slots + self.n_shoppers + n_cells))
         for b, rng in enumerate(rngs):
@@ -384,7 +395,8 @@ class LearnedDemand:
             lines = np.zeros((0, ratio.shape[2]))
         expected = _sum_by(copy, store, lines, ratio.shape)
         expected *= demand_multiplier(ratio, promoted, self.elasticity, lift)
-        demand = _poisson_inverse_cdf(uniform[:, -n_cells:].reshape(expected.shape), expected).astype(np.float64)
+        unit_uniform = uniform[:, n_slots + self.n_shoppers :].reshape(expected.shape)
+        demand = _poisson_inverse_cdf(unit_uniform, expected).astype(np.float64)
         return demand, visits
 
 

@@ -138,6 +138,8 @@ def test_nonzero_poisson_is_the_dense_inversions_nonzero_cells() -> None:
     assert np.array_equal(row, nonzero[0]) and np.array_equal(column, nonzero[1]) and np.array_equal(count, dense[nonzero])
     with pytest.raises(ValueError, match="Poisson rates must be finite"):
         _nonzero_poisson(uniform, np.where(rate > 0.5, np.nan, rate))  # a NaN draws no trip: it must raise
+    with pytest.raises(ValueError, match="one shape"):
+        _nonzero_poisson(uniform, rate[:1])
 
 
 def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
@@ -145,7 +147,7 @@ def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
     counts' frequencies are Poisson's pmf; the CDF's edges map to the right counts on both paths."""
     from scipy import stats
 
-    from retailsim_env.demand import INVERSION_GUESS_RATE, _poisson_inverse_cdf
+    from retailsim_env.demand import INVERSION_GUESS_RATE, MAX_POISSON_RATE, _poisson_inverse_cdf
 
     rng = np.random.default_rng(0)
     n = 100_000
@@ -165,6 +167,9 @@ def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
     rate = np.array([0.5, 2.0, 25.0, 1e6])
     assert (_poisson_inverse_cdf(np.full((3, 4), 1 - 2**-53), rate) > rate).all()  # the top of [0, 1) ends too
     assert (_poisson_inverse_cdf(np.zeros((2, 4)), rate) == 0).all() and _poisson_inverse_cdf(np.zeros(1), np.zeros(1))[0] == 0
-    for bad in (np.inf, np.nan, -1.0):
+    for bad in (np.inf, np.nan, -1.0, 2 * MAX_POISSON_RATE):
         with pytest.raises(ValueError, match="Poisson rates must be finite"):
             _poisson_inverse_cdf(np.full(2, 0.5), np.array([1.0, bad]))
+    ints = _poisson_inverse_cdf(np.full(3, 0.5), np.array([3, 3, 30], dtype=np.uint8))  # any real dtype, as float64
+    assert ints.tolist() == _poisson_inverse_cdf(np.full(3, 0.5), np.array([3.0, 3.0, 30.0])).tolist() == [3, 3, 30]
+    assert _poisson_inverse_cdf(np.full(2, 0.5), 12.0).tolist() == [12, 12]  # a scalar rate broadcasts
