@@ -5,7 +5,8 @@
 #     DEVICE=cpu benchmarks/gpu_check.sh # a dry run of the script's plumbing on a machine without a GPU
 #
 # 1. tests of the CUDA paths: the selective scan (mamba_ssm kernels where they import, else skipped), the
-#    history cache, and learned demand on CUDA (cached decoder vs the whole model, bfloat16 autocast);
+#    history cache, learned demand on CUDA (cached decoder vs the whole model, bfloat16 autocast, copy
+#    groups) and the host-device copies that wait for no queued work;
 # 2. benchmarks/mamba_scan.py on CUDA (the pure-PyTorch scans against the reference and the kernels);
 # 3. benchmarks/env_throughput.py on CUDA: the shipped model and the full-size decoder layout, 64 copies,
 #    then the full size at 256 copies (steps/s, shopper-visits/s, step / forward ratio, beyond_forward:
@@ -26,7 +27,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
     torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
     2>&1 | tee "$out/device.txt"
 timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/world_model/models/test_mamba.py \
-    tests/world_model/models/test_history_cache.py tests/retailsim_env/test_demand.py 2>&1 | tee "$out/tests.log"
+    tests/world_model/models/test_history_cache.py tests/retailsim_env/test_demand.py tests/retailsim_env/test_transfer.py 2>&1 | tee "$out/tests.log"
 timeout 50 python3 benchmarks/mamba_scan.py --devices "$device" --repeats 3 > "$out/mamba_scan.json" 2> "$out/mamba_scan.err"
 timeout 180 python3 benchmarks/env_throughput.py --sizes shipped,full --layouts decoder --device "$device" --num-envs 64 \
     --steps 5 --warmup 2 > "$out/env_throughput.jsonl" 2> "$out/env_throughput.err"

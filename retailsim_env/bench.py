@@ -5,12 +5,14 @@ For each environment: steps per second (environment steps: a vector step of n co
 shopper-visits per second (trips that went through the basket model). The ratio is the total time of the
 timed vector steps over the total time of the bare basket-model forward, timed right after each step on
 that step's trips (inputs already assembled; with a history cache, the cached decoder the step runs):
-1.0 means a step costs nothing beyond its inference. ``beyond_forward`` is the timed steps' time outside
-their own forwards (each timed inside the step, the device synchronized around it) per visit, and the
-visits/s it alone would allow (a model of zero cost): the ceiling the rest of the step (draws, inputs,
-accounting; on a GPU mostly the host's share) puts on throughput; with fixed propensities the whole
-step. Timings are medians
-over ``steps`` timed steps after ``warmup`` untimed ones; random actions from a seeded action space.
+1.0 means a step costs nothing beyond its inference (below 1 where a GPU runs one group's forward while
+the host draws the next: ``LearnedDemand.pipeline_groups``). ``beyond_forward`` is, over ``steps`` more
+vector steps, the time outside their own forwards (each timed inside the step, the device synchronized
+around it, which also serializes the groups) per visit, and the visits/s it alone would allow (a model of
+zero cost): the ceiling the rest of the step (draws, inputs, accounting; on a GPU mostly the host's
+share) puts on throughput; with fixed propensities the whole step. The throughput figures come from
+steps without that timing inside. Timings are medians over ``steps`` timed steps after ``warmup``
+untimed ones; random actions from a seeded action space.
 """
 
 from __future__ import annotations
@@ -87,13 +89,10 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
         in_step.append(seconds)
         return logits
 
+    vector_step_visits = lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum())  # noqa: E731
     vector_times, forward_times, vector_visits, batch_sizes = [], [], 0.0, []
     for i in range(config.warmup + config.steps):
-        backend.forward = forward_timed_in_step if i >= config.warmup else step_forward
-        try:
-            step_time, visits = _timed(lambda: float(vector.step(vector.action_space.sample())[4]["visits"].sum()), device)
-        finally:
-            del backend.forward  # the class's method again
+        step_time, visits = _timed(vector_step_visits, device)
         if i >= config.warmup:
             vector_times.append(step_time)
             vector_visits += visits
@@ -101,9 +100,18 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
             inputs = backend.model_inputs(*backend.last_trips)
             forward_times.append(_timed(lambda: backend.forward(inputs), device)[0])
             batch_sizes.append(len(backend.last_trips[0]))
+    timed_in_step, visits_in_step = 0.0, 0.0  # the beyond_forward pass: each forward timed inside its step
+    backend.forward = forward_timed_in_step
+    try:
+        for _ in range(config.steps):
+            step_time, visits = _timed(vector_step_visits, device)
+            timed_in_step += step_time
+            visits_in_step += visits
+    finally:
+        del backend.forward  # the class's method again
     single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
     forward = float(np.median(forward_times)) if forward_times else None
-    beyond = sum(vector_times) - sum(in_step)
+    beyond = timed_in_step - sum(in_step)
     return {
         "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
         "mamba_backend": backend_for(torch.zeros(1, device=device)),
@@ -116,6 +124,6 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
                    "visits_per_step": vector_visits / config.steps},
         "forward": {"median_batch": float(np.median(batch_sizes)) if batch_sizes else 0.0, "median_s": forward},
         "step_to_forward_ratio": sum(vector_times) / sum(forward_times) if forward_times else None,
-        "beyond_forward": {"us_per_visit": 1e6 * beyond / max(vector_visits, 1.0),
-                           "visits_per_s": vector_visits / beyond if beyond > 0 else None},
+        "beyond_forward": {"us_per_visit": 1e6 * beyond / max(visits_in_step, 1.0),
+                           "visits_per_s": visits_in_step / beyond if beyond > 0 else None},
     }  # fmt: skip

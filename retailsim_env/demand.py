@@ -48,6 +48,8 @@ prices at the managed cells and the generator's own calendar elsewhere, realized
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -67,6 +69,7 @@ from world_model.training.trainer import autocast_dtype
 
 from retailsim_env.scenario import MODELS, Scenario
 from retailsim_env.temporal import TripTemporalFeatures
+from retailsim_env.transfer import to_device, to_host_later
 
 PROPENSITY_MODES = ("weekly", "fixed")
 CPU_INFERENCE_BATCH = 256
@@ -76,6 +79,8 @@ CUDA_INFERENCE_BATCH = 4096
 """Trips per forward on a GPU (not tuned there yet)."""
 INVERSION_GUESS_RATE = 4.0
 """Rates from which ``_poisson_inverse_cdf`` starts its search at a guess rather than at 0."""
+CUDA_PIPELINE_GROUPS = 2
+"""Copy groups a weekly step is cut into on a GPU (``LearnedDemand.sample``); not tuned there yet."""
 MAX_POISSON_RATE = 1e6
 """The largest rate ``_poisson_inverse_cdf`` takes: up to it ``scipy.special.pdtr`` is accurate to ~1e-12
 and every walk from the guess is a step or two; beyond it pdtr's error grows (~1e-8 at 1e7) and near
@@ -181,6 +186,33 @@ def _invert(u: np.ndarray, r: np.ndarray) -> np.ndarray:
     return k
 
 
+def _copy_groups(n_copies: int, groups: int) -> list[slice]:
+    """``range(n_copies)`` cut into at most ``groups`` contiguous, near-equal, non-empty slices."""
+    bounds = np.linspace(0, n_copies, min(max(groups, 1), max(n_copies, 1)) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [slice(0, 0)]
+
+
+@dataclass
+class _Trips:
+    """One group's trips to the managed stores (``copy`` within the group, cache ``slots``, trip ``count``,
+    their ``store`` and ``shopper``), each trip's week's Monday, weeks since the shopper's previous trip
+    and weeks into the episode, and the group's uniforms of the week's units [G, M * K]."""
+
+    copy: np.ndarray
+    slots: np.ndarray
+    count: np.ndarray
+    store: np.ndarray
+    shopper: np.ndarray
+    mondays: np.ndarray
+    gaps: np.ndarray
+    elapsed: np.ndarray
+    unit_uniform: np.ndarray
+
+    def model_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(slots, mondays, gaps, elapsed): ``LearnedDemand.model_inputs``'s arguments."""
+        return self.slots, self.mondays, self.gaps, self.elapsed
+
+
 def _nonzero_poisson(uniform: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The nonzero counts of ``_poisson_inverse_cdf(uniform, rate)`` for 2-D arrays (``uniform`` may be a
     view), as (row, column, count) in row-major order, with only those cells inverted: a count is
@@ -204,7 +236,7 @@ class LearnedDemand:
 
     def __init__(self, scenario: Scenario, store_rows: list[int], product_rows: np.ndarray, device: str = "auto",
                  batch_size: int = 512, propensities: str = "weekly", inference_batch: int | None = None,
-                 cache_histories: bool = True) -> None:  # fmt: skip
+                 cache_histories: bool = True, pipeline_groups: int | None = None) -> None:  # fmt: skip
         if propensities not in PROPENSITY_MODES:
             raise ValueError(f"propensities must be one of {PROPENSITY_MODES}, got {propensities!r}")
         self.propensities = propensities
@@ -215,6 +247,9 @@ class LearnedDemand:
         self.device = resolve_device(device)
         default_batch = CPU_INFERENCE_BATCH if self.device.type == "cpu" else CUDA_INFERENCE_BATCH
         self.inference_batch = inference_batch or default_batch
+        self.pipeline_groups = pipeline_groups or (CUDA_PIPELINE_GROUPS if self.device.type == "cuda" else 1)
+        """Copy groups of a weekly step (``sample``): a GPU runs one group's forward while the host draws
+        the next; on a CPU the same cores do both, so 1."""
         self.autocast = autocast_dtype("auto", self.device)
         data = scenario.data
         self.basket_model = load_world_model(scenario.path / MODELS["basket"], data, str(self.device))
@@ -280,8 +315,14 @@ class LearnedDemand:
 
     def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
         """[n, K] the basket model's probabilities of the managed products for the trips in ``slots``."""
+        return self._queue_probabilities(slots, mondays, gaps, elapsed)()
+
+    def _queue_probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
+                             elapsed: np.ndarray) -> Callable[[], np.ndarray]:  # fmt: skip
+        """``_probabilities`` as a call that waits for them: on a GPU the forward and the copy back are
+        queued now, and the host is free until the call."""
         logits = self.forward(self.model_inputs(slots, mondays, gaps, elapsed))
-        return torch.softmax(logits.float(), -1)[:, self._product_index].double().cpu().numpy()
+        return to_host_later(torch.softmax(logits.float(), -1)[:, self._product_index].double())
 
     def model_inputs(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
                      elapsed: np.ndarray) -> list[dict[str, torch.Tensor]]:  # fmt: skip
@@ -290,17 +331,16 @@ class LearnedDemand:
         chunk (whole model batches: fewer where the pure-PyTorch scan would outgrow ``scan_rows``'s bound),
         or with a history cache the trips' context and cache ``rows``.
 
-        The trips' rows (and ages) go to the device in one copy: a blocking host-to-device copy waits for
-        the device's queue to drain, and one a chunk waited on the previous chunks' gathers (the forwards
-        are queued after all chunks are built, so the saving is small: one wait a step, not one a chunk)."""
+        The trips' rows (and ages) go to the device in one copy that waits for no queued work
+        (``retailsim_env.transfer``): the previous group's forward may still be running."""
         chunks, step, keys = [], self.inference_batch, CONTEXT_KEYS
         if self.history_cache is None:  # the whole model: its encoder runs over 1 + L tokens a trip
             step = scan_rows(self.basket_model.encoder.config, 1 + self.cache["items"].shape[1], step, self.device)
             keys = _STATIC_KEYS
         t3 = self.temporal(self.slot_shopper[slots], mondays, gaps)
-        rows = torch.from_numpy(np.asarray(slots, dtype=np.int64)).to(self.device)
+        rows = to_device(np.asarray(slots, dtype=np.int64), self.device)
         if self.history_cache is None:
-            ages = torch.from_numpy(np.asarray(elapsed, dtype=np.float32)).to(self.device)
+            ages = to_device(np.asarray(elapsed, dtype=np.float32), self.device)
         for start in range(0, len(slots), step):
             part = slice(start, start + step)
             index = rows[part]
@@ -357,47 +397,69 @@ class LearnedDemand:
     def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
                lift_scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """(demand [B, M, K] realized units, visits [B, M]) of weeks ``weeks`` [B] (data week indices) at
-        shelf prices ``price``, promotion depths ``depth`` and lift exponents ``lift_scale`` [B, M, K]."""
+        shelf prices ``price``, promotion depths ``depth`` and lift exponents ``lift_scale`` [B, M, K].
+
+        The copies are cut into ``pipeline_groups`` groups: every group's trips are drawn and its forward
+        queued before the first group's probabilities are awaited, so on a GPU the host draws a group
+        while the device runs the one before. Each copy's results are the same however many groups."""
         ratio, promoted, log_level = self._response_inputs(price, depth)
         lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
-        n_copies, n_stores = ratio.shape[:2]
-        tilted = self._choice(log_level)  # [B, N, M]
-        slot_rate = self.visit_rate[self.slot_shopper] * tilted[:, self.slot_shopper, self.slot_store]  # [B, S]
-        no_trip_elsewhere = np.exp(-self.visit_rate * np.clip(1.0 - tilted.sum(-1), 0.0, None))  # [B, N]
+        multiplier = demand_multiplier(ratio, promoted, self.elasticity, lift)
+        n_copies = ratio.shape[0]
+        if len(rngs) != n_copies:
+            raise ValueError(f"rngs: one generator a copy, got {len(rngs)} for {n_copies} copies")
+        weekly = self.propensities == "weekly"
+        groups = _copy_groups(n_copies, self.pipeline_groups if weekly else 1)
+        drawn = []
+        for group in groups:
+            trips = self._draw_trips(group, np.asarray(weeks)[group], log_level[group], rngs[group])
+            pending = self._queue_probabilities(*trips.model_args()) if weekly and len(trips.slots) else None
+            drawn.append((trips, pending))
+        demand, visits = np.zeros(ratio.shape), np.zeros(ratio.shape[:2])
+        for group, (trips, pending) in zip(groups, drawn):
+            if self.propensities == "fixed":
+                lines = trips.count[:, None] * self.propensity[trips.store, trips.shopper]
+            elif pending is not None:
+                lines = pending() * (trips.count * self.basket_items[trips.shopper])[:, None] * self.units_per_line[None, :]
+            else:
+                lines = np.zeros((0, ratio.shape[2]))
+            shape = (group.stop - group.start, *ratio.shape[1:])
+            expected = _sum_by(trips.copy, trips.store, lines, shape) * multiplier[group]
+            demand[group] = _poisson_inverse_cdf(trips.unit_uniform.reshape(shape), expected)
+            visits[group] = _sum_by(trips.copy, trips.store, trips.count[:, None].astype(np.float64), (*shape[:2], 1))[..., 0]
+        if weekly and any(len(trips.slots) for trips, _ in drawn):
+            parts = [trips.model_args() for trips, _ in drawn]
+            self.last_trips = tuple(np.concatenate([part[i] for part in parts]) for i in range(4))
+        return demand, visits
+
+    def _draw_trips(self, group: slice, weeks: np.ndarray, log_level: np.ndarray,
+                    rngs: list[np.random.Generator]) -> _Trips:  # fmt: skip
+        """The week's trips of copies ``group`` (steps 1-2 of the module docstring) and the uniforms of
+        their units; the copies' weeks since the last trip move on (the trips keep the gaps before)."""
+        tilted = self._choice(log_level)  # [G, N, M]
+        slot_rate = self.visit_rate[self.slot_shopper] * tilted[:, self.slot_shopper, self.slot_store]  # [G, S]
+        no_trip_elsewhere = np.exp(-self.visit_rate * np.clip(1.0 - tilted.sum(-1), 0.0, None))  # [G, N]
         # Each copy's generator draws, in one call, the uniforms of its trips to the managed stores, of
         # whether each shopper went anywhere else and of the week's units: the per-copy streams, so copy b
         # replays a single environment seeded like it. The rest is batched.
-        if len(rngs) != n_copies:
-            raise ValueError(f"rngs: one generator a copy, got {len(rngs)} for {n_copies} copies")
-        n_slots, n_cells = len(self.slot_store), n_stores * ratio.shape[2]
-        uniform = np.empty((n_copies, n_slots + self.n_shoppers + n_cells))
+        n_slots, n_cells = len(self.slot_store), log_level.shape[1] * len(self.product_rows)
+        uniform = np.empty((len(rngs), n_slots + self.n_shoppers + n_cells))
         for b, rng in enumerate(rngs):
             rng.random(out=uniform[b])
         copy, slots, count = _nonzero_poisson(uniform[:, :n_slots], slot_rate)  # trips in copy, store, shopper order
-        store, shopper = self.slot_store[slots], self.slot_shopper[slots]
-        visits = _sum_by(copy, store, count[:, None].astype(np.float64), (n_copies, n_stores, 1))[..., 0]
-        mondays = (self.first_monday + 7 * (np.asarray(weeks, dtype=np.int64) - 1))[copy]
-        gaps, elapsed = self.gaps[copy, shopper], self.elapsed[copy]
-        shopped = uniform[:, n_slots : n_slots + self.n_shoppers] >= no_trip_elsewhere  # [B, N]: a trip elsewhere ...
+        shopper = self.slot_shopper[slots]
+        gaps_now = self.gaps[group]  # a view: 1 where shopped, else one more (arithmetic: 3x a masked store)
+        trips = _Trips(copy, slots, count, self.slot_store[slots], shopper,
+                       mondays=(self.first_monday + 7 * (weeks.astype(np.int64) - 1))[copy],
+                       gaps=gaps_now[copy, shopper], elapsed=self.elapsed[group][copy],
+                       unit_uniform=uniform[:, n_slots + self.n_shoppers :])  # fmt: skip
+        shopped = uniform[:, n_slots : n_slots + self.n_shoppers] >= no_trip_elsewhere  # [G, N]: a trip elsewhere ...
         shopped[copy, shopper] = True  # ... or to a managed store
-        gaps_now = self.gaps[:n_copies]  # 1 where shopped, else one more: as arithmetic (3x a masked store)
         gaps_now += 1.0
         gaps_now *= ~shopped
         gaps_now += shopped
-        self.elapsed[:n_copies] += 1.0
-        if self.propensities == "fixed":
-            lines = count[:, None] * self.propensity[store, shopper]
-        elif len(slots):
-            self.last_trips = (slots, mondays, gaps, elapsed)
-            p = self._probabilities(*self.last_trips)
-            lines = p * (count * self.basket_items[shopper])[:, None] * self.units_per_line[None, :]
-        else:
-            lines = np.zeros((0, ratio.shape[2]))
-        expected = _sum_by(copy, store, lines, ratio.shape)
-        expected *= demand_multiplier(ratio, promoted, self.elasticity, lift)
-        unit_uniform = uniform[:, n_slots + self.n_shoppers :].reshape(expected.shape)
-        demand = _poisson_inverse_cdf(unit_uniform, expected).astype(np.float64)
-        return demand, visits
+        self.elapsed[group] += 1.0
+        return trips
 
 
 class OracleDemand:

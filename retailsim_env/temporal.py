@@ -25,6 +25,8 @@ import torch
 
 from world_model.pipeline.model_inputs import T3_COLUMNS_BY_INPUT, temporal_features
 
+from retailsim_env.transfer import to_device
+
 _ANY_DAY = np.datetime64("2000-01-03")
 """The date given where only other columns are kept."""
 
@@ -95,7 +97,7 @@ class TripTemporalFeatures:
         if len(gaps) and ((gap != gaps) | (gaps < 0)).any():
             raise ValueError("gaps must be whole numbers of weeks >= 0 (a simulated trip has a previous one)")
         self._grow(int(week.max(initial=-1)) + 1, int(gap.max(initial=-1)) + 1)
-        index = lambda values: torch.from_numpy(values).to(self.device)  # noqa: E731
         date = week * len(self.weekdays) + self.weekday_position[shoppers]
-        return (self.shopper_rows.index_select(0, index(shoppers)) + self.date_rows.index_select(0, index(date))
-                + self.gap_rows.index_select(0, index(gap)))  # fmt: skip
+        rows = to_device(np.stack([shoppers, date, gap]), self.device)  # one copy: it waits for no queued work
+        return (self.shopper_rows.index_select(0, rows[0]) + self.date_rows.index_select(0, rows[1])
+                + self.gap_rows.index_select(0, rows[2]))  # fmt: skip

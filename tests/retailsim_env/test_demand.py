@@ -10,6 +10,8 @@ from retailsim_env import RetailSimEnv
 from retailsim_env.demand import LearnedDemand
 from retailsim_env.scenario import Scenario
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
 
 def _demand(path, **kwargs) -> LearnedDemand:
     scenario = Scenario(path)
@@ -67,7 +69,7 @@ def test_bfloat16_autocast_stays_close_to_full_precision(tiny_cached_scenario_di
     torch.testing.assert_close(half, full, atol=2e-3, rtol=0.05)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@CUDA
 def test_cuda_cached_decoder_matches_the_whole_model_and_bfloat16_stays_close(tiny_cached_scenario_dir) -> None:
     """The CUDA path a GPU machine runs: the cache on the GPU, forwards under bfloat16 autocast."""
     demand = _demand(tiny_cached_scenario_dir, device="cuda")
@@ -96,6 +98,32 @@ def test_sum_by_adds_like_add_at() -> None:
     np.testing.assert_array_equal(_sum_by(copy, store, values, (3, 2, 4)), expected)
     empty = _sum_by(copy[:0], store[:0], values[:0], (3, 2, 4))
     assert empty.shape == (3, 2, 4) and empty.dtype == np.float64 and not empty.any()
+
+
+@pytest.mark.parametrize("propensities, device", [("weekly", "cpu"), ("fixed", "cpu"), pytest.param("weekly", "cuda", marks=CUDA)])
+def test_pipeline_groups_leave_every_copys_week_as_it_was(tiny_cached_scenario_dir, propensities, device) -> None:
+    """Cutting the copies into groups (as on a GPU, to draw one group while the device runs another) gives
+    each copy the same trips, units, recency and model inputs, bit for bit on a CPU; on CUDA the trips and
+    recency bit for bit (they do not depend on the model) and the units up to the forward's rounding."""
+    n_copies, runs = 5, []
+    for groups in (1, 2, 3):
+        scenario = Scenario(tiny_cached_scenario_dir)
+        demand = LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(5), device=device,
+                               propensities=propensities, pipeline_groups=groups)  # fmt: skip
+        rngs = [np.random.default_rng([11, b]) for b in range(n_copies)]
+        demand.reset(np.arange(n_copies), n_copies, rngs)
+        price = demand.reference * np.linspace(0.8, 1.2, n_copies)[:, None, None]
+        depth = np.zeros_like(price)
+        weeks = [demand.sample(np.arange(n_copies) + 20 + week, price, depth, rngs) for week in range(3)]
+        runs.append((weeks, demand.gaps.copy(), demand.last_trips))
+    for weeks, gaps, last_trips in runs[1:]:
+        for (units, visits), (units_1, visits_1) in zip(weeks, runs[0][0]):
+            assert np.array_equal(visits, visits_1)
+            assert np.array_equal(units, units_1) if device == "cpu" else np.abs(units - units_1).sum() <= 0.02 * units_1.sum() + 2
+        assert np.array_equal(gaps, runs[0][1])
+        if propensities == "weekly":
+            assert all(np.array_equal(a, b) for a, b in zip(last_trips, runs[0][2]))
+    assert sum(units.sum() for units, _ in runs[0][0]) > 0
 
 
 def test_a_week_without_trips(tiny_cached_scenario_dir) -> None:
