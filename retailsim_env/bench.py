@@ -5,8 +5,8 @@ For each environment: steps per second (environment steps: a vector step of n co
 shopper-visits per second (trips that went through the basket model). The ratio is the total time of the
 timed vector steps over the total time of the bare basket-model forward, timed right after each step on
 that step's trips (inputs already assembled; with a history cache, the cached decoder the step runs):
-1.0 means a step costs nothing beyond its inference (below 1 where a GPU runs one group's forward while
-the host draws the next: ``LearnedDemand.pipeline_groups``). ``beyond_forward`` is, over ``steps`` more
+1.0 means a step costs nothing beyond its inference (on a GPU the copy groups of
+``LearnedDemand.pipeline_groups`` bring it closer to 1: the host draws one group during another's forward). ``beyond_forward`` is, over ``steps`` more
 vector steps, the time outside their own forwards (each timed inside the step, the device synchronized
 around it, which also serializes the groups) per visit, and the visits/s it alone would allow (a model of
 zero cost): the ceiling the rest of the step (draws, inputs, accounting; on a GPU mostly the host's

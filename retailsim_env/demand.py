@@ -331,7 +331,7 @@ class LearnedDemand:
         chunk (whole model batches: fewer where the pure-PyTorch scan would outgrow ``scan_rows``'s bound),
         or with a history cache the trips' context and cache ``rows``.
 
-        The trips' rows (and ages) go to the device in one copy that waits for no queued work
+        The trips' rows (and ages) go to the device in one copy a call that waits for no queued work
         (``retailsim_env.transfer``): the previous group's forward may still be running."""
         chunks, step, keys = [], self.inference_batch, CONTEXT_KEYS
         if self.history_cache is None:  # the whole model: its encoder runs over 1 + L tokens a trip
@@ -401,8 +401,11 @@ class LearnedDemand:
 
         The copies are cut into ``pipeline_groups`` groups: every group's trips are drawn and its forward
         queued before the first group's probabilities are awaited, so on a GPU the host draws a group
-        while the device runs the one before. Each copy's results are the same however many groups."""
+        while the device runs the one before. Each copy's trips and recency are the same however many
+        groups, and on a CPU its units too (on CUDA the forward's rounding may depend on the batch)."""
         ratio, promoted, log_level = self._response_inputs(price, depth)
+        if not np.isfinite(log_level).all():  # checked before any group's state moves on
+            raise ValueError("prices and promotion depths must give finite, positive prices after discount")
         lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         multiplier = demand_multiplier(ratio, promoted, self.elasticity, lift)
         n_copies = ratio.shape[0]

@@ -71,7 +71,7 @@ class TripTemporalFeatures:
         n = len(dates)
         weekday = (dates.astype(np.int64) + 4) % 7 + 1  # a date's own weekday; only the kept columns matter
         t3 = temporal_features(dates, weekday, np.zeros(n), np.full(n, self.week_index), gaps, np.zeros(n), self.train_end)
-        return torch.from_numpy(_keep(t3, inputs)).to(self.device)
+        return to_device(_keep(t3, inputs), self.device)  # the tables grow mid-step: wait for no queued work
 
     def _grow(self, weeks: int, gaps: int) -> None:
         """Rows for weeks ``0..weeks-1`` after ``first_monday`` and gaps ``0..gaps-1`` (at least)."""

@@ -33,7 +33,7 @@ def to_host_later(tensor: torch.Tensor) -> Callable[[], np.ndarray]:
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(tensor.device))  # the stream the copy was queued on
 
     def result() -> np.ndarray:
         done.synchronize()

@@ -126,6 +126,18 @@ def test_pipeline_groups_leave_every_copys_week_as_it_was(tiny_cached_scenario_d
     assert sum(units.sum() for units, _ in runs[0][0]) > 0
 
 
+def test_a_bad_price_raises_before_any_copy_moves_on(tiny_cached_scenario_dir) -> None:
+    demand = _demand(tiny_cached_scenario_dir, pipeline_groups=2)
+    rngs = [np.random.default_rng([5, b]) for b in range(4)]
+    demand.reset(np.arange(4), 4, rngs)
+    price = np.broadcast_to(demand.reference, (4, *demand.reference.shape)).copy()
+    price[3, 0, 0] = np.nan  # the last group's
+    before, states = demand.gaps.copy(), [rng.bit_generator.state for rng in rngs]
+    with pytest.raises(ValueError, match="finite, positive prices"):
+        demand.sample(np.full(4, 30), price, np.zeros_like(price), rngs)
+    assert np.array_equal(demand.gaps, before) and [rng.bit_generator.state for rng in rngs] == states
+
+
 def test_a_week_without_trips(tiny_cached_scenario_dir) -> None:
     demand = _demand(tiny_cached_scenario_dir)
     demand.visit_rate = np.zeros_like(demand.visit_rate)
