@@ -292,7 +292,7 @@ def _cmd_bench_env(args: argparse.Namespace) -> int:
 
     config = EnvBenchConfig(scenario=args.scenario, num_envs=args.num_envs, steps=args.steps, warmup=args.warmup,
                             products=args.products, n_stores=args.n_stores, device=args.device,
-                            propensities=args.propensities)  # fmt: skip
+                            propensities=args.propensities, pipeline_groups=args.pipeline_groups)  # fmt: skip
     print(json.dumps(bench_env(config), indent=1))
     return 0
 
@@ -570,6 +570,9 @@ def _add_environment_commands(commands) -> None:
     env.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     env.add_argument("--propensities", choices=["weekly", "fixed"], default="weekly",
                      help="weekly: the basket model runs every step (default); fixed: once, at build")
+    env.add_argument("--pipeline-groups", type=_positive_int, default=None,
+                     help="copy groups of a weekly vector step (default: 2 on CUDA, 1 on a CPU); above 1 the "
+                     "report adds the same steps with one group, side by side")  # fmt: skip
     env.set_defaults(func=_cmd_bench_env)
 
 

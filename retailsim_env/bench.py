@@ -11,7 +11,8 @@ vector steps, the time outside their own forwards (each timed inside the step, t
 around it, which also serializes the groups) per visit, and the visits/s it alone would allow (a model of
 zero cost): the ceiling the rest of the step (draws, inputs, accounting; on a GPU mostly the host's
 share) puts on throughput; with fixed propensities the whole step. The throughput figures come from
-steps without that timing inside. Timings are medians over ``steps`` timed steps after ``warmup``
+steps without that timing inside. With more than one copy group, ``vector_one_group`` is as many steps
+more with one group, and ``pipeline_speedup`` the ratio of the two visits/s, side by side in one run. Timings are medians over ``steps`` timed steps after ``warmup``
 untimed ones; random actions from a seeded action space.
 """
 
@@ -41,6 +42,8 @@ class EnvBenchConfig:
     propensities: str = "weekly"
     """"fixed" measures the env without a forward per step (no forward time or ratio then)."""
     seed: int = 0
+    pipeline_groups: int | None = None
+    """Copy groups of the vector env's weekly step (default: the backend's, 2 on CUDA, 1 on a CPU)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -81,6 +84,8 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     vector.action_space.seed(config.seed)
     vector.reset(seed=config.seed)
     backend = vector.batch.sim.market.backend
+    if config.pipeline_groups is not None:
+        backend.pipeline_groups = config.pipeline_groups
     in_step: list[float] = []  # the forward's seconds inside the timed steps
     step_forward = backend.forward
 
@@ -109,6 +114,15 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
             visits_in_step += visits
     finally:
         del backend.forward  # the class's method again
+    one_group = None
+    if getattr(backend, "pipeline_groups", 1) > 1 and config.propensities == "weekly":
+        groups, backend.pipeline_groups = backend.pipeline_groups, 1
+        try:
+            timed = [_timed(vector_step_visits, device) for _ in range(config.steps)]
+        finally:
+            backend.pipeline_groups = groups
+        one_group = {"steps_per_s": config.num_envs / float(np.median([t for t, _ in timed])),
+                     "shopper_visits_per_s": sum(v for _, v in timed) / sum(t for t, _ in timed)}  # fmt: skip
     single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
     forward = float(np.median(forward_times)) if forward_times else None
     beyond = timed_in_step - sum(in_step)
@@ -122,6 +136,8 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
         "vector": {"num_envs": config.num_envs, "steps_per_s": config.num_envs / vector_step,
                    "shopper_visits_per_s": vector_visits / sum(vector_times), "median_step_s": vector_step,
                    "visits_per_step": vector_visits / config.steps},
+        "pipeline_groups": getattr(backend, "pipeline_groups", 1), "vector_one_group": one_group,
+        "pipeline_speedup": (vector_visits / sum(vector_times)) / one_group["shopper_visits_per_s"] if one_group else None,
         "forward": {"median_batch": float(np.median(batch_sizes)) if batch_sizes else 0.0, "median_s": forward},
         "step_to_forward_ratio": sum(vector_times) / sum(forward_times) if forward_times else None,
         "beyond_forward": {"us_per_visit": 1e6 * beyond / max(visits_in_step, 1.0),

@@ -17,3 +17,12 @@ def test_bench_env_reports_both_environments_and_the_forward(default_scenario) -
 def test_cli_prints_json(capsys) -> None:
     assert main(["bench", "env", "--num-envs", "2", "--steps", "1", "--warmup", "0", "--products", "2"]) == 0
     assert "step_to_forward_ratio" in json.loads(capsys.readouterr().out)
+
+
+def test_bench_env_measures_copy_groups_side_by_side_with_one(default_scenario) -> None:
+    report = bench_env(EnvBenchConfig(scenario=str(default_scenario.path), num_envs=3, steps=2, warmup=0, products=3,
+                                      pipeline_groups=2))  # fmt: skip
+    assert report["pipeline_groups"] == 2 and report["vector_one_group"]["shopper_visits_per_s"] > 0
+    assert report["pipeline_speedup"] > 0
+    plain = bench_env(EnvBenchConfig(scenario=str(default_scenario.path), num_envs=2, steps=1, warmup=0, products=3))
+    assert plain["pipeline_groups"] == 1 and plain["vector_one_group"] is None  # a CPU's default: nothing to compare
