@@ -12,7 +12,9 @@ around it, which also serializes the groups) per visit, and the visits/s it alon
 zero cost): the ceiling the rest of the step (draws, inputs, accounting; on a GPU mostly the host's
 share) puts on throughput; with fixed propensities the whole step. The throughput figures come from
 steps without that timing inside. With more than one copy group, ``vector_one_group`` is as many steps
-more with one group, and ``pipeline_speedup`` the ratio of the two visits/s, side by side in one run. Timings are medians over ``steps`` timed steps after ``warmup``
+more with one group, and ``pipeline_speedup`` the ratio of the two visits/s, side by side in one run.
+``forward_by_inference_batch`` is the bare forward's trips/s on the last step's trips at several chunk
+sizes (``LearnedDemand.inference_batch``; ``INFERENCE_BATCHES`` by device), to tune the default. Timings are medians over ``steps`` timed steps after ``warmup``
 untimed ones; random actions from a seeded action space.
 """
 
@@ -28,6 +30,29 @@ from world_model.models.mamba import backend_for
 
 from retailsim_env.env import RetailSimEnv
 from retailsim_env.vector import RetailSimVectorEnv
+
+
+INFERENCE_BATCHES = {"cpu": (256, 1024, 4096), "cuda": (1024, 4096, 16384)}
+"""Chunk sizes ``forward_by_inference_batch`` tries (a CPU's largest bounded by its memory at full size)."""
+
+
+def _forward_by_inference_batch(backend, device: torch.device) -> dict[str, float] | None:
+    """{chunk size: trips/s} of the bare forward on the last step's trips, median of 3, the backend's
+    chunk size restored after."""
+    if getattr(backend, "last_trips", None) is None:
+        return None
+    trips, default = len(backend.last_trips[0]), backend.inference_batch
+    rates = {}
+    try:
+        for batch in INFERENCE_BATCHES.get(device.type, INFERENCE_BATCHES["cuda"]):
+            backend.inference_batch = batch
+            inputs = backend.model_inputs(*backend.last_trips)
+            _timed(lambda: backend.forward(inputs), device)  # untimed: a new chunk shape may allocate
+            seconds = float(np.median([_timed(lambda: backend.forward(inputs), device)[0] for _ in range(3)]))
+            rates[str(batch)] = trips / seconds
+    finally:
+        backend.inference_batch = default
+    return rates
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,8 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
         "pipeline_groups": getattr(backend, "pipeline_groups", 1), "vector_one_group": one_group,
         "pipeline_speedup": (vector_visits / sum(vector_times)) / one_group["shopper_visits_per_s"] if one_group else None,
         "forward": {"median_batch": float(np.median(batch_sizes)) if batch_sizes else 0.0, "median_s": forward},
+        "inference_batch": getattr(backend, "inference_batch", None),
+        "forward_by_inference_batch": _forward_by_inference_batch(backend, device) if forward_times else None,
         "step_to_forward_ratio": sum(vector_times) / sum(forward_times) if forward_times else None,
         "beyond_forward": {"us_per_visit": 1e6 * beyond / max(visits_in_step, 1.0),
                            "visits_per_s": visits_in_step / beyond if beyond > 0 else None},
