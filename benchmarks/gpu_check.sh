@@ -26,6 +26,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the ch
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
     torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
     2>&1 | tee "$out/device.txt"
+{ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv 2>/dev/null
+  echo "host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"; } | tee -a "$out/device.txt"
 timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/world_model/models/test_mamba.py \
     tests/world_model/models/test_history_cache.py tests/retailsim_env/test_demand.py tests/retailsim_env/test_transfer.py 2>&1 | tee "$out/tests.log"
 timeout 50 python3 benchmarks/mamba_scan.py --devices "$device" --repeats 3 > "$out/mamba_scan.json" 2> "$out/mamba_scan.err"
