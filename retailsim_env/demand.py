@@ -188,8 +188,9 @@ def _invert(u: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def _copy_groups(n_copies: int, groups: int) -> list[slice]:
     """``range(n_copies)`` cut into at most ``groups`` contiguous, near-equal, non-empty slices."""
-    bounds = np.linspace(0, n_copies, min(max(groups, 1), max(n_copies, 1)) + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [slice(0, 0)]
+    groups = min(max(groups, 1), max(n_copies, 1))
+    bounds = [(i * n_copies) // groups for i in range(groups + 1)]  # integers: no numpy call a step
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [slice(0, 0)]
 
 
 @dataclass
