@@ -169,7 +169,8 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, reward, truncated, info = self.sim.step(np.asarray(action, dtype=np.float64)[None])
         single = {key: value[0].item() for key, value in info.items()}
-        self.dashboard.record(single)
+        if self.render_mode is not None:  # nothing to draw otherwise: no record a step
+            self.dashboard.record(single)
         return obs[0], float(reward[0]), False, bool(truncated[0]), single
 
     def render(self):

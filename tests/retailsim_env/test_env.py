@@ -145,6 +145,13 @@ def test_oracle_needs_ground_truth(tiny_workdir, tmp_path) -> None:
         RetailSimEnv(scenario=scenario, products=3, demand="oracle")
 
 
+def test_without_a_render_mode_no_week_is_kept(default_scenario) -> None:
+    env = RetailSimEnv(scenario=default_scenario, products=3, episode_length=3)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert env.render() is None and env.dashboard.weeks == []
+
+
 def test_render_modes_and_double_close(default_scenario) -> None:
     env = RetailSimEnv(scenario=default_scenario, products=3, episode_length=3, render_mode="ansi")
     env.reset(seed=0)
