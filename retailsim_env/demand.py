@@ -30,7 +30,8 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    demand is Poisson around it (a sum of per-trip Poisson counts is Poisson of the sum), drawn by the
    same inversion from uniforms the copy's generator gave with its trips' (one generator call a copy
    and week instead of two; this, the sparse trip inversion and the gaps' update by arithmetic together
-   made 64 copies of the fixed-propensity vector env step 1.22x as fast, the single env 0.93x).
+   made 64 copies of the fixed-propensity vector env step 1.21x as fast, 8 copies 0.98x, the single env
+   0.91x: more numpy calls where there are few cells).
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
