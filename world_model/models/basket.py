@@ -140,6 +140,19 @@ class RepeatHead(nn.Module):
         [R, d], features [R, F]."""
         return self.mlp(torch.cat([features, queries * candidate_embeddings], dim=-1)).squeeze(-1)
 
+    def score_slots(self, queries: Tensor, candidate_embeddings: Tensor, features: Tensor) -> Tensor:
+        """``forward``'s scores [B, H] for every slot of B samples: ``queries`` [B, d] (one a sample),
+        candidate_embeddings [B, H, d], features [B, H, F]. The query is broadcast over the slots and the
+        first layer applied to the features and to the products separately (its weight split by
+        columns), so neither the spread queries nor the concatenation is materialized: B x H x d values
+        twice, the largest tensors of a full-size forward after the history states. Equal to
+        ``forward`` up to rounding (the first layer's sum is split in two)."""
+        first = self.mlp[0]
+        n_features = features.shape[-1]
+        products = candidate_embeddings * queries.unsqueeze(1)  # [B, H, d]
+        hidden = F.linear(features, first.weight[:, :n_features], first.bias) + F.linear(products, first.weight[:, n_features:])
+        return self.mlp[1:](hidden).squeeze(-1)
+
 
 class BasketWorldModel(nn.Module):
     """Product logits [B, V] and trip-head logits for a batch (keys in ``forward``'s docstring)."""
@@ -268,10 +281,8 @@ class BasketWorldModel(nn.Module):
             repeat = self.repeat(queries[owner], out_embeddings[products], features[owner, slot])  # [R]
             logits = logits.index_put((owner, products), repeat.to(logits.dtype), accumulate=True)
         else:  # broadcast, not gathered: the gradient is a plain sum (index backward adds atomically on CUDA)
-            n, slots = candidates.shape
-            spread = queries.unsqueeze(1).expand(n, slots, queries.shape[1]).flatten(0, 1)
-            repeat = self.repeat(spread, out_embeddings[candidates].flatten(0, 1), features.flatten(0, 1))
-            repeat = repeat.view(n, slots).masked_fill(~real, 0.0).to(logits.dtype)
+            repeat = self.repeat.score_slots(queries, out_embeddings[candidates], features)
+            repeat = repeat.masked_fill(~real, 0.0).to(logits.dtype)
             logits = logits.scatter_add(1, candidates, repeat)
         logits[:, :PRODUCT_SPECIALS] = float("-inf")
         return logits
