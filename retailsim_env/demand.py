@@ -124,15 +124,13 @@ def _guess(u: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _walk_down(cells: np.ndarray, k: np.ndarray, u: np.ndarray, r: np.ndarray, term: np.ndarray, cdf: np.ndarray) -> None:
-    """``_poisson_inverse_cdf``'s step down from its guesses at ``cells`` (those with u < P(X <= k - 1),
-    the CDF at k less P(X = k)): while that holds, k goes down by one; ``k``, ``term`` = P(X = k) and
-    ``cdf`` updated in place."""
+    """``_poisson_inverse_cdf``'s step down from its guesses at ``cells``: while u < P(X <= k - 1) (the
+    CDF at k less P(X = k)), k goes down by one; ``k``, ``term`` = P(X = k) and ``cdf`` updated in place."""
     at = cells
-    while len(at):
+    while len(at := at[(k[at] > 0) & (u[at] < cdf[at] - term[at])]):
         cdf[at] -= term[at]
         term[at] *= k[at] / r[at]
         k[at] -= 1
-        at = at[(k[at] > 0) & (u[at] < cdf[at] - term[at])]
 
 
 def _poisson_inverse_cdf(uniform: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -164,7 +162,7 @@ def _invert(u: np.ndarray, r: np.ndarray) -> np.ndarray:
     large = r >= INVERSION_GUESS_RATE
     if large.all():  # the week's units: every cell from its guess (whole arrays, fewer calls)
         k, term, cdf = _guess(u, r)
-        _walk_down(np.flatnonzero((k > 0) & (u < cdf - term)), k, u, r, term, cdf)
+        _walk_down(np.arange(len(u)), k, u, r, term, cdf)
     else:
         k = np.zeros(u.shape, dtype=np.int64)
         term = np.exp(-r)  # P(X = k) at the start
@@ -172,7 +170,7 @@ def _invert(u: np.ndarray, r: np.ndarray) -> np.ndarray:
         guessed = np.flatnonzero(large)
         if len(guessed):
             k[guessed], term[guessed], cdf[guessed] = _guess(u[guessed], r[guessed])
-            _walk_down(guessed[(k[guessed] > 0) & (u[guessed] < cdf[guessed] - term[guessed])], k, u, r, term, cdf)
+            _walk_down(guessed, k, u, r, term, cdf)
     # u >= P(X <= k): step up until it is below, or the float CDF stops growing (the walk's arrays are
     # the still-active cells' own, compacted as they finish: a scattered update per step costs more)
     at = np.flatnonzero(u >= cdf)
@@ -311,18 +309,15 @@ class LearnedDemand:
         reference = self.first_monday + 7 * (self.now_week - 1)
         for start in range(0, n_slots, batch_size):
             slots = np.arange(start, min(start + batch_size, n_slots))
-            p = self._probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)), np.zeros(len(slots)))
+            p = self._queue_probabilities(slots, np.full(len(slots), reference), np.ones(len(slots)), np.zeros(len(slots)))()
             c, m = self.slot_shopper[slots], self.slot_store[slots]
             self.propensity[m, c] = p * self.basket_items[c, None] * self.units_per_line[None, :]
 
-    def _probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
-        """[n, K] the basket model's probabilities of the managed products for the trips in ``slots``."""
-        return self._queue_probabilities(slots, mondays, gaps, elapsed)()
-
     def _queue_probabilities(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
                              elapsed: np.ndarray) -> Callable[[], np.ndarray]:  # fmt: skip
-        """``_probabilities`` as a call that waits for them: on a GPU the forward and the copy back are
-        queued now, and the host is free until the call."""
+        """A call returning [n, K], the basket model's probabilities of the managed products for the trips
+        in ``slots``: on a GPU the forward and the copy back are queued now, and the host is free until
+        the call."""
         logits = self.forward(self.model_inputs(slots, mondays, gaps, elapsed))
         return to_host_later(torch.softmax(logits.float(), -1)[:, self._product_index].double())
 
@@ -413,16 +408,16 @@ class LearnedDemand:
         n_copies = ratio.shape[0]
         if len(rngs) != n_copies:
             raise ValueError(f"rngs: one generator a copy, got {len(rngs)} for {n_copies} copies")
-        weekly = self.propensities == "weekly"
+        weekly, weeks = self.propensities == "weekly", np.asarray(weeks)
         groups = _copy_groups(n_copies, self.pipeline_groups if weekly else 1)
         drawn = []
         for group in groups:
-            trips = self._draw_trips(group, np.asarray(weeks)[group], log_level[group], rngs[group])
+            trips = self._draw_trips(group, weeks[group], log_level[group], rngs[group])
             pending = self._queue_probabilities(*trips.model_args()) if weekly and len(trips.slots) else None
             drawn.append((trips, pending))
         demand, visits = np.zeros(ratio.shape), np.zeros(ratio.shape[:2])
         for group, (trips, pending) in zip(groups, drawn):
-            if self.propensities == "fixed":
+            if not weekly:
                 lines = trips.count[:, None] * self.propensity[trips.store, trips.shopper]
             elif pending is not None:
                 lines = pending() * (trips.count * self.basket_items[trips.shopper])[:, None] * self.units_per_line[None, :]
