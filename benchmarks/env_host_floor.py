@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from retailsim_env.bench import timed_steps
 from retailsim_env.vector import RetailSimVectorEnv
 
 
@@ -40,15 +41,8 @@ def host_floor(num_envs: int, steps: int, warmup: int, seed: int = 0) -> dict:
     demand.forward = lambda inputs: torch.zeros(sum(len(chunk["t3"]) for chunk in inputs), n_logits)
     env.action_space.seed(seed)
     env.reset(seed=seed)
-    actions = [env.action_space.sample() for _ in range(warmup + steps)]
-    for action in actions[:warmup]:
-        env.step(action)
-    times, visits = [], []
-    for action in actions[warmup:]:
-        start = time.perf_counter()
-        *_, info = env.step(action)
-        times.append(time.perf_counter() - start)
-        visits.append(float(info["visits"].sum()))
+    step_visits = lambda: float(env.step(env.action_space.sample())[4]["visits"].sum())  # noqa: E731
+    times, visits = timed_steps(step_visits, steps, warmup, torch.device("cpu"))
     trips = len(demand.last_trips[0])
     logits = torch.zeros(trips, n_logits)
     softmax = []
@@ -57,9 +51,9 @@ def host_floor(num_envs: int, steps: int, warmup: int, seed: int = 0) -> dict:
         torch.softmax(logits, -1)[:, demand._product_index].double().cpu().numpy()
         softmax.append(time.perf_counter() - start)
     median, softmax_s = statistics.median(times), statistics.median(softmax)
-    per_visit = sum(times) / max(sum(visits), 1.0)
-    rest_per_visit = (sum(times) - softmax_s * len(times)) / max(sum(visits), 1.0)
-    return {"num_envs": num_envs, "steps": steps, "median_step_ms": 1e3 * median, "visits_per_step": statistics.mean(visits),
+    per_visit = sum(times) / max(visits, 1.0)
+    rest_per_visit = (sum(times) - softmax_s * len(times)) / max(visits, 1.0)
+    return {"num_envs": num_envs, "steps": steps, "median_step_ms": 1e3 * median, "visits_per_step": visits / steps,
             "us_per_visit": 1e6 * per_visit, "visits_per_s": 1.0 / per_visit, "softmax_ms": 1e3 * softmax_s,
             "without_softmax": {"us_per_visit": 1e6 * rest_per_visit, "visits_per_s": 1.0 / rest_per_visit}}  # fmt: skip
 

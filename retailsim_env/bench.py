@@ -6,16 +6,17 @@ shopper-visits per second (trips that went through the basket model). The ratio 
 timed vector steps over the total time of the bare basket-model forward, timed right after each step on
 that step's trips (inputs already assembled; with a history cache, the cached decoder the step runs):
 1.0 means a step costs nothing beyond its inference (on a GPU the copy groups of
-``LearnedDemand.pipeline_groups`` bring it closer to 1: the host draws one group during another's forward). ``beyond_forward`` is, over ``steps`` more
-vector steps, the time outside their own forwards (each timed inside the step, the device synchronized
+``LearnedDemand.pipeline_groups`` bring it closer to 1: the host draws one group during another's
+forward). ``beyond_forward`` is, over ``steps`` more vector steps, the time outside their own forwards (each timed inside the step, the device synchronized
 around it, which also serializes the groups) per visit, and the visits/s it alone would allow (a model of
 zero cost): the ceiling the rest of the step (draws, inputs, accounting; on a GPU mostly the host's
 share) puts on throughput; with fixed propensities the whole step. The throughput figures come from
 steps without that timing inside. With more than one copy group, ``vector_one_group`` is as many steps
 more with one group, and ``pipeline_speedup`` the ratio of the two visits/s, side by side in one run.
 ``forward_by_inference_batch`` is the bare forward's trips/s on the last step's trips at several chunk
-sizes (``LearnedDemand.inference_batch``; ``INFERENCE_BATCHES`` by device), to tune the default. Timings are medians over ``steps`` timed steps after ``warmup``
-untimed ones; random actions from a seeded action space.
+sizes (``LearnedDemand.inference_batch``; ``INFERENCE_BATCHES`` by device), to tune the default.
+Timings are medians over ``steps`` timed steps after ``warmup`` untimed ones; random actions from a
+seeded action space.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def _timed(call, device: torch.device):
     return time.perf_counter() - start, result
 
 
-def _timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[list[float], float]:
+def timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[list[float], float]:
+    """(seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones, the sum of what the
+    timed calls return: their visits); the device synchronized around each call."""
     times, visits = [], 0.0
     for i in range(warmup + steps):
         seconds, info_visits = _timed(step, device)
@@ -103,7 +106,7 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     device = single.market.backend.device if hasattr(single.market.backend, "device") else torch.device("cpu")
     single.action_space.seed(config.seed)
     single.reset(seed=config.seed)
-    single_times, single_visits = _timed_steps(lambda: single.step(single.action_space.sample())[4]["visits"],
+    single_times, single_visits = timed_steps(lambda: single.step(single.action_space.sample())[4]["visits"],
                                                config.steps, config.warmup, device)  # fmt: skip
     vector = RetailSimVectorEnv(config.num_envs, **kwargs)
     vector.action_space.seed(config.seed)
@@ -130,27 +133,22 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
             inputs = backend.model_inputs(*backend.last_trips)
             forward_times.append(_timed(lambda: backend.forward(inputs), device)[0])
             batch_sizes.append(len(backend.last_trips[0]))
-    timed_in_step, visits_in_step = 0.0, 0.0  # the beyond_forward pass: each forward timed inside its step
-    backend.forward = forward_timed_in_step
+    backend.forward = forward_timed_in_step  # the beyond_forward pass: each forward timed inside its step
     try:
-        for _ in range(config.steps):
-            step_time, visits = _timed(vector_step_visits, device)
-            timed_in_step += step_time
-            visits_in_step += visits
+        times_in_step, visits_in_step = timed_steps(vector_step_visits, config.steps, 0, device)
     finally:
         del backend.forward  # the class's method again
     one_group = None
     if getattr(backend, "pipeline_groups", 1) > 1 and config.propensities == "weekly":
         groups, backend.pipeline_groups = backend.pipeline_groups, 1
         try:
-            timed = [_timed(vector_step_visits, device) for _ in range(config.steps)]
+            times, visits = timed_steps(vector_step_visits, config.steps, 0, device)
         finally:
             backend.pipeline_groups = groups
-        one_group = {"steps_per_s": config.num_envs / float(np.median([t for t, _ in timed])),
-                     "shopper_visits_per_s": sum(v for _, v in timed) / sum(t for t, _ in timed)}  # fmt: skip
+        one_group = {"steps_per_s": config.num_envs / float(np.median(times)), "shopper_visits_per_s": visits / sum(times)}
     single_step, vector_step = float(np.median(single_times)), float(np.median(vector_times))
     forward = float(np.median(forward_times)) if forward_times else None
-    beyond = timed_in_step - sum(in_step)
+    beyond = sum(times_in_step) - sum(in_step)
     return {
         "config": asdict(config), "device": str(device), "scenario": single.market.scenario.name,
         "mamba_backend": backend_for(torch.zeros(1, device=device)),
