@@ -13,9 +13,9 @@ from retailsim_env.scenario import Scenario
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _demand(path, **kwargs) -> LearnedDemand:
+def _demand(path, device: str = "cpu", **kwargs) -> LearnedDemand:
     scenario = Scenario(path)
-    return LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(5), device="cpu", **kwargs)
+    return LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(5), device=device, **kwargs)
 
 
 def _weeks(demand: LearnedDemand, n_weeks: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,9 +107,7 @@ def test_pipeline_groups_leave_every_copys_week_as_it_was(tiny_cached_scenario_d
     recency bit for bit (they do not depend on the model) and the units up to the forward's rounding."""
     n_copies, runs = 5, []
     for groups in (1, 2, 3):
-        scenario = Scenario(tiny_cached_scenario_dir)
-        demand = LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(5), device=device,
-                               propensities=propensities, pipeline_groups=groups)  # fmt: skip
+        demand = _demand(tiny_cached_scenario_dir, device, propensities=propensities, pipeline_groups=groups)
         rngs = [np.random.default_rng([11, b]) for b in range(n_copies)]
         demand.reset(np.arange(n_copies), n_copies, rngs)
         price = demand.reference * np.linspace(0.8, 1.2, n_copies)[:, None, None]
