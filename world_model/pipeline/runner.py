@@ -153,6 +153,9 @@ def _run_stage(
     missing = [name for name in stage.outputs if not (scratch / name).exists()]
     if missing:
         raise RuntimeError(f"stage {stage.name} did not write {missing}")
+    # The outputs are replaced one by one: a crash between two would leave a mix of this run's and the
+    # last one's, which the last manifest would then vouch for. Without a manifest the stage reruns.
+    (workdir / MANIFESTS / f"{stage.name}.json").unlink(missing_ok=True)
     for name in stage.outputs:
         target = workdir / stage.section / name
         if target.is_dir():

@@ -13,6 +13,7 @@ import pytest
 from retailsim.cli import main
 from tests.world_model.pipeline.conftest import SPLIT
 from world_model.errors import RetailSimError
+from world_model.pipeline import runner
 from world_model.pipeline.runner import SPILL, Stage, StageContext, run_pipeline
 from world_model.pipeline.weeks import WeekIndex
 
@@ -56,6 +57,36 @@ def test_a_changed_parameter_or_a_missing_output_reruns_the_stage(ingested_marke
     (tmp_path / "processed" / "a.parquet").unlink()
     run_pipeline(ingested_market, tmp_path, stages, SPLIT)
     assert calls == ["a", "a", "a"]
+
+
+def test_a_crash_while_publishing_outputs_reruns_the_stage(ingested_market: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Two outputs replaced one by one: a crash between them must not leave the last manifest vouching
+    for a mix of two runs' outputs."""
+
+    def run(ctx: StageContext) -> dict[str, int]:
+        for name in ("a.txt", "b.txt"):
+            (ctx.out / name).write_text(f"train_end={ctx.config.train_end}")
+        return {"a.txt": 1, "b.txt": 1}
+
+    stages = [Stage(name="s", section="processed", outputs=("a.txt", "b.txt"), run=run)]
+    run_pipeline(ingested_market, tmp_path, stages, SPLIT)
+    replace, calls = runner.os.replace, []
+
+    def crash_on_second(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return replace(source, target)
+
+    monkeypatch.setattr(runner.os, "replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(ingested_market, tmp_path, stages, dataclasses.replace(SPLIT, train_end=SPLIT.train_end - 1))
+    monkeypatch.setattr(runner.os, "replace", replace)
+    report = run_pipeline(ingested_market, tmp_path, stages, SPLIT)
+    assert not report["stages"]["s"]["skipped"]
+    texts = {(tmp_path / "processed" / name).read_text() for name in ("a.txt", "b.txt")}
+    assert texts == {f"train_end={SPLIT.train_end}"}
 
 
 def test_spill_files_left_by_a_killed_run_are_cleared(ingested_market: Path, tmp_path: Path) -> None:
