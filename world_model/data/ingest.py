@@ -517,8 +517,10 @@ def _week_marker(work: Path, week: int) -> Path:
 
 
 def _late_rejections_part(work: Path, week: int) -> Path:
-    """(file, line, reason) of a week's late rejections; their text is read back once per file at the end."""
-    return work / "_quarantine" / f"late-week-{week}.parquet"
+    """(file, line, reason) of a week's late rejections; their text is read back once per file at the end.
+    Kept in ``_state`` until the ingest is published: outside ``_quarantine``, so never merged as they
+    are, and never deleted before that, so a resumed ingest reads them all again."""
+    return work / "_state" / f"late-week-{week}.parquet"
 
 
 def _week_parts(work: Path, week: int) -> list[str]:
@@ -616,8 +618,9 @@ def _destroyed_ids(work: Path) -> pa.Array:
 
 
 def _quarantine_late_rejections(work: Path, files: list[Path], config: IngestConfig) -> None:
-    """Read the original text of every late rejection back from its source, each file once."""
-    parts = sorted((work / "_quarantine").glob("late-week-*.parquet"))
+    """Read the original text of every late rejection back from its source, each file once. Idempotent:
+    every ``late-f`` file is rebuilt from all the weeks' parts, so a crash here loses nothing."""
+    parts = sorted((work / "_state").glob("late-week-*.parquet"))
     if not parts:
         return
     late = pa.concat_tables([pq.read_table(p) for p in parts])
@@ -625,8 +628,6 @@ def _quarantine_late_rejections(work: Path, files: list[Path], config: IngestCon
         mine = late.filter(pc.equal(late.column("file"), index))
         table = reread_rows(files[index], mine.column("line").to_numpy(), mine.column("reason").to_pylist(), config.block_bytes)
         _write_parquet_atomic(table, work / "_quarantine" / f"late-f{index:05d}.parquet")
-    for part in parts:
-        part.unlink()
 
 
 def _with_rebuilt_basket_ids(con: duckdb.DuckDBPyConnection, rows: pa.Table, destroyed: pa.Array) -> pa.Table:
@@ -722,6 +723,10 @@ def _publish(work: Path, out_dir: Path, report: dict) -> None:
         con.close()
     else:
         pq.write_table(QUARANTINE_SCHEMA.empty_table(), target)
+    written = pq.read_metadata(target).num_rows  # the report counts reasons; the file must hold every row
+    if written != report["rows_quarantined"]:
+        raise RuntimeError(f"ingest lost quarantined rows: the report counts {report['rows_quarantined']}, "
+                           f"{target.name} holds {written}")  # fmt: skip
     (work / "_state" / "inputs.json").unlink()  # first: an interrupted clean-up must not look resumable
     for scratch in ("_staging", "_quarantine", "_duckdb_tmp", "_state"):
         shutil.rmtree(work / scratch, ignore_errors=True)

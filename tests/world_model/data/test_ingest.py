@@ -331,6 +331,49 @@ def test_a_crash_in_any_late_step_resumes_to_the_same_result(tmp_path: Path, mon
     assert [(r["line"], r["reason"]) for r in quarantine] == [(4, Reason.DUPLICATE_LINE)]
 
 
+def test_a_crash_at_any_file_operation_of_the_late_quarantine_step_loses_no_row(tmp_path: Path, monkeypatch) -> None:
+    """One file spanning two weeks, a duplicate in each: the late rejections of both weeks become one
+    file's quarantine, and a crash at the step's first, second or third file operation (a removal or a
+    rename) must resume to both rows quarantined."""
+    week_9 = {"SHOP_WEEK": "200609", "SHOP_DATE": "20060424", "SHOP_WEEKDAY": "2", "BASKET_ID": "5"}
+    rows = [lgsr_row(), lgsr_row(), lgsr_row(**week_9), lgsr_row(**week_9)]
+    write_lgsr(tmp_path / "in" / "transactions_all.csv", rows)
+    write_calendar(tmp_path / "in" / "time.csv", CALENDAR_200607_200609)
+    real_step, real_unlink, real_replace = ingest_module._quarantine_late_rejections, Path.unlink, ingest_module.os.replace
+    for crash_at in (1, 2, 3):
+        operations, inside = [], []
+
+        def counted(real):
+            def operation(*args, **kwargs):
+                if inside:
+                    operations.append(1)
+                    if len(operations) == crash_at:
+                        raise RuntimeError("power cut")
+                return real(*args, **kwargs)
+            return operation
+
+        def step(*args, **kwargs):
+            inside.append(1)
+            try:
+                return real_step(*args, **kwargs)
+            finally:
+                inside.clear()
+
+        monkeypatch.setattr(Path, "unlink", counted(real_unlink))
+        monkeypatch.setattr(ingest_module.os, "replace", counted(real_replace))
+        monkeypatch.setattr(ingest_module, "_quarantine_late_rejections", step)
+        out = tmp_path / f"out{crash_at}"
+        try:
+            ingest(tmp_path / "in", out, QUIET)
+        except RuntimeError:  # crashed: resume
+            monkeypatch.undo()
+            ingest(tmp_path / "in", out, QUIET)
+        monkeypatch.undo()
+        quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
+        assert [(r["line"], r["reason"]) for r in quarantine] == [(3, Reason.DUPLICATE_LINE), (5, Reason.DUPLICATE_LINE)]
+        assert json.loads((out / "ingest_report.json").read_text())["rows_quarantined"] == 2
+
+
 def test_two_ingests_in_one_process_do_not_share_destroyed_ids(tmp_path: Path) -> None:
     source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(BASKET_ID="1"), lgsr_row(BASKET_ID="2", PROD_CODE="P2")])
     assert ingest(source, tmp_path / "out", QUIET)["destroyed_basket_ids"] == 0
