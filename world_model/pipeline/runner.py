@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -27,6 +28,8 @@ from world_model.data.duckdb_util import connect, sql_string
 from world_model.errors import RetailSimError
 from world_model.pipeline.config import PipelineConfig
 from world_model.pipeline.weeks import WeekIndex
+
+log = logging.getLogger(__name__)
 
 MANIFESTS = "manifests"
 REPORT = "pipeline_report.json"
@@ -92,6 +95,10 @@ def run_pipeline(
         config.train_end,
         config.valid_end,
     )
+    for split, end in (("validation", config.train_end), ("test", config.valid_end)):
+        if end >= len(weeks.shop_weeks):  # training needs validation weeks (training.tasks says so)
+            log.warning("--split %d,%d: the data has %d weeks, so the %s split is empty",
+                        config.train_end, config.valid_end, len(weeks.shop_weeks), split)  # fmt: skip
     selected = _select(stages, only)
     (workdir / MANIFESTS).mkdir(parents=True, exist_ok=True)
     # A killed run leaves DuckDB's spill files behind and no later connection reuses them (GBs at scale);

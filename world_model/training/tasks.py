@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from world_model.errors import RetailSimError
 from world_model.evaluation.targets import EvaluationTargets
 from world_model.models.basket import (
     TRIP_HEADS,
@@ -64,7 +65,13 @@ class TargetBatches:
 
 
 def _validation_rows(data: PreparedData, limit: int | None) -> np.ndarray:
-    return EvaluationTargets.from_prepared(data, "validation", limit=limit).rows
+    """The validation targets the monitor is computed on; none would make every epoch's figure
+    meaningless (and best.pt and early stopping with it), so that is an error before any training."""
+    rows = EvaluationTargets.from_prepared(data, "validation", limit=limit).rows
+    if len(rows) == 0:
+        raise RetailSimError(f"{data.workdir}: the validation split has no targets; run `retailsim pipeline run` "
+                             "with a --split whose TRAIN_END leaves validation weeks with baskets")  # fmt: skip
+    return rows
 
 
 def trip_classes(data: PreparedData) -> dict[str, int]:

@@ -89,6 +89,18 @@ def test_a_crash_while_publishing_outputs_reruns_the_stage(ingested_market: Path
     assert texts == {f"train_end={SPLIT.train_end}"}
 
 
+def test_a_split_past_the_data_warns_of_the_empty_split(ingested_market: Path, tmp_path: Path, caplog) -> None:
+    with caplog.at_level("WARNING", logger=runner.__name__):
+        run_pipeline(ingested_market, tmp_path / "a", [counting_stage("a", [])], SPLIT)
+        assert not caplog.records
+        run_pipeline(ingested_market, tmp_path / "b", [counting_stage("a", [])], dataclasses.replace(SPLIT, valid_end=999))
+        assert [r.getMessage().split("so the ")[1] for r in caplog.records] == ["test split is empty"]
+        caplog.clear()
+        run_pipeline(ingested_market, tmp_path / "c", [counting_stage("a", [])],
+                     dataclasses.replace(SPLIT, train_end=998, valid_end=999))  # fmt: skip
+        assert [r.getMessage().split("so the ")[1] for r in caplog.records] == ["validation split is empty", "test split is empty"]
+
+
 def test_spill_files_left_by_a_killed_run_are_cleared(ingested_market: Path, tmp_path: Path) -> None:
     leftover = tmp_path / SPILL / "duckdb_temp_123_storage_0.tmp"
     leftover.parent.mkdir(parents=True)

@@ -15,6 +15,8 @@ import torch
 
 from retailsim.cli import main
 from tests.world_model.training.test_resume import assert_same_state
+from world_model.errors import RetailSimError
+from world_model.evaluation.targets import EvaluationTargets
 from world_model.models.basket import BasketModelConfig
 from world_model.pipeline.loader import PreparedData
 from world_model.training import TrainConfig, load_checkpoint, train
@@ -111,3 +113,16 @@ def test_a_wrong_checkpoint_is_one_clear_error(prepared: PreparedData, tmp_path:
     code = main(["evaluate", str(prepared.workdir), "--world-model", str(bogus), "--out", str(tmp_path / "m.json")])
     assert code == 2
     assert str(bogus) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", [StoreVisitTask, BasketTask])
+def test_a_task_without_validation_targets_fails_before_training(prepared: PreparedData, monkeypatch, task) -> None:
+    """A --split that leaves no validation targets would make every epoch's monitor meaningless."""
+    real = EvaluationTargets.from_prepared.__func__
+
+    def without_validation(cls, data, split, limit=None, **kwargs):
+        return real(cls, data, split, limit=0 if split == "validation" else limit, **kwargs)
+
+    monkeypatch.setattr(EvaluationTargets, "from_prepared", classmethod(without_validation))
+    with pytest.raises(RetailSimError, match="the validation split has no targets"):
+        task(prepared)
