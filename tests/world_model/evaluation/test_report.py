@@ -17,6 +17,7 @@ from world_model.evaluation import (
     store_baselines,
     write_metrics,
 )
+from world_model.evaluation import report
 from world_model.evaluation.breakdowns import target_groups
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
@@ -101,6 +102,36 @@ def test_limit_and_unique_names(prepared: PreparedData) -> None:
     assert small["targets/count"] == 25
     with pytest.raises(ValueError, match="unique"):
         evaluate(prepared, "test", [Oracle(), Oracle()], [])
+
+
+def test_each_method_is_timed_for_its_own_work(prepared: PreparedData, monkeypatch) -> None:
+    """A ranker taking its stores from an evaluated store predictor reuses that predictor's last
+    result: the scoring counts to the predictor, not to the first ranker that asked (a fake clock: 10
+    per store scoring, 1 per ranking)."""
+    clock = [0.0]
+    monkeypatch.setattr(report.time, "perf_counter", lambda: clock[0])
+
+    class Stores(Oracle):
+        name = "stores"
+
+        def probabilities(self, targets: EvaluationTargets) -> np.ndarray:
+            if getattr(self, "last", None) is not targets:
+                clock[0] += 10.0
+                self.last = targets
+            return super().probabilities(targets)
+
+    class StoreAwareRanker(Oracle):
+        name = "ranker"
+
+        def rank(self, targets: EvaluationTargets, k: int = 20) -> np.ndarray:
+            stores.probabilities(targets)
+            clock[0] += 1.0
+            return super().rank(targets, k)
+
+    stores = Stores()
+    metrics = evaluate(prepared, "test", [StoreAwareRanker()], [stores], limit=25)
+    assert metrics["store_visit/stores/seconds"] == 10.0
+    assert metrics["next_basket/ranker/seconds"] == 1.0
 
 
 def test_write_metrics_is_atomic_json(tmp_path: Path) -> None:
