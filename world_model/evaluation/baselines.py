@@ -93,6 +93,16 @@ def top_scores(scores: np.ndarray, k: int) -> np.ndarray:
     width = min(k, scores.shape[1])
     top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
     value = np.take_along_axis(scores, top, axis=1)
+    # argpartition keeps an arbitrary subset of the scores tied at the cut (the width-th largest); where
+    # a positive cut left some out, those rows take their lowest tied columns instead.
+    cut = value.min(1, keepdims=True)
+    tied = scores == cut
+    redo = np.flatnonzero((cut[:, 0] > 0) & (tied.sum(1) > (value == cut).sum(1)))
+    if len(redo):
+        room = width - (scores[redo] > cut[redo]).sum(1, keepdims=True)
+        chosen = (scores[redo] > cut[redo]) | (tied[redo] & (np.cumsum(tied[redo], axis=1) <= room))
+        top[redo] = np.nonzero(chosen)[1].reshape(len(redo), width)
+        value[redo] = np.take_along_axis(scores[redo], top[redo], axis=1)
     order = np.lexsort((top, -value), axis=1)
     top, value = np.take_along_axis(top, order, axis=1), np.take_along_axis(value, order, axis=1)
     out = np.full((len(scores), k), NO_PREDICTION, dtype=np.int64)

@@ -19,6 +19,7 @@ from world_model.evaluation.baselines import (
     rule_distribution,
     store_baselines,
     tifu_vectors,
+    top_scores,
     training_popularity,
 )
 from world_model.evaluation.targets import EvaluationTargets, history_items
@@ -153,3 +154,18 @@ def test_store_baselines_on_the_tiny_market(prepared: PreparedData) -> None:
         assert p.shape == (len(targets), prepared.n_stores)
         np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
         assert p.argmax(axis=1).tolist() == predictor.predict(targets).tolist()
+
+
+def test_top_scores_breaks_ties_by_column() -> None:
+    """Many columns tied at the cut: the lowest ones are kept, in column order after the larger scores
+    (argpartition alone kept an arbitrary subset of them); zero scores are no prediction."""
+    scores = np.zeros((2, 300))
+    scores[:, 5], scores[0, 100:], scores[1, 290] = 2.0, 1.0, 3.0
+    top = top_scores(scores, 20)
+    assert top[0].tolist() == [5, *range(100, 119)]
+    assert top[1].tolist() == [290, 5] + [-1] * 18
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (300, 40)).astype(float)
+    order = np.lexsort((np.broadcast_to(np.arange(40), scores.shape), -scores), axis=1)[:, :10]
+    expected = np.where(np.take_along_axis(scores, order, 1) > 0, order, -1)
+    assert (top_scores(scores, 10) == expected).all()
