@@ -175,7 +175,10 @@ class BasketTaskConfig:
 
 class BasketTask:
     """Trains ``BasketWorldModel`` with its configured objective. Next basket: validation monitors NDCG@10
-    on the validation targets (true store, the customer's usual trip mix). Masked: masked-item accuracy."""
+    on the validation targets (true store, the customer's usual trip mix). Masked: masked-item accuracy.
+
+    ``epochs``: the run's epoch count (``TrainConfig.epochs``), which the masked objective's masking phases
+    divide in thirds; the default 1 puts every epoch after the first in the finetune phase."""
 
     monitor_mode = "max"
 
@@ -257,10 +260,10 @@ def ranking_scores(logits: Tensor, targets: Tensor, k: int) -> dict[str, Tensor]
     ``world_model.evaluation``."""
     top = top_k_products(logits, k)  # [B, k]
     real = targets > 0
-    hits = ((top.unsqueeze(2) == targets.unsqueeze(1)) & real.unsqueeze(1)).any(2).float()  # [B, k]
+    hits = ((top.unsqueeze(2) == targets.unsqueeze(1)) & real.unsqueeze(1)).any(2).float()  # [B, k'], k' <= k
     size = real.sum(1).clamp(min=1)
-    discount = 1.0 / torch.log2(torch.arange(2, k + 2, device=logits.device, dtype=torch.float32))
-    ideal = torch.cumsum(discount, 0)[(size.clamp(max=k) - 1)]
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, device=logits.device, dtype=torch.float32))[: top.shape[1]]
+    ideal = torch.cumsum(discount, 0)[(size.clamp(max=len(discount)) - 1)]
     return {f"recall@{k}": hits.sum(1) / size, f"ndcg@{k}": (hits * discount).sum(1) / ideal}
 
 

@@ -20,7 +20,7 @@ from world_model.evaluation.targets import EvaluationTargets
 from world_model.models.basket import BasketModelConfig
 from world_model.pipeline.loader import PreparedData
 from world_model.training import TrainConfig, load_checkpoint, train
-from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, TargetBatches, trip_classes
+from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, TargetBatches, ranking_scores, trip_classes
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = TrainConfig(epochs=2, lr=3e-3, patience=0, progress=False, log_every=0, max_steps_per_epoch=3)
@@ -126,3 +126,12 @@ def test_a_task_without_validation_targets_fails_before_training(prepared: Prepa
     monkeypatch.setattr(EvaluationTargets, "from_prepared", classmethod(without_validation))
     with pytest.raises(RetailSimError, match="the validation split has no targets"):
         task(prepared)
+
+
+def test_ranking_scores_with_fewer_products_than_k() -> None:
+    """A vocabulary of 5 real products ranked at k = 10: all of them, the metrics over those 5 ranks."""
+    logits = torch.tensor([[float("-inf")] * 3 + [5.0, 4.0, 3.0, 2.0, 1.0]])
+    scores = ranking_scores(logits, torch.tensor([[3, 5, 0]]), k=10)  # ranks 1 and 3
+    assert scores["recall@10"].item() == 1.0
+    ideal = 1.0 + 1.0 / np.log2(3)
+    assert scores["ndcg@10"].item() == pytest.approx((1.0 + 1.0 / np.log2(4)) / ideal)
