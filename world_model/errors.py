@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class RetailSimError(Exception):
     """A problem with the user's input or arguments (a file, a column, an option), not a bug."""
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty directory unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise RetailSimError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise RetailSimError(f"{out}: output directory exists and is not empty (pass --overwrite)")

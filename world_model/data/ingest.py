@@ -30,7 +30,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -61,7 +61,7 @@ from world_model.data.schema import (
     detect_layout,
     layout_columns,
 )
-from world_model.errors import RetailSimError
+from world_model.errors import RetailSimError, check_output_dir
 
 log = logging.getLogger("retailsim")
 
@@ -117,8 +117,7 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     config = config or IngestConfig()
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not config.overwrite:
-        raise RetailSimError(f"{out_dir}: output directory exists and is not empty (pass --overwrite)")
+    check_output_dir(out_dir, config.overwrite)
     connect(config.memory_limit).close()  # a bad --memory-limit fails now, not after the first pass
     files, found_calendar = discover_inputs(input_spec)
     calendar_path = config.calendar or found_calendar
@@ -239,10 +238,11 @@ def _stage_files(files: list[Path], layouts: list[str], work: Path, config: Inge
     """
     results = {i: json.loads(_stage_marker(work, i).read_text()) for i in range(len(files)) if _stage_marker(work, i).exists()}
     todo = [i for i in range(len(files)) if i not in results]
-    jobs = [(files[i], i, layouts[i], work, config) for i in todo]
+    workers = resolve_workers(config.workers, len(todo))
+    jobs = [(files[i], i, layouts[i], work, replace(config, workers=workers)) for i in todo]
     bar = tqdm(total=len(files), initial=len(results), desc="ingest: read", unit="file", disable=not config.progress or None)
     with bar:
-        for index, outcome in zip(todo, run_jobs(_stage_job, jobs, resolve_workers(config.workers, len(jobs)), bar)):
+        for index, outcome in zip(todo, run_jobs(_stage_job, jobs, workers, bar)):
             results[index] = outcome
     return [results[i] for i in range(len(files))]
 
@@ -261,7 +261,8 @@ def _stage_job(job: tuple[Path, int, str, Path, IngestConfig]) -> dict:
 
 
 def _worker_connection(work: Path, config: IngestConfig) -> duckdb.DuckDBPyConnection:
-    """Single-threaded when files run in parallel processes; the configured threads when inline."""
+    """Single-threaded when jobs run in parallel processes; the configured threads when inline (the
+    jobs' ``config.workers`` is the pool's resolved size)."""
     threads = config.threads if config.workers == 1 else 1
     return worker_connection(config.memory_limit, work / "_duckdb_tmp", threads)
 
@@ -490,10 +491,11 @@ def _finalize_weeks(
     for week in weekly:
         _commit_week(work, week)
     todo = [w for w in weeks if w not in weekly]
-    jobs = [(work, w, spans.get(w), summaries.get(w, {}), rebuild, config) for w in todo]
+    workers = resolve_workers(config.workers, len(todo))
+    jobs = [(work, w, spans.get(w), summaries.get(w, {}), rebuild, replace(config, workers=workers)) for w in todo]
     bar = tqdm(total=len(weeks), initial=len(weekly), desc="ingest: finalize", unit="week", disable=not config.progress or None)
     with bar:
-        for week, outcome in zip(todo, run_jobs(_finalize_job, jobs, resolve_workers(config.workers, len(jobs)), bar)):
+        for week, outcome in zip(todo, run_jobs(_finalize_job, jobs, workers, bar)):
             weekly[week] = outcome
     return weekly
 

@@ -245,6 +245,9 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     report = ingest(source, tmp_path / "out", IngestConfig(progress=False, workers=1, overwrite=True))
     assert report["rows_accepted"] == 1
     assert not (tmp_path / "out.old").exists()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(RetailSimError, match="a_file: exists and is not a directory"):
+        ingest(source, tmp_path / "a_file", IngestConfig(progress=False, workers=1, overwrite=True))
 
 
 def test_process_pool_gives_the_same_result_as_inline(tmp_path: Path) -> None:
@@ -431,3 +434,14 @@ def test_paths_with_quotes_and_a_bad_memory_limit(tmp_path: Path) -> None:
     assert ingest(source.parent, tmp_path / "o'ut", QUIET)["rows_accepted"] == 1
     with pytest.raises(RetailSimError, match="--memory-limit"):
         ingest(source.parent, tmp_path / "x", IngestConfig(progress=False, memory_limit="2 gigs"))
+
+
+def test_jobs_run_inline_use_the_configured_duckdb_threads(tmp_path: Path, monkeypatch) -> None:
+    """workers=None with one input file and one week: both pools have one job and run it inline, so its
+    DuckDB connection gets the configured threads, not the single thread of a pool's process."""
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(), lgsr_row()])  # a duplicate to rewrite
+    threads = []
+    real = ingest_module.worker_connection
+    monkeypatch.setattr(ingest_module, "worker_connection", lambda *args: threads.append(args[2]) or real(*args))
+    ingest(source, tmp_path / "out", IngestConfig(progress=False, workers=None, threads=2))
+    assert threads and set(threads) == {2}

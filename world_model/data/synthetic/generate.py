@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from world_model.errors import RetailSimError
+from world_model.errors import check_output_dir
 
 from ..schema import Reason
 from .config import MarketConfig
@@ -37,13 +37,6 @@ from .writer import csv_bytes, csv_lines, string_columns, string_table
 STREAM_WEEK = 0
 STREAM_DEFECTS = 1
 FORMATS = ("csv", "parquet")
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RetailSimError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RetailSimError(f"{out}: output directory exists and is not empty (pass --overwrite)")
 
 
 def _write_time_csv(market: SyntheticMarket, path: Path) -> None:
@@ -137,7 +130,7 @@ def generate_market(
     if not 0.0 <= dirty_rate <= 1.0:
         raise ValueError("dirty_rate must be in [0, 1]")
     out = Path(out_dir)
-    _check_target(out, overwrite)
+    check_output_dir(out, overwrite)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
