@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from world_model.data.reader import iter_chunks, read_header
@@ -87,11 +86,3 @@ class QuarantineWriter:
             self._writer = None
             if publish:
                 os.replace(self._tmp, self.path)
-
-
-def reason_counts(table: pa.Table) -> dict[str, int]:
-    """{reason: rows} of a quarantine table."""
-    if table.num_rows == 0:
-        return {}
-    counts = pc.value_counts(table.column("reason")).to_pylist()
-    return {item["values"]: item["counts"] for item in counts}

@@ -57,12 +57,8 @@ def detect_layout(columns: list[str] | tuple[str, ...]) -> str | None:
     return None
 
 
-# Columns parsed as numbers; everything else stays text.
+# Columns parsed as integers (SPEND as a float; everything else stays text).
 INTEGER_COLUMNS: tuple[str, ...] = ("SHOP_WEEK", "SHOP_DATE", "SHOP_WEEKDAY", "SHOP_HOUR", "QUANTITY")
-FLOAT_COLUMNS: tuple[str, ...] = ("SPEND",)
-
-# Columns that must hold a value for a row to be usable at all.
-REQUIRED_VALUE_COLUMNS: tuple[str, ...] = ("PROD_CODE", "STORE_CODE", "BASKET_ID")
 
 # The columns that identify one shopping trip when BASKET_ID was destroyed (e.g. saved as 9.94E+14).
 BASKET_REBUILD_KEY: tuple[str, ...] = (

@@ -23,10 +23,6 @@ from world_model.models.history import HistoryFeatures
 from world_model.pipeline.loader import PreparedData, bert_mask
 from world_model.pipeline.tensor_cache import BASKET_COLUMN, PAD
 
-TRIP_CONTEXTS = ("patterns", "true")
-"""T6 fed to the basket model: the customer's usual trip mix (what the simulator knows) or the trip's own."""
-
-
 def _pad_ragged(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray, fill: int = PAD) -> np.ndarray:
     lengths = offsets[rows + 1] - offsets[rows]
     out = np.full((len(rows), max(1, int(lengths.max(initial=0)))), fill, dtype=np.int64)

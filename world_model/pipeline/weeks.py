@@ -52,6 +52,6 @@ class WeekIndex:
         )
 
     @property
-    def last_train_week(self) -> int:
+    def last_train_shop_week(self) -> int:
         """SHOP_WEEK of the last training week (or the last week when there are fewer)."""
         return self.shop_weeks[min(self.train_end, len(self.shop_weeks)) - 1]

@@ -263,7 +263,7 @@ def test_generated_market_training_rows_survive_truncation(generated, tmp_path: 
     for week in weeks.shop_weeks[:6]:
         shutil.copytree(week_dir(ingested, week), week_dir(truncated, week))
     full, _, _ = _run(ingested, tmp_path / "full", report["first_week"], report["last_week"], 6, 8)
-    cut, _, _ = _run(truncated, tmp_path / "cut", report["first_week"], weeks.last_train_week, 6, 8)
+    cut, _, _ = _run(truncated, tmp_path / "cut", report["first_week"], weeks.last_train_shop_week, 6, 8)
     pd.testing.assert_frame_equal(cut, full[full.week_index <= 6].reset_index(drop=True))
 
 

@@ -179,7 +179,7 @@ def test_train_samples_do_not_depend_on_later_weeks(market: dict, ingested_marke
     report = json.loads((ingested_market / "ingest_report.json").read_text())
     weeks = WeekIndex.from_calendar(read_calendar_table(ingested_market), report["first_week"],
                                     report["last_week"], SPLIT.train_end, SPLIT.valid_end)
-    cut_dir = truncate_ingested(ingested_market, tmp_path / "cut", weeks.last_train_week)
+    cut_dir = truncate_ingested(ingested_market, tmp_path / "cut", weeks.last_train_shop_week)
     cut = _read(_run(cut_dir, tmp_path / "work", SPLIT))
     assert not cut["next:validation"] and not cut["next:test"] and not cut["visit:test"]
 
