@@ -16,8 +16,8 @@ so every history state depends on the trip's date and recency and a simulated we
 encoder again. With ``"decoder"`` the encoder reads the history alone,
 with item ages counted from the history's latest basket (the weeks since that basket are in T3), so a
 shopper's history encoding is the same for all of their later trips and ``world_model.models.history_cache``
-computes it once; a trip then costs the decoder over the cached states (0.12 GFLOP of matrix products
-at full size with 256 history items, against 4.2 for the whole forward). Both layouts are equally
+computes it once; a trip then costs the decoder over the cached states (0.092 GFLOP of matrix products
+at full size with 256 history items, against 4.14 for the whole forward: ``benchmarks/forward_flops.py``). Both layouts are equally
 accurate on the real sample (docs/world_models.md), so new models default to ``"decoder"``.
 
 Product logits are the sum of two scores:
