@@ -40,7 +40,7 @@ in the single one, over repeated runs), but no calendar or recency effects from 
 and the trip draws still apply). The default, "weekly", runs the model on every week's trips.
 
 Neither model reads the week's prices (T4 carries the history's prices): every price and promotion effect
-comes from the explicit, monotone response (the hybrid-demand decision in ARCHITECTURE.md), so an agent
+comes from the explicit, monotone response (the hybrid-demand design: docs/price_response.md), so an agent
 cannot exploit a network's extrapolation. Shopper histories stay as in the data; their recency evolves.
 
 ``OracleDemand`` (a generated scenario's ground truth): the generator's ``expected_units`` under the agent's

@@ -13,7 +13,7 @@ from world_model.data.dataset import transaction_files, transactions_glob
 from world_model.data.duckdb_util import connect, sql_string
 
 # Facts measured by compute_facts on the real sample in ../shared/data/lgsr_sample (94 weekly files,
-# 200607-200752); ARCHITECTURE.md's figures for the full 113-file sample agree within a few percent,
+# 200607-200752); the design brief's figures for the full 113-file sample agree within a few percent,
 # except the repeat share: measured here as the line-weighted share of a named customer's basket lines
 # whose product that customer bought in an earlier basket, it is 0.62 (0.70 in the last 15 weeks, 0.84
 # at class level), not the 87-90% quoted there without a definition. 0.62 is the calibration target.
