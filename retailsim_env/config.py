@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,3 @@ class EnvConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"EnvConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -7,6 +7,7 @@ split the same arrays between agents.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,15 @@ OBSERVATION_CLIP = 1e3
 
 class InvalidActionError(ValueError):
     """An action with NaN or inf entries, or of the wrong shape."""
+
+
+def check_action_shape(action: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``action`` as float64, or ``InvalidActionError`` naming the shape the caller takes (each env checks
+    its own: the single env's is unbatched, so the batch's shape would mislead)."""
+    action = np.asarray(action, dtype=np.float64)
+    if action.shape != shape:
+        raise InvalidActionError(f"action: expected shape {shape}, got {action.shape}")
+    return action
 
 
 @dataclass
@@ -64,11 +74,8 @@ class BatchedRetailSim:
     # ------------------------------------------------------------------ actions
     def decode(self, action: np.ndarray) -> DecodedAction:
         """Flat actions [B, M*K*3] in [-1, 1] (layout: store, product, field) to prices, depths, orders."""
-        action = np.asarray(action, dtype=np.float64)
-        n = self.market.n_copies
-        if action.shape != (n, self.action_size):
-            raise InvalidActionError(f"action: expected shape {(n, self.action_size)[1 if n == 1 else 0:]} "
-                                     f"or {(n, self.action_size)}, got {action.shape}")  # fmt: skip
+        action = check_action_shape(action, (self.market.n_copies, self.action_size))
+        n = len(action)
         if not np.isfinite(action).all():
             raise InvalidActionError("action: contains NaN or inf")
         clipped = ((action < -1) | (action > 1)).sum(1)
@@ -94,7 +101,9 @@ class BatchedRetailSim:
         return np.clip(stacked, -1, 1).reshape(len(stacked), -1).astype(np.float32)
 
     # ------------------------------------------------------------------ episodes
-    def reset(self, copies: np.ndarray, rngs: list[np.random.Generator], start_weeks: np.ndarray | None = None) -> np.ndarray:
+    def reset(self, copies: np.ndarray, rngs: list[np.random.Generator],
+              start_weeks: Sequence[int | None] | np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """The observations [len(copies), O] of new episodes in ``copies`` (``RetailMarket.reset``)."""
         if self.market.n_copies == 0:
             raise RuntimeError("allocate the copies first")
         self.market.reset(copies, rngs, start_weeks)

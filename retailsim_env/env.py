@@ -10,7 +10,8 @@ import numpy as np
 from gymnasium import spaces
 
 from retailsim_env.config import EnvConfig, RewardWeights
-from retailsim_env.core import BatchedRetailSim
+from retailsim_env.core import OBSERVATION_CLIP, BatchedRetailSim, check_action_shape
+from retailsim_env.market import RetailMarket
 from retailsim_env.render import Dashboard
 from retailsim_env.scenario import Scenario
 
@@ -31,7 +32,7 @@ def make_config(config: EnvConfig | dict | None, episode_length: int | None,
 
 
 def open_sim(scenario: str | Scenario | None = None, stores: str | list[str] | None = None, n_stores: int = 1,
-             products: int | list[str] = 10, episode_length: int | None = None, demand: str = "learned",
+             products: int | str | list[str] = 10, episode_length: int | None = None, demand: str = "learned",
              reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
              device: str = "auto", propensities: str = "weekly") -> BatchedRetailSim:  # fmt: skip
     """The batched market for the environments' common keyword arguments (``RetailSimEnv``'s, less the
@@ -120,7 +121,7 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
 
     - ``scenario``: a scenario directory or ``Scenario`` (default: the small scenario shipped with the package);
     - ``stores``: a store code or list of codes (default: the ``n_stores`` stores with the most revenue);
-    - ``products``: the number of managed products (the top by training revenue) or a list of codes;
+    - ``products``: the number of managed products (the top by training revenue), a code or a list of codes;
     - ``demand``: "learned" (the trained models) or "oracle" (the generator's truth; generated scenarios);
     - ``propensities`` (learned demand): "weekly" runs the basket model on every week's trips (its decoder
       only, over histories encoded when the env is built, for a model in the default decoder layout);
@@ -139,7 +140,7 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, scenario: str | Scenario | None = None, stores: str | list[str] | None = None,
-                 n_stores: int = 1, products: int | list[str] = 10, episode_length: int | None = None,
+                 n_stores: int = 1, products: int | str | list[str] = 10, episode_length: int | None = None,
                  demand: str = "learned", reward_weights: RewardWeights | dict | None = None,
                  config: EnvConfig | dict | None = None, start_week: int | None = None, device: str = "auto",
                  render_mode: str | None = None, propensities: str = "weekly") -> None:  # fmt: skip
@@ -151,12 +152,12 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.sim.market.allocate(1)
         self.start_week, self.render_mode = start_week, render_mode
         self.action_space = spaces.Box(-1.0, 1.0, (self.sim.action_size,), np.float32)
-        self.observation_space = spaces.Box(-1e3, 1e3, (self.sim.observation_size,), np.float32)
+        self.observation_space = spaces.Box(-OBSERVATION_CLIP, OBSERVATION_CLIP, (self.sim.observation_size,), np.float32)
         self.dashboard = Dashboard(self.sim)
         self._closed = False
 
     @property
-    def market(self):
+    def market(self) -> RetailMarket:
         return self.sim.market
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -167,13 +168,13 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
         return obs[0], {"week": int(self.market.week[0]), "profit_scale": self.market.profit_scale}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        obs, reward, truncated, info = self.sim.step(np.asarray(action, dtype=np.float64)[None])
+        obs, reward, truncated, info = self.sim.step(check_action_shape(action, (self.sim.action_size,))[None])
         single = {key: value[0].item() for key, value in info.items()}
         if self.render_mode is not None:  # nothing to draw otherwise: no record a step
             self.dashboard.record(single)
         return obs[0], float(reward[0]), False, bool(truncated[0]), single
 
-    def render(self):
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode == "ansi":
             return self.dashboard.text()
         if self.render_mode == "rgb_array":

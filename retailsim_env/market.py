@@ -16,6 +16,7 @@ is one call here and one model forward in the demand backend. A week, per copy:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,7 @@ class RetailMarket:
                  demand: str = "learned", device: str = "auto", propensities: str = "weekly") -> None:  # fmt: skip
         if demand not in DEMAND_MODES:
             raise ValueError(f"demand must be one of {DEMAND_MODES}, got {demand!r}")
-        self.scenario, self.config, self.demand_mode = scenario, config, demand
+        self.scenario, self.config = scenario, config
         self.store_rows, self.product_rows = list(store_rows), np.asarray(product_rows, dtype=np.int64)
         catalog = scenario.catalog_by_row.loc[self.product_rows]
         self.product_codes = catalog["PROD_CODE"].tolist()
@@ -94,22 +95,27 @@ class RetailMarket:
         self.week = np.ones(n_copies, dtype=np.int64)
         self.t = np.zeros(n_copies, dtype=np.int64)
         zeros = lambda *extra: np.zeros((n_copies, *extra, m, k))  # noqa: E731
-        self.stock, self.last_sold, self.last_demand, self.forecast = zeros(), zeros(), zeros(), zeros()
+        self.stock, self.last_sold, self.forecast = zeros(), zeros(), zeros()
         self.pipeline = zeros(max(self.config.lead_time, 1))
         self.price, self.depth = zeros(), zeros()
         self.promo_history = np.zeros((n_copies, self.config.promo_memory, m, k), dtype=bool)
         self.rngs = [np.random.default_rng(0) for _ in range(n_copies)]
+        self.started = np.zeros(n_copies, dtype=bool)  # which copies were reset: a step needs them all
 
-    def reset(self, copies: np.ndarray, rngs: list[np.random.Generator], start_weeks: np.ndarray | None = None) -> None:
+    def reset(self, copies: np.ndarray, rngs: list[np.random.Generator],
+              start_weeks: Sequence[int | None] | np.ndarray | None = None) -> None:  # fmt: skip
         """Start new episodes in ``copies``, each drawing from its own generator; a start week is drawn
-        from the data's calendar unless given (data week indices: 1 is the data's first week; later weeks
-        than the data's run on, the calendar continuing)."""
+        from the data's calendar unless given (per copy: None draws; data week indices: 1 is the data's
+        first week; later weeks than the data's run on, the calendar continuing)."""
         copies = np.asarray(copies, dtype=np.int64)
-        if start_weeks is not None and (np.asarray(start_weeks) < 1).any():
-            raise ValueError(f"start_week must be a data week index >= 1, got {np.asarray(start_weeks).min()}")
+        weeks = [None] * len(copies) if start_weeks is None else list(start_weeks)
+        given = [int(w) for w in weeks if w is not None]
+        if given and min(given) < 1:
+            raise ValueError(f"start_week must be a data week index >= 1, got {min(given)}")
         for i, c in enumerate(copies):
             self.rngs[c] = rngs[i]
-            self.week[c] = int(rngs[i].integers(1, self.data_weeks + 1)) if start_weeks is None else int(start_weeks[i])
+            self.week[c] = int(rngs[i].integers(1, self.data_weeks + 1)) if weeks[i] is None else int(weeks[i])
+        self.started[copies] = True
         self.t[copies] = 0
         self.price[copies] = self.reference_price
         self.depth[copies] = 0.0
@@ -117,15 +123,13 @@ class RetailMarket:
         self.stock[copies] = np.round(self.reference_units * self.config.initial_stock_weeks)
         self.pipeline[copies] = np.round(self.reference_units) if self.config.lead_time else 0.0
         self.last_sold[copies] = 0.0
-        self.last_demand[copies] = self.reference_units
         self.backend.reset(copies, self.n_copies, [self.rngs[c] for c in copies])
         self.forecast[copies] = self.backend.forecast(self.week[copies], self.price[copies], self.depth[copies])
 
-    def lift_scale(self, history: np.ndarray | None = None) -> np.ndarray:
-        """[B, M, K] exponent of each product's promotion lift given its promotion ``history`` (default the
-        copies' own: promoted weeks among the last ``promo_memory``)."""
-        history = self.promo_history if history is None else history
-        return np.exp(-self.config.promo_fatigue * history.sum(1))
+    def lift_scale(self) -> np.ndarray:
+        """[B, M, K] exponent of each product's promotion lift given the copies' promoted weeks among the
+        last ``promo_memory``."""
+        return np.exp(-self.config.promo_fatigue * self.promo_history.sum(1))
 
     def expected_units(self, price: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """[B, M, K] expected demand this week at shelf ``price`` and ``depth`` (fatigue included): what a
@@ -139,6 +143,9 @@ class RetailMarket:
 
     def step(self, price: np.ndarray, depth: np.ndarray, order: np.ndarray) -> WeekResult:
         """Advance every copy one week with shelf ``price``, promotion ``depth`` and ``order`` units [B, M, K]."""
+        if not self.started.all():
+            raise RuntimeError(f"step before reset: call reset() first (copies {np.flatnonzero(~self.started).tolist()} "
+                               "never reset)")  # fmt: skip
         config = self.config
         self.price, self.depth = np.asarray(price, np.float64).copy(), np.asarray(depth, np.float64).copy()
         if config.lead_time:
@@ -164,7 +171,7 @@ class RetailMarket:
             holding_cost=self.stock * self.unit_cost * config.holding_rate,
             stockout_cost=lost * effective * config.stockout_rate, visits=visits,
         )  # fmt: skip
-        self.last_sold, self.last_demand = sold, demand
+        self.last_sold = sold
         self.week += 1
         self.t += 1
         self.forecast = self.backend.forecast(self.week, self.price, self.depth, self.lift_scale())

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from retailsim_env.config import EnvConfig, RewardWeights
-from retailsim_env.core import GLOBAL_FEATURES, PRODUCT_FEATURES, BatchedRetailSim
+from retailsim_env.core import GLOBAL_FEATURES, OBSERVATION_CLIP, PRODUCT_FEATURES, BatchedRetailSim
 from retailsim_env.env import open_sim
 from retailsim_env.render import Dashboard
+from retailsim_env.scenario import Scenario
 
 MODES = ("functions", "competition")
 FUNCTION_FEATURES = {
@@ -50,8 +51,11 @@ class MultiAgentView:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.sim, self.mode = sim, mode
         market = sim.market
-        if mode == "functions" and len(market.store_codes) != 1:
+        codes = market.store_codes
+        if mode == "functions" and len(codes) != 1:
             raise ValueError("mode 'functions' runs one store; pass one store code")
+        if mode == "competition" and (len(codes) < 2 or len(set(codes)) != len(codes)):
+            raise ValueError(f"stores / n_stores: mode 'competition' needs 2 or more distinct stores, got {codes}")
         self.agents = (list(FUNCTION_FEATURES) if mode == "functions"
                        else [f"store_{code}" for code in market.store_codes])  # fmt: skip
 
@@ -141,7 +145,8 @@ class RetailSimParallelEnv(ParallelEnv):
 
     metadata = {"render_modes": ["ansi"], "name": "retailsim_v0", "is_parallelizable": True}
 
-    def __init__(self, mode: str = "functions", scenario=None, stores=None, n_stores: int = 2, products=10,
+    def __init__(self, mode: str = "functions", scenario: str | Scenario | None = None,
+                 stores: str | list[str] | None = None, n_stores: int = 2, products: int | str | list[str] = 10,
                  episode_length: int | None = None, demand: str = "learned",
                  reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
                  start_week: int | None = None, device: str = "auto", render_mode: str | None = None,
@@ -150,8 +155,6 @@ class RetailSimParallelEnv(ParallelEnv):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if mode == "competition" and stores is None and n_stores < 2:
-            raise ValueError(f"competition needs n_stores >= 2, got {n_stores}")
         self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
         count = 1 if mode == "functions" else n_stores
         self.sim = open_sim(scenario, stores, count, products, episode_length, demand, reward_weights, config, device,
@@ -166,7 +169,7 @@ class RetailSimParallelEnv(ParallelEnv):
 
     @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Box:
-        return spaces.Box(-1e3, 1e3, (self.view.observation_size(agent),), np.float32)
+        return spaces.Box(-OBSERVATION_CLIP, OBSERVATION_CLIP, (self.view.observation_size(agent),), np.float32)
 
     @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Box:
@@ -175,7 +178,8 @@ class RetailSimParallelEnv(ParallelEnv):
     def _observations(self) -> dict[str, np.ndarray]:
         return {agent: value[0] for agent, value in self.view.observations().items()}
 
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:  # fmt: skip
         if seed is not None:
             self.rng = seeding.np_random(seed)[0]
         start = (options or {}).get("start_week", self.start_week)
@@ -184,7 +188,8 @@ class RetailSimParallelEnv(ParallelEnv):
         self.dashboard.clear()
         return self._observations(), {agent: {} for agent in self.agents}
 
-    def step(self, actions: dict[str, np.ndarray]):
+    def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool],
+                                                            dict[str, bool], dict[str, dict[str, Any]]]:  # fmt: skip
         batched = {agent: np.asarray(action)[None] for agent, action in actions.items()}
         rewards, agent_infos, info = self.view.step(batched)
         self.dashboard.record({key: value[0].item() for key, value in info.items()})
@@ -198,7 +203,7 @@ class RetailSimParallelEnv(ParallelEnv):
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
-    def render(self):
+    def render(self) -> str | None:
         if self.render_mode == "ansi":
             return self.dashboard.text()
         return None
@@ -212,6 +217,6 @@ def parallel_env(mode: str = "functions", **kwargs) -> RetailSimParallelEnv:
     return RetailSimParallelEnv(mode=mode, **kwargs)
 
 
-def env(mode: str = "functions", **kwargs):
+def env(mode: str = "functions", **kwargs) -> AECEnv:
     """The AEC version of ``parallel_env`` (PettingZoo's ``parallel_to_aec``)."""
     return parallel_to_aec(parallel_env(mode=mode, **kwargs))

@@ -287,8 +287,11 @@ class Scenario:
                 raise RetailSimError(f"{self.path / name}: hash differs from scenario.json (damaged scenario)")
 
     def store_rows(self, stores: str | list[str] | None, count: int = 1) -> list[int]:
-        """Store vocabulary rows: the given codes, or the ``count`` stores with the most training revenue."""
+        """Store vocabulary rows: the given codes, or the ``count`` (the envs' ``n_stores``) stores with the
+        most training revenue."""
         if stores is None:
+            if not 1 <= count <= len(self.stores):
+                raise RetailSimError(f"n_stores: {count} stores asked, the scenario has {len(self.stores)}")
             return self.stores.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(count).tolist()
         codes = [stores] if isinstance(stores, str) else list(stores)
         known = dict(zip(self.stores["STORE_CODE"], self.stores["row"]))
@@ -297,14 +300,16 @@ class Scenario:
             raise RetailSimError(f"stores: {', '.join(missing)} not in scenario {self.name}")
         return [int(known[c]) for c in codes]
 
-    def product_rows(self, products: list[str] | int | None) -> np.ndarray:
-        """Managed products: the given codes, or the top ``products`` (int, default 10) by training revenue."""
+    def product_rows(self, products: list[str] | str | int | None) -> np.ndarray:
+        """Managed products: the given codes (a string is one code), or the top ``products`` (int, default
+        10) by training revenue."""
         catalog = self.catalog
         if products is None or isinstance(products, (int, np.integer)):
             k = 10 if products is None else int(products)
             if not 1 <= k <= len(catalog):
                 raise RetailSimError(f"products: {k} managed products asked, the scenario has {len(catalog)}")
             return catalog.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(k).to_numpy()
+        products = [products] if isinstance(products, str) else list(products)
         known = dict(zip(catalog["PROD_CODE"], catalog["row"]))
         missing = [c for c in products if c not in known]
         if missing:

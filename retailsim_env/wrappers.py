@@ -10,7 +10,11 @@ from gymnasium import spaces
 class DictActionWrapper(gym.ActionWrapper):
     """Actions ``{"price": [M*K] shelf prices, "promo": [M*K] depths, "order": [M*K] fractions in [0, 1] of
     the largest order}``, each a float32 Box with the product's bounds; encoded into the flat [-1, 1] Box of
-    the wrapped env (SB3 cannot train Dict actions: use this for scripted or hand-written policies)."""
+    the wrapped env (SB3 cannot train Dict actions: use this for scripted or hand-written policies).
+
+    A promo depth of 0 is no promotion; any depth above 0 is one, and a promotion is never shallower than
+    ``EnvConfig.min_promo_depth``: depths between 0 and it are raised to it (the promo Box starts at 0 so
+    that "none" stays in it)."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -60,14 +61,28 @@ def test_bad_actions_raise_and_out_of_range_ones_are_clipped_and_counted(env) ->
     bad[0] = np.nan
     with pytest.raises(InvalidActionError, match="NaN"):
         env.step(bad)
-    with pytest.raises(InvalidActionError, match="shape"):
-        env.step(np.zeros(3, np.float32))
+    size = env.action_space.shape[0]
+    for shape in ((3,), (1, size)):  # the message names the single env's own shape, not the batch's
+        with pytest.raises(InvalidActionError, match=re.escape(f"action: expected shape {(size,)}, got {shape}")):
+            env.step(np.zeros(shape, np.float32))
     wide = np.zeros(env.action_space.shape, np.float32)
     wide[:4] = 5.0
     _, _, _, _, info = env.step(wide)
     assert info["clipped_actions"] == 4
     with pytest.raises(ValueError, match="start_week must be a data week index >= 1, got 0"):
         env.reset(seed=0, options={"start_week": 0})
+
+
+def test_step_before_reset_asks_for_a_reset(default_scenario) -> None:
+    env = RetailSimEnv(scenario=default_scenario, products=3, episode_length=2, propensities="fixed")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) first"):
+        env.step(np.zeros(env.action_space.shape, np.float32))
+
+
+def test_one_product_code_as_a_string_manages_that_product(default_scenario) -> None:
+    code = default_scenario.catalog["PROD_CODE"].iloc[0]
+    env = RetailSimEnv(scenario=default_scenario, products=code, episode_length=2, propensities="fixed")
+    assert env.market.product_codes == [code] and env.action_space.shape == (3,)
 
 
 def test_same_seed_same_trajectory_and_episodes_truncate(default_scenario) -> None:
@@ -179,6 +194,10 @@ def test_dict_action_wrapper_sets_absolute_prices(default_scenario) -> None:
     assert np.allclose(market.price[0, 0], price, atol=0.011)
     assert np.allclose(market.depth[0, 0], [0.0, 0.1, 0.0])
     assert isinstance(env.action_space, gym.spaces.Dict)
+    low = env.unwrapped.config.min_promo_depth  # the docstring: a depth below the minimum is raised to it
+    assert env.action_space["promo"].contains(np.full(3, low / 2, np.float32))
+    env.step({"price": price, "promo": np.array([0.0, low / 2, low]), "order": np.full(3, 0.5)})
+    assert np.allclose(market.depth[0, 0], [0.0, low, low])
 
 
 def test_a_set_of_stores_is_one_action_per_store_and_product(default_scenario) -> None:

@@ -54,5 +54,11 @@ def test_competing_stores_share_shoppers(default_scenario) -> None:
 def test_mode_and_store_count_are_checked(default_scenario) -> None:
     with pytest.raises(ValueError, match="mode"):
         retailsim_env.parallel_env("auction", scenario=default_scenario)
-    with pytest.raises(ValueError, match="n_stores"):
-        retailsim_env.parallel_env("competition", scenario=default_scenario, n_stores=1)
+    kwargs = dict(scenario=default_scenario, products=3, propensities="fixed")
+    code = default_scenario.stores["STORE_CODE"].iloc[0]
+    for stores in (None, code, [code], [code, code]):  # one store would compete with nobody: NaN observations
+        with pytest.raises(ValueError, match="stores / n_stores: mode 'competition' needs 2 or more distinct stores"):
+            retailsim_env.parallel_env("competition", stores=stores, n_stores=1, **kwargs)
+    env = retailsim_env.parallel_env("functions", **kwargs)
+    with pytest.raises(RuntimeError, match=r"call reset\(\) first"):
+        env.step({agent: np.zeros(3) for agent in env.possible_agents})

@@ -74,3 +74,13 @@ def test_shipped_default_scenario_is_small_and_complete(default_scenario) -> Non
     size = sum(p.stat().st_size for p in default_scenario.path.rglob("*") if p.is_file())
     assert size < 10 * 2**20
     assert default_scenario.has_ground_truth and len(default_scenario.shoppers) > 100
+
+
+def test_one_product_code_is_one_product_and_the_store_count_is_checked(default_scenario) -> None:
+    code = default_scenario.catalog["PROD_CODE"].iloc[0]
+    assert default_scenario.product_rows(code).tolist() == default_scenario.product_rows([code]).tolist()
+    stores = len(default_scenario.stores)
+    assert len(default_scenario.store_rows(None, count=stores)) == stores
+    for count in (0, stores + 1):
+        with pytest.raises(RetailSimError, match=f"n_stores: {count} stores asked, the scenario has {stores}"):
+            default_scenario.store_rows(None, count=count)

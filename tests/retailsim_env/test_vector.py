@@ -37,6 +37,8 @@ def test_vector_env_resets_finished_copies_in_the_same_step(default_scenario) ->
     obs, _, terminated, truncated, info = vector.step(vector.action_space.sample())
     assert truncated.all() and not terminated.any() and info["_final_obs"].all()
     assert (obs[:, -1] == 0).all() and np.allclose(info["final_obs"][:, -1], 1.0)  # episode progress restarts
+    final = info["final_info"]  # Gymnasium's same-step layout: the finished copies' step info, masked
+    assert info["_final_info"].all() and final["_profit"].all() and np.array_equal(final["profit"], info["profit"])
     assert gym.make_vec("RetailSim-v0", num_envs=2, vectorization_mode="vector_entry_point", products=3).num_envs == 2
 
 
@@ -49,3 +51,32 @@ def test_sb3_ppo_trains_on_the_vec_env_adapter(default_scenario, tmp_path) -> No
     obs = venv.reset()
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (2, 9)
+
+
+def test_vector_reset_checks_seeds_and_honours_start_week_like_the_single_env(default_scenario) -> None:
+    kwargs = dict(scenario=default_scenario, products=3, episode_length=2, propensities="fixed")
+    vector, single = RetailSimVectorEnv(2, **kwargs), RetailSimEnv(**kwargs)
+    for seeds in ([1], [1, 2, 3]):
+        with pytest.raises(ValueError, match="seed: .* seeds for 2 copies"):
+            vector.reset(seed=seeds)
+    obs, info = vector.reset(seed=[7, None], options={"start_week": 5})
+    single_obs, single_info = single.reset(seed=7, options={"start_week": 5})
+    assert np.array_equal(obs[0], single_obs) and info["week"].tolist() == [5, 5] and info["_week"].all()
+    assert np.allclose(info["profit_scale"], single_info["profit_scale"])
+
+
+def test_sb3_adapter_takes_options_and_shares_one_batch(default_scenario) -> None:
+    kwargs = dict(scenario=default_scenario, products=3, episode_length=2, propensities="fixed")
+    venv, single = RetailSimVecEnv(2, **kwargs), RetailSimEnv(**kwargs)
+    venv.seed(3)
+    venv.set_options([{"start_week": 5}, {}])
+    obs = venv.reset()
+    assert np.array_equal(obs[0], single.reset(seed=3, options={"start_week": 5})[0])
+    assert np.array_equal(obs[1], single.reset(seed=4)[0]) and venv.reset_infos[0]["week"] == 5
+    calls = []
+    venv.batch.count_call = lambda: calls.append(1) or len(calls)
+    assert venv.env_method("count_call") == [1, 1] and calls == [1]  # once on the batch, repeated per index
+    with pytest.raises(ValueError, match="indices: \\[0\\]"):
+        venv.set_attr("start_week", 9, indices=[0])
+    venv.set_attr("start_week", 9, indices=[1, 0])
+    assert venv.get_attr("start_week") == [9, 9]
