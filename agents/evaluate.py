@@ -6,7 +6,7 @@ numbers, so differences between policies are not draws) of the run's environment
 Per policy and mode, ``report.json`` holds:
 
 - ``profit``: mean episode profit (raw, not the shaped reward) and its standard deviation over episodes;
-- ``profit_lift_vs_historical``: mean profit / historical pricing's mean profit - 1;
+- ``profit_lift_vs_historical``: mean profit / historical pricing's mean profit - 1 (NaN when that is <= 0);
 - ``revenue_wow_variance``: variance of the week-over-week relative change of revenue (mean over episodes);
 - ``price_violations``: discounted prices below unit cost per episode; ``edge_share``: share of prices
   within 5% of a bound (edge hugging); ``promo_share``: share of product-weeks on promotion;
@@ -60,7 +60,10 @@ class PPOPolicy:
 
 
 def run_episodes(policy: Policy, venv: RetailSimVectorEnv, seed: int) -> dict[str, np.ndarray]:
-    """One episode per copy; weekly info arrays [episodes, weeks] and the shaped reward."""
+    """One episode per copy; weekly info arrays [episodes, weeks] and the shaped reward. A policy with a
+    ``reset()`` (``RandomPolicy``) is reset first, so every run of it draws the same actions."""
+    if hasattr(policy, "reset"):
+        policy.reset()
     obs, _ = venv.reset(seed=seed)
     sim = venv.batch.sim
     weeks = sim.config.episode_length
@@ -87,6 +90,11 @@ def summarize(weekly: dict[str, np.ndarray]) -> dict[str, float]:
     }  # fmt: skip
 
 
+def profit_lift(profit: float, base: float) -> float:
+    """``profit`` / ``base`` - 1, the lift over the reference profit; NaN when ``base`` <= 0 (no meaningful ratio)."""
+    return profit / base - 1.0 if base > 0 else float("nan")
+
+
 def evaluate_policies(policies: list[Policy], env_kwargs: dict[str, Any], episodes: int = 8, seed: int = 1000,
                       modes: tuple[str, ...] | None = None) -> dict:  # fmt: skip
     """The report (module docstring) for ``policies`` (historical pricing is added when missing)."""
@@ -106,7 +114,7 @@ def evaluate_policies(policies: list[Policy], env_kwargs: dict[str, Any], episod
             weekly_profit[mode][policy.name] = weekly["profit"].mean(0).tolist()
         base = results[HistoricalPricing.name]["profit"]
         for figures in results.values():
-            figures["profit_lift_vs_historical"] = figures["profit"] / base - 1.0 if base > 0 else float("nan")
+            figures["profit_lift_vs_historical"] = profit_lift(figures["profit"], base)
         report["modes"][mode] = results
     report["weekly_profit"] = weekly_profit
     return report

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from agents.envargs import build_env
+from agents.evaluate import profit_lift
 from agents.policies import HistoricalPricing
 
 from retailsim_env.env import open_sim
@@ -48,7 +51,8 @@ class MultiAgentTrainConfig:
     mode: str = "functions"
     """"functions" (pricing, promo, inventory on one store) or "competition" (stores)."""
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"propensities": "fixed"})
-    """Keyword arguments of ``parallel_env`` (scenario, stores, n_stores, products, episode_length, ...)."""
+    """Keyword arguments of ``parallel_env`` but ``mode`` and ``render_mode`` (scenario, stores, n_stores,
+    products, episode_length, start_week, ...)."""
     timesteps: int = 100_000
     """Environment steps in total (weeks x copies); every agent acts in each."""
     num_envs: int = 8
@@ -173,6 +177,10 @@ class AgentLearners:
                 out[agent] = Acted(raw.clamp(-1, 1).numpy(), raw, logp, net.value(x), x)
         return out
 
+    def mean_actions(self, view: MultiAgentView) -> dict[str, np.ndarray]:
+        """Every agent's deterministic (mean) action on ``view``'s observations: the trained policy."""
+        return {agent: acted.action for agent, acted in self.act(view.observations(), deterministic=True).items()}
+
     def state(self) -> dict:
         nets = {a: n.state_dict() for a, n in self.nets.items()}
         return {"sharing": self.sharing, "nets": nets, "normalizers": {a: n.state() for a, n in self.normalizers.items()},
@@ -210,19 +218,21 @@ def _ppo_update(learners: AgentLearners, agent: str, batch: dict[str, torch.Tens
 
 
 def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
-    """Train every agent of ``config.mode``; write policies.pt, config.json, summary.json, tensorboard/."""
+    """Train every agent of ``config.mode``; write policies.pt, config.json, summary.json, tensorboard/. Bad
+    ``env_kwargs`` raise ``EnvKwargsError`` before anything is written."""
+    view = build_env(lambda: market_for(config, config.num_envs), config.env_kwargs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    view = market_for(config, config.num_envs)
     sim = view.sim
     env_config = sim.config
     learners = AgentLearners(view, config)
     copies = np.arange(config.num_envs)
     rngs = [seeding.np_random(config.seed + i)[0] for i in range(config.num_envs)]
-    sim.reset(copies, rngs)
+    starts = start_weeks(config, config.num_envs)
+    sim.reset(copies, rngs, starts)
     writer = SummaryWriter(str(out / "tensorboard"))
     agents, weeks = view.agents, env_config.episode_length
     episode_returns = {a: np.zeros(config.num_envs) for a in agents}
@@ -259,7 +269,7 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
                     episode_returns[a][:] = 0.0
                 writer.add_scalar("charts/episodic_profit", float(episode_profit.mean()), steps)
                 episode_profit[:] = 0.0
-                sim.reset(copies, rngs)
+                sim.reset(copies, rngs, starts)
                 next_obs = view.observations()
             for a in agents:
                 buffer[a]["done"].append(torch.from_numpy(truncated.astype(np.float32)))
@@ -320,19 +330,29 @@ def historical_actions(view: MultiAgentView) -> dict[str, np.ndarray]:
 
 
 def market_for(config: MultiAgentTrainConfig, n_copies: int, demand: str | None = None) -> MultiAgentView:
-    """The run's market with ``n_copies`` copies (``demand`` overrides the run's)."""
+    """The run's market with ``n_copies`` copies (``demand`` overrides the run's; episodes start at
+    ``start_weeks``)."""
     kwargs = {**config.env_kwargs, **({} if demand is None else {"demand": demand})}
+    kwargs.pop("start_week", None)
     kwargs["n_stores"] = 1 if config.mode == "functions" else kwargs.get("n_stores", 2)
     sim = open_sim(**kwargs)
     sim.market.allocate(n_copies)
     return MultiAgentView(sim, config.mode)
 
 
-def play(view: MultiAgentView, policy, seed: int) -> dict[str, dict[str, float]]:
-    """One episode per copy with ``policy(view) -> actions``; per agent mean return and profit."""
+def start_weeks(config: MultiAgentTrainConfig, n_copies: int) -> np.ndarray | None:
+    """Every copy's first week: ``env_kwargs["start_week"]``, or None (drawn per episode)."""
+    week = config.env_kwargs.get("start_week")
+    return None if week is None else np.full(n_copies, week)
+
+
+def play(view: MultiAgentView, policy: Callable[[MultiAgentView], dict[str, np.ndarray]], seed: int,
+         starts: np.ndarray | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+    """One episode per copy (starting at ``starts``) with ``policy(view) -> actions``; per agent mean return
+    and profit."""
     sim = view.sim
     n = sim.market.n_copies
-    sim.reset(np.arange(n), [seeding.np_random(seed + i)[0] for i in range(n)])
+    sim.reset(np.arange(n), [seeding.np_random(seed + i)[0] for i in range(n)], starts)
     returns = {a: np.zeros(n) for a in view.agents}
     profit = {a: np.zeros(n) for a in view.agents}
     for _ in range(sim.config.episode_length):
@@ -354,11 +374,12 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
     for demand in modes:
         view = market_for(config, episodes, demand)
         learners = load_learners(run_dir, view, config)
-        trained = play(view, lambda v: {a: acted.action for a, acted in learners.act(v.observations(), deterministic=True).items()}, seed)
-        historical = play(view, historical_actions, seed)
+        starts = start_weeks(config, episodes)
+        trained = play(view, learners.mean_actions, seed, starts)
+        historical = play(view, historical_actions, seed, starts)
         report["modes"][demand] = {
             agent: {"trained": trained[agent], "historical": historical[agent],
-                    "profit_lift_vs_historical": trained[agent]["profit"] / historical[agent]["profit"] - 1.0}
+                    "profit_lift_vs_historical": profit_lift(trained[agent]["profit"], historical[agent]["profit"])}
             for agent in view.agents
         }  # fmt: skip
     return report

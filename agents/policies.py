@@ -7,9 +7,10 @@ the single env (B = 1) and the vector env.
 
 - ``HistoricalPricing``: the store's reference prices, no promotions, orders up to the forecast;
 - ``CostPlus``: unit cost x (1 + markup), clipped to the price bounds, no promotions, orders up to;
-- ``RandomPolicy``: uniform actions;
+- ``RandomPolicy``: uniform actions (``reset()`` restarts its stream: every evaluation run draws the same);
 - ``MyopicGreedy``: each week, per product, the price and promotion depth on a grid that maximize this
   week's expected gross profit under the model's forecast (ignores stock, carry-over and the future);
+  depths are clamped to the env's [min_promo_depth, max_promo_depth], the depths the action decodes to;
 - ``SSInventory``: historical prices with an (s, S) rule: when stock + on order falls below the lead
   time's cover + s weeks of forecast, order up to the cover + S weeks (safety stock, in batches).
 
@@ -52,6 +53,10 @@ class RandomPolicy:
     name: str = "random"
 
     def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Restart the action stream from ``seed`` (``agents.evaluate.run_episodes`` does, before each run)."""
         self.rng = np.random.default_rng(self.seed)
 
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
@@ -60,7 +65,8 @@ class RandomPolicy:
 
 @dataclass
 class MyopicGreedy:
-    """Grid search of this week's expected gross profit, per product (``price_points`` x ``depths``)."""
+    """Grid search of this week's expected gross profit, per product (``price_points`` x ``depths``; a depth
+    above 0 is clamped to the env's [min_promo_depth, max_promo_depth], as the action decodes it)."""
 
     price_points: int = 11
     depths: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4)
@@ -71,10 +77,12 @@ class MyopicGreedy:
         shape = market.stock.shape
         best_profit = np.full(shape, -np.inf)
         best_price, best_depth = np.zeros(shape), np.zeros(shape)
+        low, high = sim.config.min_promo_depth, sim.config.max_promo_depth
+        depths = dict.fromkeys(min(max(depth, low), high) if depth > 0 else 0.0 for depth in self.depths)
         for position in np.linspace(0.0, 1.0, self.price_points):
             price = np.broadcast_to(np.round(market.price_min + position * (market.price_max - market.price_min), 2), shape)
-            for depth in self.depths:
-                depth_grid = np.full(shape, min(depth, sim.config.max_promo_depth))
+            for depth in depths:
+                depth_grid = np.full(shape, depth)
                 units = market.expected_units(price, depth_grid)
                 profit = units * (price * (1.0 - depth_grid) - market.unit_cost)
                 better = profit > best_profit

@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 
 from retailsim_env import RetailSimVecEnv
 
+from agents.envargs import build_env
+
 WEEKLY_TAGS = {"profit": "charts/profit", "revenue": "charts/revenue", "price_violations": "charts/price_violations",
                "edge_share": "charts/edge_share", "promo_share": "charts/promo_share"}  # fmt: skip
 REWARD_TAGS = ("reward_profit", "reward_boundary_penalty", "reward_diversity_bonus", "reward_inventory_alignment")
@@ -56,6 +58,10 @@ class PPOTrainConfig:
     checkpoint_every: int = 0
     """Save model and statistics every this many steps (0: only at the end)."""
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
 
 
 class RetailSimMetrics(BaseCallback):
@@ -115,11 +121,12 @@ def make_training_env(config: PPOTrainConfig) -> VecNormalize:
 
 
 def train_ppo(config: PPOTrainConfig, out: Path | str) -> dict:
-    """Train, write the run directory (module docstring) and return the summary."""
+    """Train, write the run directory (module docstring) and return the summary; bad ``env_kwargs`` raise
+    ``EnvKwargsError`` before anything is written."""
+    venv = build_env(lambda: make_training_env(config), config.env_kwargs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1) + "\n")
-    venv = make_training_env(config)
     venv.seed(config.seed)
     model = PPO("MlpPolicy", venv, n_steps=config.n_steps, batch_size=config.batch_size, n_epochs=config.n_epochs,
                 learning_rate=config.learning_rate, gamma=config.gamma, gae_lambda=config.gae_lambda,

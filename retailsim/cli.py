@@ -31,6 +31,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -309,6 +316,16 @@ def _env_kwargs(text: str | None) -> dict:
     return value
 
 
+def _train_run(train: Callable[..., dict], config, out: str) -> dict:
+    """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs`` (nothing written)."""
+    from agents.envargs import EnvKwargsError
+
+    try:
+        return train(config, out)
+    except EnvKwargsError as error:
+        raise RetailSimError(f"--env-kwargs: {error.detail}") from None
+
+
 def _cmd_agents_train(args: argparse.Namespace) -> int:
     from agents.train import PPOTrainConfig, train_ppo
 
@@ -318,7 +335,7 @@ def _cmd_agents_train(args: argparse.Namespace) -> int:
     config = PPOTrainConfig(env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)}, timesteps=args.timesteps,
                             num_envs=args.num_envs, n_steps=args.n_steps, batch_size=min(args.batch_size, args.num_envs * args.n_steps),
                             seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet)  # fmt: skip
-    summary = train_ppo(config, args.out)
+    summary = _train_run(train_ppo, config, args.out)
     print(f"trained {summary['timesteps']:,} steps in {summary['seconds']:.0f} s ({summary['steps_per_s']:.0f} steps/s)")
     print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {summary['tensorboard']})")
     return 0
@@ -331,7 +348,7 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
     config = MultiAgentTrainConfig(mode=args.mode, env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)},
                                    timesteps=args.timesteps, num_envs=args.num_envs, n_steps=args.n_steps,
                                    sharing=args.sharing, seed=args.seed, progress=not args.quiet)  # fmt: skip
-    summary = train_multi(config, args.out)
+    summary = _train_run(train_multi, config, args.out)
     for agent, result in summary["agents"].items():
         print(f"  {agent:<20} return {result['first_return']:.2f} (first episodes) -> {result['last_return']:.2f} (last)")
     print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {Path(args.out) / 'tensorboard'})")
@@ -426,12 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         "structural market model. Same seed, same bytes.",
     )
     generate.add_argument("--out", required=True, help="output directory")
-    generate.add_argument("--customers", type=_positive_int, default=5000)
-    generate.add_argument("--products", type=_positive_int, default=5000)
-    generate.add_argument("--stores", type=_positive_int, default=760)
-    generate.add_argument("--weeks", type=_positive_int, default=94)
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    generate.add_argument("--customers", type=_positive_int, default=5000, help="customers (default: %(default)s)")
+    generate.add_argument("--products", type=_positive_int, default=5000, help="products (default: %(default)s)")
+    generate.add_argument("--stores", type=_positive_int, default=760, help="stores (default: %(default)s)")
+    generate.add_argument("--weeks", type=_positive_int, default=94, help="weeks of transactions (default: %(default)s)")
+    generate.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    generate.add_argument("--format", choices=["csv", "parquet"], default="csv", help="file format (default: %(default)s)")
     generate.add_argument("--dirty", type=_rate, default=0.0, help="share of rows given a defect (default 0)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     generate.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -585,7 +602,8 @@ def _add_model_inputs(command: argparse.ArgumentParser) -> None:
 
 def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: int, n_steps: int) -> None:
     """The options every training command shares: env arguments, budget, batching, seed, output."""
-    command.add_argument("--env-kwargs", help=f'JSON keyword arguments of {env_name}, e.g. \'{{"products": 10}}\'')
+    command.add_argument("--env-kwargs", help=f'JSON keyword arguments of {env_name}, e.g. \'{{"products": 10}}\', '
+                         'merged into the default {"propensities": "fixed"}')
     command.add_argument("--timesteps", type=_positive_int, default=timesteps, help=f"environment steps (default {timesteps:,})")
     command.add_argument("--num-envs", type=_positive_int, default=8, help="copies stepped as one batch (default 8)")
     command.add_argument("--n-steps", type=_positive_int, default=n_steps, help=f"steps per copy per rollout (default {n_steps})")
@@ -606,7 +624,8 @@ def _add_agent_commands(commands) -> None:
     train.add_argument("--algo", default="ppo", choices=["ppo"])
     _add_rl_options(train, "the env", timesteps=200_000, n_steps=256)
     train.add_argument("--batch-size", type=_positive_int, default=256)
-    train.add_argument("--checkpoint-every", type=int, default=0, help="save every N steps (0: at the end)")
+    train.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
+                       help="also save every N steps (default 0: only at the end)")
     train.set_defaults(func=_cmd_agents_train)
 
     multi = agent_commands.add_parser(
@@ -614,14 +633,16 @@ def _add_agent_commands(commands) -> None:
         description="Independent PPO per agent (or --sharing shared) on batched copies of the multi-agent market.",
     )  # fmt: skip
     multi.add_argument("--mode", choices=["functions", "competition"], required=True)
-    _add_rl_options(multi, "parallel_env", timesteps=100_000, n_steps=128)
+    _add_rl_options(multi, "parallel_env (but mode and render_mode)", timesteps=100_000, n_steps=128)
     multi.add_argument("--sharing", choices=["independent", "shared"], default="independent")
     multi.set_defaults(func=_cmd_agents_train_multi)
 
     evaluate = agent_commands.add_parser(
         "evaluate", help="a trained run against the baselines, learned and oracle markets",
-        description="Write REPORT_DIR/report.json and PNG plots: profit lift vs historical pricing, revenue "
-        "variance, price violations, edge hugging, promotion share, per agent for multi-agent runs.",
+        description="For an 'agents train' run: write REPORT_DIR/report.json and PNG plots of the run's policy "
+        "and the baselines: profit lift vs historical pricing, revenue variance, price violations, edge hugging, "
+        "promotion share. For an 'agents train-multi' run: write REPORT_DIR/report.json only (no plots) with each "
+        "agent's return and profit, trained and historical, and its profit lift vs historical.",
     )  # fmt: skip
     evaluate.add_argument("run_dir", help="directory written by 'agents train' or 'agents train-multi'")
     evaluate.add_argument("--episodes", type=_positive_int, default=8)
@@ -655,7 +676,7 @@ def _add_response_commands(commands) -> None:
         "whatif", help="simulated units, revenue and profit of a price or promotion change at one store",
         description="KEYS are product codes or categories (PROD_CODE_20), comma-separated. "
         "Example: retailsim whatif WORK --world-model WM --store-visit SV --store STORE00001 "
-        "--set PRD0900001=+10%% --promo DEP00003=20%% --weeks 4",
+        "--set PRD0900001=+10% --promo DEP00003=20% --weeks 4",
     )  # fmt: skip
     _add_simulator_options(whatif)
     whatif.add_argument("--store", required=True, help="STORE_CODE")

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from retailsim.cli import main
 from retailsim.demo import DemoConfig, run_demo
 from tests.agents.conftest import TINY_ENV
@@ -31,3 +33,28 @@ def test_demo_trains_evaluates_and_reports(tmp_path, capsys) -> None:
     assert "ppo" in report["modes"]["learned"] and "oracle" in report["modes"]
     assert (tmp_path / "report" / "profit_lift.png").exists() and (tmp_path / "ppo" / "tensorboard").exists()
     assert "TensorBoard" in printed and "myopic_greedy" in printed
+
+
+@pytest.mark.parametrize("command", [["train"], ["train-multi", "--mode", "competition"]])
+@pytest.mark.parametrize("env_kwargs,message", [('{"produts": 3}', "--env-kwargs: unknown 'produts' (known: scenario, "),
+                                                ('{"demand": "foo"}', "--env-kwargs: demand must be one of")])  # fmt: skip
+def test_bad_env_kwargs_are_one_line_errors_and_write_no_run(command, env_kwargs, message, tmp_path, capsys) -> None:
+    assert main(["agents", *command, "--env-kwargs", env_kwargs, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"retailsim: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_negative_checkpoint_interval_is_an_argument_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["agents", "train", "--checkpoint-every", "-5", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2 and "--checkpoint-every: must be a non-negative integer" in capsys.readouterr().err
+
+
+def test_agent_help_says_what_is_written_and_the_env_kwargs_default(capsys) -> None:
+    for command in (["train"], ["train-multi"], ["evaluate"]):
+        with pytest.raises(SystemExit):
+            main(["agents", *command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.count('merged into the default {"propensities": "fixed"}') == 2
+    assert "For an 'agents train-multi' run: write REPORT_DIR/report.json only (no plots)" in text

@@ -1,9 +1,13 @@
 import json
+import math
 
+import numpy as np
 import pytest
+from world_model.errors import RetailSimError
 
-from agents.evaluate import evaluate_policies, evaluate_run, format_report
-from agents.policies import HistoricalPricing, RandomPolicy
+from agents.evaluate import evaluate_policies, evaluate_run, format_report, profit_lift, run_episodes
+from agents.policies import BASELINES, HistoricalPricing, RandomPolicy
+from retailsim_env import RetailSimVectorEnv
 from tests.agents.conftest import TINY_ENV
 
 
@@ -31,5 +35,19 @@ def test_common_seeds_make_evaluation_reproducible() -> None:
 def test_historical_is_added_as_the_reference() -> None:
     report = evaluate_policies([RandomPolicy()], TINY_ENV, episodes=1, modes=("learned",))
     assert HistoricalPricing.name in report["modes"]["learned"]
-    with pytest.raises(Exception):
+    with pytest.raises(RetailSimError, match="^products: -1 managed products asked"):
         evaluate_policies([RandomPolicy()], {**TINY_ENV, "products": -1}, episodes=1, modes=("learned",))
+
+
+def test_the_shared_random_baseline_draws_the_same_actions_in_every_run() -> None:
+    random = BASELINES["random"]  # one instance, as evaluate_run uses it for every mode and every call
+    venv = RetailSimVectorEnv(2, **TINY_ENV)
+    first, again = run_episodes(random, venv, seed=3), run_episodes(random, venv, seed=3)
+    assert all(np.array_equal(first[key], again[key]) for key in first)
+    reports = [evaluate_policies([random], TINY_ENV, episodes=2, modes=("learned",)) for _ in range(2)]
+    assert reports[0]["modes"] == reports[1]["modes"]
+
+
+def test_profit_lift_needs_a_positive_reference() -> None:
+    assert profit_lift(15.0, 10.0) == pytest.approx(0.5)
+    assert math.isnan(profit_lift(5.0, 0.0)) and math.isnan(profit_lift(5.0, -10.0))

@@ -1,9 +1,12 @@
 import json
+import math
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.multi import MultiAgentTrainConfig, evaluate_multi, train_multi
+from agents.envargs import EnvKwargsError
+from agents.multi import (MultiAgentTrainConfig, evaluate_multi, historical_actions, market_for, play, start_weeks,
+                          train_multi)  # fmt: skip
 
 ENV = {"propensities": "fixed", "products": 3, "episode_length": 4}
 
@@ -31,3 +34,39 @@ def test_bad_mode_and_sharing_are_rejected() -> None:
         MultiAgentTrainConfig(mode="auction")
     with pytest.raises(ValueError, match="sharing"):
         MultiAgentTrainConfig(sharing="some")
+
+
+@pytest.fixture(scope="module")
+def started_run(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny functions run whose episodes start at data week 5 (``start_week``, a ``parallel_env`` argument)."""
+    out = tmp_path_factory.mktemp("multi-run")
+    config = MultiAgentTrainConfig(env_kwargs={**ENV, "start_week": 5}, timesteps=8, num_envs=2, n_steps=4,
+                                   minibatch_size=8, n_epochs=1, progress=False)  # fmt: skip
+    train_multi(config, out)
+    return config, out
+
+
+def test_start_week_is_honoured_in_training_and_evaluation(started_run) -> None:
+    config, _ = started_run
+    view = market_for(config, 2)
+    play(view, historical_actions, seed=0, starts=start_weeks(config, 2))
+    assert (view.sim.market.week == 5 + ENV["episode_length"]).all()
+
+
+def test_profit_lift_is_nan_when_historical_profit_is_not_positive(started_run, monkeypatch) -> None:
+    _, run = started_run
+    zero = {"return": 0.0, "profit": 0.0}
+    monkeypatch.setattr("agents.multi.play", lambda view, policy, seed, starts: {a: zero for a in view.agents})
+    report = evaluate_multi(run, episodes=1)
+    assert all(math.isnan(r["profit_lift_vs_historical"]) for mode in report["modes"].values() for r in mode.values())
+
+
+@pytest.mark.parametrize("env_kwargs,message", [({"n_stores": 1}, "stores / n_stores: mode .competition. needs 2 or more"),
+                                                ({"produts": 3}, "unknown 'produts'"),
+                                                ({"render_mode": "ansi"}, "unknown 'render_mode'")])  # fmt: skip
+def test_bad_env_kwargs_are_rejected_before_the_run_directory_is_written(env_kwargs, message, tmp_path) -> None:
+    config = MultiAgentTrainConfig(mode="competition", env_kwargs={**ENV, **env_kwargs}, timesteps=8, num_envs=2, n_steps=4,
+                                   progress=False)  # fmt: skip
+    with pytest.raises(EnvKwargsError, match=f"^env_kwargs: {message}"):
+        train_multi(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -56,3 +56,19 @@ def test_every_baseline_returns_actions_in_the_box(venv) -> None:
     for policy in BASELINES.values():
         action = policy.act(sim, obs)
         assert action.shape == (2, sim.action_size) and np.abs(action).max() <= 1.0, policy.name
+
+
+def test_myopic_greedy_scores_only_the_depths_the_action_decodes_to(monkeypatch) -> None:
+    venv = RetailSimVectorEnv(2, products=5, episode_length=6, propensities="fixed", config={"min_promo_depth": 0.3})
+    obs, _ = venv.reset(seed=0)
+    sim, market = venv.batch.sim, venv.batch.sim.market
+    scored, expected_units = set(), market.expected_units
+
+    def recording(price, depth):
+        scored.update(np.unique(depth).tolist())
+        return expected_units(price, depth)
+
+    monkeypatch.setattr(market, "expected_units", recording)
+    chosen = sim.decode(MyopicGreedy().act(sim, obs)).depth
+    assert scored == {0.0, 0.3, 0.4}  # the grid's 0.1 and 0.2 decode to the 0.3 minimum
+    assert set(np.unique(chosen.round(6)).tolist()) <= scored

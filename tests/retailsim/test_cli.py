@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,13 @@ def test_example_script_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "top products by revenue" in result.stdout and "true elasticity" in result.stdout
+
+
+def test_help_shows_generate_defaults_and_literal_percent_signs(capsys) -> None:
+    for path in (["data", "generate"], ["whatif"]):
+        with pytest.raises(SystemExit):
+            main([*path, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (("customers", 5000), ("products", 5000), ("stores", 760), ("weeks", 94), ("format", "csv")):
+        assert re.search(f"--{option} \\S+ [^(-]*\\(default: {default}\\)", text), option
+    assert "--set PRD0900001=+10% --promo DEP00003=20% --weeks 4" in text and "%%" not in text
