@@ -224,11 +224,10 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
-    torch.manual_seed(config.seed)
+    learners = initial_learners(view, config)  # seeds torch: the rollouts' draws follow from it
     rng = np.random.default_rng(config.seed)
     sim = view.sim
     env_config = sim.config
-    learners = AgentLearners(view, config)
     copies = np.arange(config.num_envs)
     rngs = [seeding.np_random(config.seed + i)[0] for i in range(config.num_envs)]
     starts = start_weeks(config, config.num_envs)
@@ -307,6 +306,13 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
     return summary
 
 
+def initial_learners(view: MultiAgentView, config: MultiAgentTrainConfig) -> AgentLearners:
+    """The agents as a run of ``config`` starts them: torch seeded with ``config.seed``, then the networks
+    (their mean actions are the centre of each action box: the last layers start near zero)."""
+    torch.manual_seed(config.seed)
+    return AgentLearners(view, config)
+
+
 def load_learners(run_dir: Path | str, view: MultiAgentView, config: MultiAgentTrainConfig) -> AgentLearners:
     """The trained agents of a ``train_multi`` run, on ``view``'s market."""
     state = torch.load(Path(run_dir) / POLICIES_FILE, weights_only=True)
@@ -365,7 +371,9 @@ def play(view: MultiAgentView, policy: Callable[[MultiAgentView], dict[str, np.n
 
 def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
     """Trained agents against their historical counterparts, in the learned and (generated scenarios)
-    oracle markets: per agent return and profit, and the profit lift."""
+    oracle markets: per agent return and profit, and the profit lift; also the same agents untrained (as
+    the run started them: ``initial_learners``), so what training added is visible beside what the
+    starting policy already earns."""
     run_dir = Path(run_dir)
     config = MultiAgentTrainConfig(**json.loads((run_dir / "config.json").read_text()))
     scenario = Scenario(config.env_kwargs.get("scenario"))
@@ -375,11 +383,15 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
         view = market_for(config, episodes, demand)
         learners = load_learners(run_dir, view, config)
         starts = start_weeks(config, episodes)
+        with torch.random.fork_rng():  # the caller's torch stream is left as it was
+            untrained_learners = initial_learners(view, config)
         trained = play(view, learners.mean_actions, seed, starts)
+        untrained = play(view, untrained_learners.mean_actions, seed, starts)
         historical = play(view, historical_actions, seed, starts)
         report["modes"][demand] = {
-            agent: {"trained": trained[agent], "historical": historical[agent],
-                    "profit_lift_vs_historical": profit_lift(trained[agent]["profit"], historical[agent]["profit"])}
+            agent: {"trained": trained[agent], "untrained": untrained[agent], "historical": historical[agent],
+                    "profit_lift_vs_historical": profit_lift(trained[agent]["profit"], historical[agent]["profit"]),
+                    "untrained_profit_lift_vs_historical": profit_lift(untrained[agent]["profit"], historical[agent]["profit"])}
             for agent in view.agents
         }  # fmt: skip
     return report

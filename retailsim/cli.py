@@ -368,7 +368,8 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
             for agent, r in agents.items():
                 print(f"  {agent:<20} return {r['trained']['return']:.2f} vs historical {r['historical']['return']:.2f}, "
                       f"profit {r['trained']['profit']:.1f} vs {r['historical']['profit']:.1f} "
-                      f"({r['profit_lift_vs_historical']:+.1%})")  # fmt: skip
+                      f"({r['profit_lift_vs_historical']:+.1%}; untrained: return {r['untrained']['return']:.2f}, "
+                      f"{r['untrained_profit_lift_vs_historical']:+.1%})")  # fmt: skip
     elif (run / "model.zip").exists():
         from agents.evaluate import evaluate_run, format_report
 
@@ -642,7 +643,7 @@ def _add_agent_commands(commands) -> None:
         description="For an 'agents train' run: write REPORT_DIR/report.json and PNG plots of the run's policy "
         "and the baselines: profit lift vs historical pricing, revenue variance, price violations, edge hugging, "
         "promotion share. For an 'agents train-multi' run: write REPORT_DIR/report.json only (no plots) with each "
-        "agent's return and profit, trained and historical, and its profit lift vs historical.",
+        "agent's return and profit, trained, untrained (as the run started) and historical, and the profit lifts vs historical.",
     )  # fmt: skip
     evaluate.add_argument("run_dir", help="directory written by 'agents train' or 'agents train-multi'")
     evaluate.add_argument("--episodes", type=_positive_int, default=8)

@@ -2,11 +2,12 @@ import json
 import math
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.envargs import EnvKwargsError
-from agents.multi import (MultiAgentTrainConfig, evaluate_multi, historical_actions, market_for, play, start_weeks,
-                          train_multi)  # fmt: skip
+from agents.multi import (MultiAgentTrainConfig, evaluate_multi, historical_actions, initial_learners, market_for, play,
+                          start_weeks, train_multi)  # fmt: skip
 
 ENV = {"propensities": "fixed", "products": 3, "episode_length": 4}
 
@@ -27,6 +28,22 @@ def test_multi_agent_training_writes_every_agents_curve_and_evaluates(mode, shar
     assert set(report["modes"]) == {"learned", "oracle"}
     assert set(report["modes"]["learned"]) == set(summary["agents"])
     assert json.dumps(report)
+    first = next(iter(report["modes"]["learned"].values()))
+    assert {"trained", "untrained", "historical", "untrained_profit_lift_vs_historical"} <= set(first)
+    assert first["untrained"] != first["trained"]  # training moved the policy
+
+
+def test_untrained_agents_are_the_runs_starting_point(tmp_path) -> None:
+    """initial_learners seeds torch as train_multi does: two calls build the same networks, and one
+    rollout-free training step's starting weights (n_epochs=0 updates nothing) equal them."""
+    config = MultiAgentTrainConfig(mode="functions", env_kwargs=ENV, timesteps=8, num_envs=2, n_steps=4, n_epochs=0,
+                                   minibatch_size=8, report_episodes=1, progress=False)  # fmt: skip
+    train_multi(config, tmp_path)
+    view = market_for(config, 1)
+    saved = torch.load(tmp_path / "policies.pt", weights_only=True)["nets"]
+    for learners in (initial_learners(view, config), initial_learners(view, config)):
+        for agent, net in learners.nets.items():
+            assert all(torch.equal(value, saved[agent][key]) for key, value in net.state_dict().items())
 
 
 def test_bad_mode_and_sharing_are_rejected() -> None:
