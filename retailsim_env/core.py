@@ -111,17 +111,21 @@ class BatchedRetailSim:
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(observations [B, O], rewards [B], truncated [B], info arrays) after one week of every copy."""
-        decoded = self.decode(action)
-        market = self.market
-        order = market.order_units(decoded.order_fraction)
-        result = market.step(decoded.price, decoded.depth, order)
-        terms = self.reward_terms(result, decoded)
+        _, _, terms, info = self.advance(action)
         weights = self.config.reward
         reward = (weights.profit * terms["profit"] - weights.boundary * terms["boundary_penalty"]
                   + weights.diversity * terms["diversity_bonus"] + weights.alignment * terms["inventory_alignment"])  # fmt: skip
-        truncated = market.t >= self.config.episode_length
-        info = self.info(result, decoded, terms)
+        truncated = self.market.t >= self.config.episode_length
         return self.observe(), reward.astype(np.float64), truncated, info
+
+    def advance(self, action: np.ndarray) -> tuple[DecodedAction, WeekResult, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One week of every copy under flat ``action`` [B, A]: (the decoded action, the week's result, the
+        reward terms, the info arrays), which ``step`` and the multi-agent view each weigh into rewards."""
+        decoded = self.decode(action)
+        market = self.market
+        result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
+        terms = self.reward_terms(result, decoded)
+        return decoded, result, terms, self.info(result, decoded, terms)
 
     # ------------------------------------------------------------------ observation
     def week_of_year_angle(self) -> np.ndarray:

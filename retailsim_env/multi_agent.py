@@ -113,12 +113,8 @@ class MultiAgentView:
     def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], dict]:
         """One week of every copy: (rewards agent -> [B], per-agent info arrays, the store's info arrays)."""
         sim = self.sim
-        decoded = sim.decode(self.flat_action(actions))
-        market = sim.market
-        result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
+        decoded, result, terms, info = sim.advance(self.flat_action(actions))
         weights = sim.config.reward
-        terms = sim.reward_terms(result, decoded)
-        info = sim.info(result, decoded, terms)
         if self.mode == "functions":
             profit = weights.profit * terms["profit"]
             rewards = {
