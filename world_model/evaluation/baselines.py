@@ -343,7 +343,9 @@ class LastStore(_StoreRule):
 class MarkovStore(_StoreRule):
     """First-order Markov chain over stores: the most frequent next store after the previous trip's store
     in consecutive training trips of the same customer (ties: the lower row); a previous store never
-    left in training falls back to the customer's primary store."""
+    left in training falls back to the customer's primary store. Its calibration sample is among the
+    transitions it counted, so its hit rate (hence its probabilities' confidence) is slightly optimistic;
+    validation-split visits would not be, but the baselines are fitted on the training split alone."""
 
     name = "markov_store"
 
