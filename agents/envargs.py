@@ -30,9 +30,10 @@ def build_env(build: Callable[[], T], env_kwargs: dict[str, Any]) -> T:
     unknown = sorted(set(env_kwargs) - set(ENV_KWARGS))
     if unknown:
         raise EnvKwargsError(f"unknown {', '.join(map(repr, unknown))} (known: {', '.join(ENV_KWARGS)})")
+    start = env_kwargs.get("start_week")  # only used at the first reset, after the run directory exists
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 1):
+        raise EnvKwargsError(f"start_week must be a data week index >= 1 (or null: drawn), got {start!r}")
     try:
         return build()
-    except EnvKwargsError:
-        raise
     except (TypeError, ValueError, RetailSimError) as error:
-        raise EnvKwargsError(str(error)) from None
+        raise EnvKwargsError(str(error)) from error

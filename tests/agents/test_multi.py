@@ -6,8 +6,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.envargs import EnvKwargsError
-from agents.multi import (MultiAgentTrainConfig, evaluate_multi, historical_actions, initial_learners, market_for, play,
-                          start_weeks, train_multi)  # fmt: skip
+from agents.multi import MultiAgentTrainConfig, evaluate_multi, initial_learners, market_for, train_multi
+
+from retailsim_env.core import BatchedRetailSim
 
 ENV = {"propensities": "fixed", "products": 3, "episode_length": 4}
 
@@ -63,11 +64,23 @@ def started_run(tmp_path_factory: pytest.TempPathFactory):
     return config, out
 
 
-def test_start_week_is_honoured_in_training_and_evaluation(started_run) -> None:
-    config, _ = started_run
-    view = market_for(config, 2)
-    play(view, historical_actions, seed=0, starts=start_weeks(config, 2))
-    assert (view.sim.market.week == 5 + ENV["episode_length"]).all()
+def test_start_week_is_honoured_in_training_and_evaluation(tmp_path, monkeypatch) -> None:
+    """Every episode of the run, in training and in each policy's evaluation, starts at data week 5."""
+    starts = []
+    real_reset = BatchedRetailSim.reset
+
+    def reset(self, copies, rngs, start_weeks=None):
+        starts.append(None if start_weeks is None else list(start_weeks))
+        return real_reset(self, copies, rngs, start_weeks)
+
+    monkeypatch.setattr(BatchedRetailSim, "reset", reset)
+    config = MultiAgentTrainConfig(env_kwargs={**ENV, "start_week": 5}, timesteps=16, num_envs=2, n_steps=4,
+                                   minibatch_size=8, n_epochs=1, progress=False)  # fmt: skip
+    train_multi(config, tmp_path)
+    trained = len(starts)
+    evaluate_multi(tmp_path, episodes=2)
+    assert trained == 3 and len(starts) == 3 + 2 * 3  # two training episodes and the next one; 2 markets x 3 policies
+    assert starts == [[5, 5]] * len(starts)
 
 
 def test_profit_lift_is_nan_when_historical_profit_is_not_positive(started_run, monkeypatch) -> None:
@@ -80,7 +93,8 @@ def test_profit_lift_is_nan_when_historical_profit_is_not_positive(started_run, 
 
 @pytest.mark.parametrize("env_kwargs,message", [({"n_stores": 1}, "stores / n_stores: mode .competition. needs 2 or more"),
                                                 ({"produts": 3}, "unknown 'produts'"),
-                                                ({"render_mode": "ansi"}, "unknown 'render_mode'")])  # fmt: skip
+                                                ({"render_mode": "ansi"}, "unknown 'render_mode'"),
+                                                ({"start_week": 0}, "start_week must be a data week index >= 1")])  # fmt: skip
 def test_bad_env_kwargs_are_rejected_before_the_run_directory_is_written(env_kwargs, message, tmp_path) -> None:
     config = MultiAgentTrainConfig(mode="competition", env_kwargs={**ENV, **env_kwargs}, timesteps=8, num_envs=2, n_steps=4,
                                    progress=False)  # fmt: skip

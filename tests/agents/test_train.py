@@ -28,7 +28,8 @@ def test_negative_checkpoint_interval_is_rejected() -> None:
         PPOTrainConfig(checkpoint_every=-5)
 
 
-@pytest.mark.parametrize("env_kwargs,message", [({"produts": 3}, "unknown 'produts'"), ({"demand": "foo"}, "demand")])
+@pytest.mark.parametrize("env_kwargs,message", [({"produts": 3}, "unknown 'produts'"), ({"demand": "foo"}, "demand"),
+                                                ({"start_week": 0}, "start_week must be")])  # fmt: skip
 def test_bad_env_kwargs_are_rejected_before_the_run_directory_is_written(env_kwargs, message, tmp_path) -> None:
     with pytest.raises(EnvKwargsError, match=f"^env_kwargs: .*{message}"):
         train_ppo(PPOTrainConfig(env_kwargs={**TINY_ENV, **env_kwargs}, timesteps=8, num_envs=2, progress=False), tmp_path / "run")
