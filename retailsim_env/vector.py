@@ -75,10 +75,12 @@ class _Batch:
 
 
 def _masked(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Gymnasium's vector info layout: each key's array [B] beside ``_key``, the copies that have it."""
+    """Gymnasium's vector info layout: each key's array [B] beside ``_key``, the copies that have it (zeros
+    elsewhere; every step's info has every copy, so that case takes the arrays as they are)."""
     out = {}
+    every = bool(mask.all())
     for key, value in values.items():
-        out[key], out[f"_{key}"] = np.where(mask, value, np.zeros_like(value)), mask.copy()
+        out[key], out[f"_{key}"] = value if every else np.where(mask, value, np.zeros_like(value)), mask.copy()
     return out
 
 

@@ -29,7 +29,7 @@ from world_model.errors import RetailSimError
 from world_model.pipeline.config import PipelineConfig
 from world_model.pipeline.weeks import WeekIndex
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("retailsim.pipeline")  # under the CLI's "retailsim" handler
 
 MANIFESTS = "manifests"
 REPORT = "pipeline_report.json"

@@ -90,7 +90,7 @@ def test_a_crash_while_publishing_outputs_reruns_the_stage(ingested_market: Path
 
 
 def test_a_split_past_the_data_warns_of_the_empty_split(ingested_market: Path, tmp_path: Path, caplog) -> None:
-    with caplog.at_level("WARNING", logger=runner.__name__):
+    with caplog.at_level("WARNING", logger=runner.log.name):
         run_pipeline(ingested_market, tmp_path / "a", [counting_stage("a", [])], SPLIT)
         assert not caplog.records
         run_pipeline(ingested_market, tmp_path / "b", [counting_stage("a", [])], dataclasses.replace(SPLIT, valid_end=999))
