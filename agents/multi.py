@@ -397,3 +397,15 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
             for agent in view.agents
         }  # fmt: skip
     return report
+
+
+def evaluate_multi_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
+    """``evaluate_multi`` of a ``train_multi`` run; write ``out``/report.json and agent_returns.png."""
+    from agents.plots import plot_multi_report
+
+    out = Path(out)
+    report = evaluate_multi(run_dir, episodes=episodes, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    report["plots"] = plot_multi_report(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report

@@ -62,3 +62,33 @@ def plot_report(report: dict, out: Path) -> list[str]:
     figure.savefig(paths[-1], dpi=100)
     plt.close(figure)
     return paths
+
+
+def plot_multi_report(report: dict, out: Path) -> list[str]:
+    """Write agent_returns.png for a multi-agent report (``agents.multi.evaluate_multi``): per market, each
+    agent's mean episode return trained and untrained, less its historical counterpart's (returns are
+    40-50 a 52-week episode and differ by a few: as differences they are visible), with the trained
+    agents' profit lift over historical pricing in the agent's label; return its path."""
+    plt = _pyplot()
+    modes = list(report["modes"])
+    figure, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
+    policies = (("trained", "tab:blue"), ("untrained", "tab:gray"))
+    for axis, mode in zip(axes[0], modes):
+        results = report["modes"][mode]
+        agents = list(results)
+        width = 0.8 / len(policies)
+        for i, (policy, color) in enumerate(policies):
+            gains = [results[a][policy]["return"] - results[a]["historical"]["return"] for a in agents]
+            axis.bar(np.arange(len(agents)) + i * width, gains, width, label=policy, color=color)
+        axis.axhline(0, color="black", linewidth=0.8)
+        labels = [f"{a}\n{100 * results[a]['profit_lift_vs_historical']:+.1f}% profit" for a in agents]
+        axis.set_xticks(np.arange(len(agents)) + width * (len(policies) - 1) / 2, labels, fontsize=8)
+        axis.set_ylabel("episode return - historical counterpart's")
+        axis.set_title(f"{mode} market")
+        axis.legend(fontsize=8)
+    figure.suptitle(f"Multi-agent ({report['mode']}): return over each agent's historical counterpart")
+    figure.tight_layout()
+    path = str(out / "agent_returns.png")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return [path]

@@ -358,11 +358,9 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
 def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     if (run / "policies.pt").exists():
-        from agents.multi import evaluate_multi
+        from agents.multi import evaluate_multi_run
 
-        report = evaluate_multi(run, episodes=args.episodes, seed=args.seed)
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        report = evaluate_multi_run(run, args.out, episodes=args.episodes, seed=args.seed)
         for mode, agents in report["modes"].items():
             print(f"{mode} market:")
             for agent, r in agents.items():
@@ -642,8 +640,9 @@ def _add_agent_commands(commands) -> None:
         "evaluate", help="a trained run against the baselines, learned and oracle markets",
         description="For an 'agents train' run: write REPORT_DIR/report.json and PNG plots of the run's policy "
         "and the baselines: profit lift vs historical pricing, revenue variance, price violations, edge hugging, "
-        "promotion share. For an 'agents train-multi' run: write REPORT_DIR/report.json only (no plots) with each "
-        "agent's return and profit, trained, untrained (as the run started) and historical, and the profit lifts vs historical.",
+        "promotion share. For an 'agents train-multi' run: write REPORT_DIR/report.json and agent_returns.png with "
+        "each agent's return and profit, trained, untrained (as the run started) and historical, and the profit lifts "
+        "vs historical.",
     )  # fmt: skip
     evaluate.add_argument("run_dir", help="directory written by 'agents train' or 'agents train-multi'")
     evaluate.add_argument("--episodes", type=_positive_int, default=8)

@@ -16,6 +16,9 @@ def test_train_evaluate_and_train_multi_commands(tmp_path, capsys) -> None:
     assert main(["agents", "train-multi", "--mode", "competition", "--env-kwargs", json.dumps({**TINY_ENV, "episode_length": 4}),
                  "--timesteps", "16", "--num-envs", "2", "--n-steps", "4", "--out", str(tmp_path / "multi"), "--quiet"]) == 0  # fmt: skip
     assert main(["agents", "evaluate", str(tmp_path / "multi"), "--episodes", "1", "--out", str(tmp_path / "mreport")]) == 0
+    report = json.loads((tmp_path / "mreport" / "report.json").read_text())
+    assert report["plots"] == [str(tmp_path / "mreport" / "agent_returns.png")]
+    assert (tmp_path / "mreport" / "agent_returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "ppo" in out and "store_" in out
 
@@ -57,4 +60,4 @@ def test_agent_help_says_what_is_written_and_the_env_kwargs_default(capsys) -> N
             main(["agents", *command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert text.count('merged into the default {"propensities": "fixed"}') == 2
-    assert "For an 'agents train-multi' run: write REPORT_DIR/report.json only (no plots)" in text
+    assert "For an 'agents train-multi' run: write REPORT_DIR/report.json and agent_returns.png" in text
