@@ -621,15 +621,18 @@ def _destroyed_ids(work: Path) -> pa.Array:
 
 def _quarantine_late_rejections(work: Path, files: list[Path], config: IngestConfig) -> None:
     """Read the original text of every late rejection back from its source, each file once. Idempotent:
-    every ``late-f`` file is rebuilt from all the weeks' parts, so a crash here loses nothing."""
+    every ``late-f`` file is rebuilt from all the weeks' parts, so a crash here loses nothing; a marker
+    written when all are done spares a resumed ingest the re-reading."""
+    done = work / "_state" / "late-rejections-done.json"
     parts = sorted((work / "_state").glob("late-week-*.parquet"))
-    if not parts:
+    if not parts or done.exists():
         return
     late = pa.concat_tables([pq.read_table(p) for p in parts])
     for index in pc.unique(late.column("file")).to_pylist():
         mine = late.filter(pc.equal(late.column("file"), index))
         table = reread_rows(files[index], mine.column("line").to_numpy(), mine.column("reason").to_pylist(), config.block_bytes)
         _write_parquet_atomic(table, work / "_quarantine" / f"late-f{index:05d}.parquet")
+    _write_json_atomic(done, {"parts": len(parts)})
 
 
 def _with_rebuilt_basket_ids(con: duckdb.DuckDBPyConnection, rows: pa.Table, destroyed: pa.Array) -> pa.Table:

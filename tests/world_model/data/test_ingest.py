@@ -445,3 +445,17 @@ def test_jobs_run_inline_use_the_configured_duckdb_threads(tmp_path: Path, monke
     monkeypatch.setattr(ingest_module, "worker_connection", lambda *args: threads.append(args[2]) or real(*args))
     ingest(source, tmp_path / "out", IngestConfig(progress=False, workers=None, threads=2))
     assert threads and set(threads) == {2}
+
+
+def test_a_resume_after_the_late_quarantine_step_does_not_read_the_sources_again(tmp_path: Path, monkeypatch) -> None:
+    src = _two_week_source(tmp_path)
+    real_publish, reread = ingest_module._publish, []
+    monkeypatch.setattr(ingest_module, "_publish", lambda *a: (_ for _ in ()).throw(RuntimeError("power cut")))
+    with pytest.raises(RuntimeError, match="power cut"):
+        ingest(src, tmp_path / "out", QUIET)
+    monkeypatch.setattr(ingest_module, "_publish", real_publish)
+    real_reread = ingest_module.reread_rows
+    monkeypatch.setattr(ingest_module, "reread_rows", lambda *a: reread.append(a) or real_reread(*a))
+    resumed = ingest(src, tmp_path / "out", QUIET)
+    assert reread == [] and resumed["quarantine_reasons"] == {Reason.DUPLICATE_LINE: 1}
+    assert pq.read_table(tmp_path / "out" / "quarantine.parquet").num_rows == 1
