@@ -276,9 +276,13 @@ class BasketWorldModel(nn.Module):
         real = candidates >= PRODUCT_SPECIALS
         queries = self.repeat.query(summary)  # [B, d]
         if packed if packed is not None else not candidates.is_cuda:
-            owner, slot = real.nonzero(as_tuple=True)
-            products = candidates[owner, slot]
-            repeat = self.repeat(queries[owner], out_embeddings[products], features[owner, slot])  # [R]
+            # flat (sample, slot) positions and index_select: on a CPU the gathers take a fifth of what
+            # advanced indexing (queries[owner], features[owner, slot]) takes, the same values
+            slots = real.reshape(-1).nonzero().squeeze(1)  # [R]
+            owner = torch.div(slots, candidates.shape[1], rounding_mode="floor")
+            products = candidates.reshape(-1).index_select(0, slots)
+            repeat = self.repeat(queries.index_select(0, owner), out_embeddings.index_select(0, products),
+                                 features.reshape(-1, features.shape[-1]).index_select(0, slots))  # [R]
             logits = logits.index_put((owner, products), repeat.to(logits.dtype), accumulate=True)
         else:  # broadcast, not gathered: the gradient is a plain sum (index backward adds atomically on CUDA)
             repeat = self.repeat.score_slots(queries, out_embeddings[candidates], features)
