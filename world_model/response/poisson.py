@@ -61,7 +61,8 @@ def fit_fixed_effects_poisson(
 
     ``y`` [G, W] counts (>= 0), ``x`` [G, W, K] regressors, ``clusters`` [G] integer cluster of each
     group for the standard errors. Groups with no units carry no information and are dropped.
-    A regressor with no variation inside any group gets coefficient 0 and standard error inf.
+    A regressor the group and week effects (or the regressors before it) explain exactly is not
+    identified (``_identified``): it gets coefficient 0 and standard error inf.
     """
     y = np.asarray(y, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
@@ -71,9 +72,7 @@ def fit_fixed_effects_poisson(
     keep = y.sum(axis=1) > 0
     y, x, clusters = y[keep], x[keep], np.asarray(clusters)[keep]
     n = y.sum(axis=1)
-    # Regressors that never move inside a group are not identified: fit without them.
-    within = np.abs(x - x.mean(axis=1, keepdims=True)).max(axis=(0, 1)) > 1e-12 if len(y) else np.zeros(k, bool)
-    active = np.flatnonzero(within)
+    active = _identified(x) if len(y) else np.zeros(0, dtype=np.int64)
     xa = x[:, :, active]
     ka = len(active)
     theta = np.zeros(ka + n_weeks - 1)
@@ -102,12 +101,29 @@ def fit_fixed_effects_poisson(
         theta, pi, loglik = candidate, cand_pi, cand_loglik
         if np.max(np.abs(scale * step)) < 1e-8 or abs(gain) < tolerance * (1 + abs(loglik)):
             converged = True
-    score, information = _score_and_information(y, n, xa, pi) if len(y) else (theta, information)
+    information = _score_and_information(y, n, xa, pi)[1] if len(y) else information
     coef_active, delta = unpack(theta)
     se_active = _cluster_robust_se(y, n, xa, pi, clusters, information)[:ka] if len(y) else np.full(ka, np.inf)
     coef, se = np.zeros(k), np.full(k, np.inf)
     coef[active], se[active] = coef_active, se_active
     return PoissonFit(coef, se, delta, loglik, iteration, bool(converged))
+
+
+def _identified(x: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
+    """Indices of the regressors of ``x`` [G, W, K] the fit can identify: those whose two-way residual
+    (less its group and week means: what the group and week effects cannot absorb) is not zero and not
+    a combination of the earlier ones' residuals. A price path shared by every group (all products
+    changing price in the same weeks) moves within each group yet is a week effect: without this, the
+    minimum-norm Newton step and the pseudo-inverse gave it a coefficient with a small standard error."""
+    residual = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean(axis=(0, 1), keepdims=True)
+    flat = residual.reshape(-1, x.shape[2])
+    scale = np.maximum(np.abs(x).reshape(-1, x.shape[2]).max(axis=0), 1.0)
+    kept: list[int] = []
+    for j in range(x.shape[2]):
+        candidate = flat[:, kept + [j]] / scale[kept + [j]]
+        if np.abs(candidate[:, -1]).max() > tolerance and np.linalg.matrix_rank(candidate, tol=tolerance * np.sqrt(len(flat))) == len(kept) + 1:
+            kept.append(j)
+    return np.asarray(kept, dtype=np.int64)
 
 
 def _score_and_information(y: np.ndarray, n: np.ndarray, x: np.ndarray, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

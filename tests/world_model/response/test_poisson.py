@@ -39,3 +39,21 @@ def test_zero_groups_are_dropped_and_a_regressor_constant_within_groups_is_not_i
 def test_no_data_gives_no_estimate() -> None:
     fit = fit_fixed_effects_poisson(np.zeros((3, 4)), np.zeros((3, 4, 2)), np.arange(3))
     assert np.all(fit.coef == 0) and np.all(np.isinf(fit.se))
+
+
+def test_a_price_path_shared_by_every_group_is_a_week_effect_not_an_elasticity() -> None:
+    """Every product changes price in the same weeks: the price moves within each group, yet the week
+    effects explain it exactly. Not identified (se inf), while the promotion, which varies across
+    groups, still is; a sum of group and week terms is caught the same way."""
+    rng = np.random.default_rng(3)
+    groups, weeks = 200, 30
+    alpha = np.exp(rng.normal(-0.5, 1.0, groups))
+    promo = (rng.random((groups, weeks)) < 0.15).astype(float)
+    shared = np.broadcast_to(np.where(rng.random(weeks) < 0.3, -0.2, 0.0), (groups, weeks))
+    two_way = rng.normal(0, 0.1, (groups, 1)) + rng.normal(0, 0.1, (1, weeks))
+    for path in (shared, two_way):
+        x = np.stack([path, promo], -1)
+        y = rng.poisson(alpha[:, None] * np.exp(x @ np.array([-2.0, 0.5])))
+        fit = fit_fixed_effects_poisson(y, x, np.arange(groups) // 5)
+        assert fit.coef[0] == 0.0 and np.isinf(fit.se[0])
+        assert abs(fit.coef[1] - 0.5) < 4 * fit.se[1] and fit.se[1] < 0.2
