@@ -159,7 +159,8 @@ def estimate_store_response(store_panel: pd.DataFrame, loyalty: float, config: R
     elasticity = min(elasticity, 0.0)
     return StoreResponse(
         elasticity=elasticity,
-        choice_sensitivity=-elasticity / max(1.0 - loyalty, 1e-3),
+        # one store: no choice to tilt; otherwise the loyalty capped (ResponseConfig.max_loyalty)
+        choice_sensitivity=0.0 if n_stores < 2 else -elasticity / (1.0 - min(loyalty, config.max_loyalty)),
         estimate=estimate,
         se=se,
         data_weight=weight,

@@ -1,10 +1,11 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from world_model.response.config import ResponseConfig
-from world_model.response.estimate import category_response, fit_category, placebo_flags, shrink
+from world_model.response.estimate import category_response, estimate_store_response, fit_category, placebo_flags, shrink
 from world_model.response.panel import CategoryPanel
 
 
@@ -72,3 +73,20 @@ def test_placebo_lift_of_a_fake_flag_is_near_one() -> None:
     fit = fit_category(panel, ResponseConfig(), placebo=True)
     assert fit.placebo_cells > 0
     assert abs(math.expm1(fit.placebo_log_lift)) < max(0.03, 3 * fit.placebo_se)
+
+
+def _store_panel(n_stores: int, weeks: int = 20, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [{"STORE_CODE": f"S{s}", "week_index": w, "baskets": int(rng.poisson(200)), "log_level": rng.normal(0, 0.02)}
+            for s in range(n_stores) for w in range(weeks)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_store_choice_sensitivity_is_zero_for_one_store_and_bounded_near_full_loyalty() -> None:
+    config = ResponseConfig()
+    single = estimate_store_response(_store_panel(1), loyalty=1.0, config=config)
+    assert single.choice_sensitivity == 0.0
+    loyal = estimate_store_response(_store_panel(4), loyalty=0.98, config=config)
+    assert loyal.choice_sensitivity == pytest.approx(-loyal.elasticity / (1 - config.max_loyalty))
+    usual = estimate_store_response(_store_panel(4), loyalty=0.7, config=config)
+    assert usual.choice_sensitivity == pytest.approx(-usual.elasticity / 0.3)
