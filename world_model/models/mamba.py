@@ -419,15 +419,19 @@ def selective_scan_parallel(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
         raise ValueError(f"method must be one of {SCAN_METHODS}, got {method!r}")
     _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
     dtype_in, dtype = u.dtype, _compute_dtype(u)
-    u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
-    delta = _step_sizes(delta, delta_bias, delta_softplus)
-    if method == "auto":
-        method = scan_method_for(u)
-    # [L, b, d_inner or d_state]
-    delta_t, u_t, B_t, C_t = (t.permute(2, 0, 1).contiguous() for t in (delta, u, B, C))
-    y = _SelectiveScan.apply(delta_t, u_t, A, B_t, C_t, None if method == "sequential" else chunk_size)
-    y = y.permute(1, 2, 0).contiguous()  # [b, d_inner, L]
-    return _skip_and_gate(y, u, D, z).to(dtype_in)
+    # Autocast off: under it the scan's bmm would run in bfloat16 / float16 whatever ``dtype`` says (the
+    # forward drifting from the reference, and backward meeting a half-precision gradient against float32
+    # states); the scan is computed in ``dtype`` and its result cast back to the input's dtype.
+    with torch.autocast(u.device.type, enabled=False):
+        u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
+        delta = _step_sizes(delta, delta_bias, delta_softplus)
+        if method == "auto":
+            method = scan_method_for(u)
+        # [L, b, d_inner or d_state]
+        delta_t, u_t, B_t, C_t = (t.permute(2, 0, 1).contiguous() for t in (delta, u, B, C))
+        y = _SelectiveScan.apply(delta_t, u_t, A, B_t, C_t, None if method == "sequential" else chunk_size)
+        y = y.permute(1, 2, 0).contiguous()  # [b, d_inner, L]
+        return _skip_and_gate(y, u, D, z).to(dtype_in)
 
 
 def scan_method_for(tensor: Tensor) -> str:

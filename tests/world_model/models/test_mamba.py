@@ -97,6 +97,25 @@ def test_parallel_scan_float32_and_half_keep_the_input_dtype(method: str) -> Non
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_parallel_scan_under_autocast_computes_in_float32_and_backpropagates(method: str) -> None:
+    """Mixed-precision training (bfloat16 autocast: CUDA's default, here on the CPU) runs the scan in
+    float32 as without autocast; under autocast its bmm had run in bfloat16 and backward had failed."""
+    inputs = {name: t.float().requires_grad_(name == "u") for name, t in scan_inputs(2, 4, 3, 30).items()}
+    expected = selective_scan_parallel(**inputs, method=method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = selective_scan_parallel(**inputs, method=method)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert inputs["u"].grad is not None and inputs["u"].grad.dtype == torch.float32
+    encoder = MambaEncoder(TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = encoder(torch.randn(2, 10, TINY.d_model))
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("length, chunk_size", [(1, 8), (2, 2), (13, 4), (64, 8), (45, 3)])
 def test_parallel_scan_gradients_equal_reference(length: int, chunk_size: int, method: str) -> None:
     inputs = scan_inputs(2, 3, 4, length, seed=1)
