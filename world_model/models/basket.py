@@ -319,10 +319,16 @@ def sampled_softmax_loss(logits: Tensor, targets: Tensor, candidates: Tensor, ne
 
 
 def trip_head_loss(outputs: dict[str, Tensor], labels: dict[str, Tensor]) -> Tensor:
-    """Mean cross-entropy of the trip heads; label -1 (unknown) is ignored."""
-    losses = [F.cross_entropy(outputs[name].float(), labels[name], ignore_index=-1)
-              for name in labels if name in outputs and (labels[name] >= 0).any()]  # fmt: skip
-    return torch.stack(losses).mean() if losses else next(iter(outputs.values())).sum() * 0.0
+    """Mean over the trip heads with a known label in the batch of their cross-entropy; label -1 (unknown)
+    is ignored. A head with none still enters the graph (at 0): under DistributedDataParallel every
+    parameter must get a gradient on every rank, and leaving the head out failed the reduction."""
+    names = [name for name in labels if name in outputs]
+    if not names:
+        return next(iter(outputs.values())).sum() * 0.0
+    known = {name: labels[name] >= 0 for name in names}
+    losses = [F.cross_entropy(outputs[name].float(), labels[name], ignore_index=-1, reduction="sum")
+              / known[name].sum().clamp(min=1) for name in names]  # fmt: skip
+    return torch.stack(losses).sum() / max(sum(bool(known[name].any()) for name in names), 1)
 
 
 def focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0) -> Tensor:

@@ -133,3 +133,15 @@ def test_state_dict_uses_mamba_ssm_names(prepared) -> None:
     names = set(_model(prepared).state_dict())
     for part in ("in_proj.weight", "conv1d.weight", "x_proj.weight", "dt_proj.bias", "A_log", "D", "out_proj.weight"):
         assert f"encoder.layers.0.mixer.{part}" in names
+
+
+def test_trip_head_loss_keeps_a_head_without_known_labels_in_the_graph() -> None:
+    """The mean over the heads that have a known label, and a head with none still gets a (zero)
+    gradient: DistributedDataParallel needs one for every parameter on every rank."""
+    torch.manual_seed(0)
+    outputs = {"known": torch.randn(6, 3, requires_grad=True), "unknown": torch.randn(6, 4, requires_grad=True)}
+    labels = {"known": torch.tensor([0, 1, -1, 2, -1, 0]), "unknown": torch.full((6,), -1)}
+    loss = trip_head_loss(outputs, labels)
+    loss.backward()
+    assert loss.item() == pytest.approx(F.cross_entropy(outputs["known"], labels["known"], ignore_index=-1).item())
+    assert outputs["unknown"].grad is not None and not outputs["unknown"].grad.any()
