@@ -41,16 +41,16 @@ def load_world_model(path: Path | str, data: PreparedData, device: str = "auto")
     spec = checkpoint.get("model_config")
     if not spec or spec.get("kind") not in ("basket", "store_visit"):
         raise RetailSimError(f"{path}: not a world-model checkpoint (no basket or store_visit model_config)")
-    if spec["kind"] == "basket":
-        model = BasketWorldModel(BasketModelConfig.from_dict(spec["config"]), data.products, data.customers, data.stores)
-    else:
-        model = StoreVisitModel(StoreVisitConfig(**spec["config"]), data.products, data.customers, data.stores)
-    try:
+    try:  # a config this version does not know (TypeError) or other vocabularies (ValueError, RuntimeError)
+        if spec["kind"] == "basket":
+            model = BasketWorldModel(BasketModelConfig.from_dict(spec["config"]), data.products, data.customers, data.stores)
+        else:
+            model = StoreVisitModel(StoreVisitConfig(**spec["config"]), data.products, data.customers, data.stores)
         model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise RetailSimError(f"{path}: does not fit this work directory's vocabularies ({str(error).splitlines()[0]})") from None
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise RetailSimError(f"{path}: does not fit this work directory's vocabularies or this version's model "
+                             f"({str(error).splitlines()[0]})") from None  # fmt: skip
     return model.to(resolve_device(device)).eval()
-
 
 
 class StoreVisitPredictor:

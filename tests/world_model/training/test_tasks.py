@@ -18,8 +18,10 @@ from tests.world_model.training.test_resume import assert_same_state
 from world_model.errors import RetailSimError
 from world_model.evaluation.targets import EvaluationTargets
 from world_model.models.basket import BasketModelConfig
+from world_model.models.predictors import load_world_model
 from world_model.pipeline.loader import PreparedData
 from world_model.training import TrainConfig, load_checkpoint, train
+from world_model.training.checkpoint import CHECKPOINT_KEYS, FORMAT
 from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, TargetBatches, ranking_scores, trip_classes
 
 REPO = Path(__file__).resolve().parents[3]
@@ -113,6 +115,13 @@ def test_a_wrong_checkpoint_is_one_clear_error(prepared: PreparedData, tmp_path:
     code = main(["evaluate", str(prepared.workdir), "--world-model", str(bogus), "--out", str(tmp_path / "m.json")])
     assert code == 2
     assert str(bogus) in capsys.readouterr().err
+    # a basket checkpoint of another vocabulary, and one whose config this version does not know
+    config = BasketModelConfig.small(n_products=prepared.n_products + 5).to_dict()
+    for name, spec in (("other_vocabulary.pt", config), ("unknown_key.pt", {**config, "n_products": prepared.n_products, "wings": 2})):
+        torch.save({**dict.fromkeys(CHECKPOINT_KEYS, 0), "format": FORMAT, "model_config": {"kind": "basket", "config": spec},
+                    "model": {}}, tmp_path / name)  # fmt: skip
+        with pytest.raises(RetailSimError, match=f"{name}: does not fit this work directory's vocabularies or this version"):
+            load_world_model(tmp_path / name, prepared)
 
 
 @pytest.mark.parametrize("task", [StoreVisitTask, BasketTask])
