@@ -68,7 +68,7 @@ class BasketModelConfig:
     d_model: int = 512
     """Width of the encoder, decoder and output embeddings."""
     encoder_layers: int = 4
-    """Mamba layers over [context; items]."""
+    """Mamba layers over the history's items (``decoder`` layout) or [context; items] (``encoder``)."""
     d_state: int = 16
     """Mamba state size per inner channel."""
     decoder_layers: int = 2

@@ -77,10 +77,8 @@ class HistoryBaskets:
     n: np.ndarray         # [batch] history baskets per target
 
     @classmethod
-    def of(cls, table: np.ndarray, target_rows: np.ndarray, max_baskets: int | None = None) -> HistoryBaskets:
+    def of(cls, table: np.ndarray, target_rows: np.ndarray) -> HistoryBaskets:
         n = table[target_rows, BASKET_COLUMN["history_baskets"]].astype(np.int64)
-        if max_baskets is not None:
-            n = np.minimum(n, max_baskets)
         rows = gather_ranges(target_rows - n, target_rows)
         target = np.repeat(np.arange(len(target_rows)), n)
         distance = target_rows[target] - rows
@@ -120,10 +118,9 @@ class HistoryFeatures:
     ``max_candidates`` bounds the products scored per target: the customer's top products in P-TopFreq
     order; the rest of the vocabulary is still scored by the model's explore head."""
 
-    def __init__(self, table: np.ndarray, offsets: np.ndarray, items: np.ndarray, max_candidates: int = 256,
-                 max_baskets: int | None = None) -> None:  # fmt: skip
+    def __init__(self, table: np.ndarray, offsets: np.ndarray, items: np.ndarray, max_candidates: int = 256) -> None:
         self.table, self.offsets, self.items = table, offsets, items
-        self.max_candidates, self.max_baskets = max_candidates, max_baskets
+        self.max_candidates = max_candidates
 
     # ---------------------------------------------------------------------------------------------- products
 
@@ -133,7 +130,7 @@ class HistoryFeatures:
         table = self.table
         target_rows = np.asarray(target_rows, dtype=np.int64)
         batch = len(target_rows)
-        hist = HistoryBaskets.of(table, target_rows, self.max_baskets)
+        hist = HistoryBaskets.of(table, target_rows)
         sizes = self.offsets[hist.row + 1] - self.offsets[hist.row]
         flat = gather_ranges(self.offsets[hist.row], self.offsets[hist.row + 1])
         occ_basket = np.repeat(np.arange(len(hist.row)), sizes)  # occurrence -> history basket entry
@@ -193,7 +190,7 @@ class HistoryFeatures:
         table = self.table
         target_rows = np.asarray(target_rows, dtype=np.int64)
         batch = len(target_rows)
-        hist = HistoryBaskets.of(table, target_rows, self.max_baskets)
+        hist = HistoryBaskets.of(table, target_rows)
         store = table[hist.row, BASKET_COLUMN["store_row"]].astype(np.int64)
         keys = hist.target * (int(store.max(initial=0)) + 1) + store
         unique, inverse, latest = _group_first(keys, hist.distance)

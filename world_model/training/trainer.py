@@ -403,5 +403,6 @@ def _steps_in(loader: Iterable[Any], config: TrainConfig) -> int:
             raise TypeError("train_loader() returned an iterable without len(); set TrainConfig.max_steps_per_epoch") from None
         return cap
     if steps == 0:
-        raise ValueError("train_loader() returned no batches")
+        raise ValueError("train_loader() returned no batches: fewer training targets than one batch (under "
+                         "DDP every rank takes whole global batches of batch_size x world_size)?")  # fmt: skip
     return steps if cap is None else min(steps, cap)
