@@ -21,6 +21,10 @@ def _recovery_panel(ax, rows: list[dict], estimate: str, se: str, truth: str, we
     est, err, true, w = (_values(rows, k) for k in (estimate, se, truth, weight))
     err = est * np.expm1(err) if log_se else err  # a log-scale SE is shown as the lift's own scale
     ok = np.isfinite(est) & np.isfinite(true)
+    if not ok.any():  # no category estimated (every one on its prior): nothing to set against the truth
+        ax.text(0.5, 0.5, f"no {label} estimated", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(f"true {label}")
+        return
     ax.errorbar(true[ok], est[ok], yerr=np.where(np.isfinite(err[ok]), np.abs(err[ok]), 0), fmt="none",
                 ecolor="0.75", zorder=1)  # fmt: skip
     points = ax.scatter(true[ok], est[ok], c=w[ok], cmap="viridis", vmin=0, vmax=1, s=18, zorder=2)

@@ -44,7 +44,13 @@ def parse_moves(specs: list[str], option: str, simulator: DemandSimulator) -> di
         amount = _percent(value, option)
         for key in keys.split(","):
             key = key.strip()
-            rows = by_category.get(key) if key in by_category and key else [simulator.product_row(key)]
+            if key not in by_category or not key:
+                try:
+                    rows = [simulator.product_row(key)]
+                except RetailSimError as error:
+                    raise RetailSimError(f"{option}: {error}") from None
+            else:
+                rows = by_category[key]
             for row in rows:
                 moves[row] = amount
     return moves
@@ -58,9 +64,11 @@ def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[in
         raise RetailSimError(f"--weeks must be >= 1, got {weeks}")
     if not 0.0 <= margin < 1.0:
         raise RetailSimError(f"--margin must be in [0, 1), got {margin}")
+    threshold = simulator.response.config.promo_threshold  # shallower drops were never flagged promotions
     for row, depth in promo_depths.items():
-        if not 0.0 < depth < 1.0:
-            raise RetailSimError(f"--promo: depth {depth:.0%} of {simulator.product_codes[row - PRODUCT_SPECIALS]} must be in (0%, 100%)")
+        if not threshold < depth < 1.0:
+            raise RetailSimError(f"--promo: depth {depth:.0%} of {simulator.product_codes[row - PRODUCT_SPECIALS]} must be in "
+                                 f"({threshold:.0%}, 100%): the lifts were estimated on drops of more than {threshold:.0%}")  # fmt: skip
     for row, change in price_moves.items():
         if change <= -1.0:
             raise RetailSimError(f"--set: {change:+.0%} would make a price <= 0")

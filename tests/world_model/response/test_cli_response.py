@@ -48,3 +48,18 @@ def test_whatif_bad_store_is_a_one_line_error(checkpoints, capsys) -> None:
     assert main(["whatif", work, "--world-model", wm, "--store-visit", sv, "--store", "NOPE", "--set", f"{product}=+1%",
                  "--device", "cpu"]) == 2  # fmt: skip
     assert "--store: NOPE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--set", "NOPE=+10%", "--set: NOPE is not a product of this work directory"),
+    ("--promo", "{product}=3%", "--promo: depth 3% of {product} must be in (5%, 100%)"),
+])  # fmt: skip
+def test_whatif_bad_product_or_too_shallow_promotion_is_a_one_line_error(checkpoints, capsys, option, value, message) -> None:
+    """A depth no deeper than the estimator's promotion threshold would get the whole estimated lift."""
+    work, wm, sv = checkpoints
+    product = next(iter(PriceResponse.load(work).product_category))
+    store = PreparedData(work).vocab["stores"]["codes"][0]
+    assert main(["whatif", work, "--world-model", wm, "--store-visit", sv, "--store", store,
+                 option, value.format(product=product), "--device", "cpu"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert message.format(product=product) in err and err.count("\n") == 1
