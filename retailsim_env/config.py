@@ -36,7 +36,9 @@ class EnvConfig:
     """The deepest promotion an action can set (a share of the shelf price)."""
     min_promo_depth: float = 0.1
     """The shallowest promotion: a promotion field above 0 maps onto [min, max] depth (a 1% "promotion"
-    that earns the whole lift would be an artefact, not a promotion)."""
+    that earns the whole lift would be an artefact, not a promotion). The learned market needs it above
+    the scenario's promotion threshold (``ResponseConfig.promo_threshold``, 5%): its lifts were estimated
+    on deeper drops."""
     promo_fatigue: float = 0.5
     """Promotion fatigue: the lift of a product promoted in k of the last ``promo_memory`` weeks is
     lift ** exp(-promo_fatigue x k) (shoppers' reference prices adapt to repeated discounts; 0: none).

@@ -71,6 +71,10 @@ class RetailMarket:
         if demand == "oracle":
             self.backend = OracleDemand(scenario, self.store_rows, self.product_rows)
         else:
+            threshold = scenario.response.config.promo_threshold  # the estimated lifts are of deeper drops
+            if config.min_promo_depth <= threshold:
+                raise ValueError(f"config: min_promo_depth {config.min_promo_depth:g} must exceed the scenario's "
+                                 f"promotion threshold {threshold:g} (the estimated lifts are of deeper drops)")  # fmt: skip
             self.backend = LearnedDemand(scenario, self.store_rows, self.product_rows, device=device,
                                          propensities=propensities)  # fmt: skip
         self.data_weeks = int(scenario.meta["calendar"]["weeks"])

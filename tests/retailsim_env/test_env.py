@@ -79,6 +79,15 @@ def test_step_before_reset_asks_for_a_reset(default_scenario) -> None:
         env.step(np.zeros(env.action_space.shape, np.float32))
 
 
+def test_a_minimum_promotion_depth_within_the_estimators_threshold_is_refused(default_scenario) -> None:
+    """The learned market's lifts were estimated on price drops deeper than the response's promotion
+    threshold (5%): a shallower minimum would pay a whole lift for a token discount."""
+    threshold = default_scenario.response.config.promo_threshold
+    with pytest.raises(ValueError, match="min_promo_depth 0.05 must exceed the scenario's promotion threshold"):
+        RetailSimEnv(scenario=default_scenario, products=3, propensities="fixed", config={"min_promo_depth": threshold})
+    RetailSimEnv(scenario=default_scenario, products=3, demand="oracle", config={"min_promo_depth": 0.0})  # the truth's own
+
+
 def test_one_product_code_as_a_string_manages_that_product(default_scenario) -> None:
     code = default_scenario.catalog["PROD_CODE"].iloc[0]
     env = RetailSimEnv(scenario=default_scenario, products=code, episode_length=2, propensities="fixed")
