@@ -26,6 +26,7 @@ import pandas as pd
 
 from world_model.data.duckdb_util import sql_string
 from world_model.data.synthetic import MarketConfig, SyntheticMarket
+from world_model.errors import RetailSimError
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
 from world_model.response.config import ResponseConfig
 from world_model.response.estimate import fit_category
@@ -180,7 +181,11 @@ def true_store_elasticity(market: SyntheticMarket, week_index: int) -> float:
 
 
 def load_market(ground_truth: Path) -> SyntheticMarket:
-    return SyntheticMarket(MarketConfig.from_dict(json.loads((ground_truth / "config.json").read_text())))
+    """The generator of a generated market's ``ground_truth/`` (its ``config.json``)."""
+    path = Path(ground_truth) / "config.json"
+    if not path.is_file():
+        raise RetailSimError(f"{path}: missing (a generated market's ground_truth/ holds the generator's config)")
+    return SyntheticMarket(MarketConfig.from_dict(json.loads(path.read_text())))
 
 
 def shop_week_of(workdir: Path, week_index: int) -> int:
@@ -190,7 +195,7 @@ def shop_week_of(workdir: Path, week_index: int) -> int:
         row = con.execute(f"SELECT any_value(SHOP_WEEK) FROM read_parquet({sql_string(prices)}) WHERE week_index = ?",
                           [week_index]).fetchone()  # fmt: skip
     if row is None or row[0] is None:
-        raise ValueError(f"week index {week_index} is not in {prices}")
+        raise RetailSimError(f"{prices}: week index {week_index} is not in it")
     return int(row[0])
 
 

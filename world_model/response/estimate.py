@@ -146,7 +146,8 @@ def estimate_store_response(store_panel: pd.DataFrame, loyalty: float, config: R
     stores = frame["STORE_CODE"].to_numpy()
     n_stores = len(np.unique(stores))
     if n_stores == 0 or len(frame) != n_stores * len(weeks):
-        raise RetailSimError(f"store panel is not a dense store x week panel ({len(frame)} rows, {n_stores} stores, {len(weeks)} weeks)")
+        raise RetailSimError(f"response_store_panel.parquet: not a dense store x week panel ({len(frame)} rows, "
+                             f"{n_stores} stores, {len(weeks)} weeks)")  # fmt: skip
     trips = frame["baskets"].to_numpy(np.float64).reshape(n_stores, len(weeks))
     level = frame["log_level"].to_numpy(np.float64).reshape(n_stores, len(weeks))
     sold = trips.sum(axis=0) > 0
