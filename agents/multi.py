@@ -214,6 +214,8 @@ def _ppo_update(learners: AgentLearners, agent: str, batch: dict[str, torch.Tens
             optimizer.step()
             policy_losses.append(policy_loss.item())
             value_losses.append(value_loss.item())
+    if not policy_losses:  # n_epochs = 0: nothing updated
+        return float("nan"), float("nan")
     return float(np.mean(policy_losses)), float(np.mean(value_losses))
 
 

@@ -73,7 +73,8 @@ def plot_response(report: dict, path: Path | str) -> Path:
     axes[1, 0].set_xlabel("category price / reference price")
     axes[1, 0].set_ylabel("units / units at reference")
     axes[1, 0].set_title(f"simulated demand curves at {store}" + (" (dashed: truth)" if "recovery" in report else ""))
-    axes[1, 0].legend(fontsize=7)
+    if axes[1, 0].get_legend_handles_labels()[0]:  # no curves when no category was measured
+        axes[1, 0].legend(fontsize=7)
     weights = _values(rows, "elasticity_data_weight")
     axes[1, 1].hist([weights[np.isfinite(weights)], _values(rows, "lift_data_weight")], bins=10, range=(0, 1),
                     label=["elasticity", "lift"])  # fmt: skip
