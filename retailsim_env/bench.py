@@ -42,12 +42,12 @@ def _forward_by_inference_batch(backend, device: torch.device) -> dict[str, floa
     chunk size restored after."""
     if getattr(backend, "last_trips", None) is None:
         return None
-    trips, default = len(backend.last_trips[0]), backend.inference_batch
-    rates = {}
+    last, default = backend.last_trips, backend.inference_batch
+    trips, rates = len(last[0]), {}
     try:
         for batch in INFERENCE_BATCHES.get(device.type, INFERENCE_BATCHES["cuda"]):
             backend.inference_batch = batch
-            inputs = backend.model_inputs(*backend.last_trips)
+            inputs = backend.model_inputs(*last)
             _timed(lambda: backend.forward(inputs), device)  # untimed: a new chunk shape may allocate
             seconds = float(np.median([_timed(lambda: backend.forward(inputs), device)[0] for _ in range(3)]))
             rates[str(batch)] = trips / seconds
@@ -126,13 +126,15 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
     vector_times, forward_times, vector_visits, batch_sizes = [], [], 0.0, []
     for i in range(config.warmup + config.steps):
         step_time, visits = _timed(vector_step_visits, device)
-        if i >= config.warmup:
-            vector_times.append(step_time)
-            vector_visits += visits
-        if i >= config.warmup and backend.last_trips is not None:
-            inputs = backend.model_inputs(*backend.last_trips)
+        if i < config.warmup:
+            continue
+        vector_times.append(step_time)
+        vector_visits += visits
+        last = backend.last_trips
+        if last is not None:
+            inputs = backend.model_inputs(*last)
             forward_times.append(_timed(lambda: backend.forward(inputs), device)[0])
-            batch_sizes.append(len(backend.last_trips[0]))
+            batch_sizes.append(len(last[0]))
     backend.forward = forward_timed_in_step  # the beyond_forward pass: each forward timed inside its step
     try:
         times_in_step, visits_in_step = timed_steps(vector_step_visits, config.steps, 0, device)

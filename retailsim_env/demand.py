@@ -326,8 +326,12 @@ class LearnedDemand:
         """A call returning [n, K], the basket model's probabilities of the managed products for the trips
         in ``slots``: on a GPU the forward and the copy back are queued now, and the host is free until
         the call."""
-        logits = self.forward(self.model_inputs(slots, mondays, gaps, elapsed))
-        return to_host_later(torch.softmax(logits.float(), -1)[:, self._product_index].double())
+        return to_host_later(self.managed_probabilities(self.forward(self.model_inputs(slots, mondays, gaps, elapsed))))
+
+    def managed_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """[n, K] float64 on the model's device: the softmax of next-basket ``logits`` [n, V] over the whole
+        vocabulary, at the managed products."""
+        return torch.softmax(logits.float(), -1)[:, self._product_index].double()
 
     def model_inputs(self, slots: np.ndarray, mondays: np.ndarray, gaps: np.ndarray,
                      elapsed: np.ndarray) -> list[dict[str, torch.Tensor]]:  # fmt: skip
