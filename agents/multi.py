@@ -383,10 +383,10 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
     scenario = Scenario(config.env_kwargs.get("scenario"))
     modes = ("learned", "oracle") if scenario.has_ground_truth else ("learned",)
     report: dict[str, Any] = {"run": str(run_dir), "mode": config.mode, "episodes": episodes, "seed": seed, "modes": {}}
+    starts = start_weeks(config, episodes)
     for demand in modes:
         view = market_for(config, episodes, demand)
         learners = load_learners(run_dir, view, config)
-        starts = start_weeks(config, episodes)
         with torch.random.fork_rng():  # the caller's torch stream is left as it was
             untrained_learners = initial_learners(view, config)
         trained = play(view, learners.mean_actions, seed, starts)
