@@ -29,6 +29,7 @@ import pandas as pd
 
 from world_model.data.duckdb_util import sql_string
 from world_model.errors import RetailSimError
+from world_model.response.poisson import two_way_residual
 
 PRODUCT_PANEL = "response_panel.parquet"
 STORE_PANEL = "response_store_panel.parquet"
@@ -165,7 +166,7 @@ def two_way_residual_sd(x: np.ndarray) -> float:
     """Standard deviation of a [G, W] array after removing row and column means (0 when empty)."""
     if not x.size:
         return 0.0
-    return float((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()).std())
+    return float(two_way_residual(x).std())
 
 
 class Panel:

@@ -109,14 +109,18 @@ def fit_fixed_effects_poisson(
     return PoissonFit(coef, se, delta, loglik, iteration, bool(converged))
 
 
+def two_way_residual(x: np.ndarray) -> np.ndarray:
+    """``x`` [G, W, ...] less its group (row) and week (column) means: what group and week effects leave."""
+    return x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean(axis=(0, 1), keepdims=True)
+
+
 def _identified(x: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
     """Indices of the regressors of ``x`` [G, W, K] the fit can identify: those whose two-way residual
     (less its group and week means: what the group and week effects cannot absorb) is not zero and not
     a combination of the earlier ones' residuals. A price path shared by every group (all products
     changing price in the same weeks) moves within each group yet is a week effect: without this, the
     minimum-norm Newton step and the pseudo-inverse gave it a coefficient with a small standard error."""
-    residual = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean(axis=(0, 1), keepdims=True)
-    flat = residual.reshape(-1, x.shape[2])
+    flat = two_way_residual(x).reshape(-1, x.shape[2])
     scale = np.maximum(np.abs(x).reshape(-1, x.shape[2]).max(axis=0), 1.0)
     kept: list[int] = []
     for j in range(x.shape[2]):
