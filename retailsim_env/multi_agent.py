@@ -18,7 +18,6 @@ own profit over its own profit scale minus its boundary penalty plus its diversi
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -160,16 +159,20 @@ class RetailSimParallelEnv(ParallelEnv):
         self.view = MultiAgentView(self.sim, mode)
         self.possible_agents = list(self.view.agents)
         self.agents: list[str] = []
+        # Built once (the same object on every call, as PettingZoo expects), held by the env itself: an
+        # lru_cache on the methods would hold every env, its models and caches, for the process's life.
+        self.observation_spaces = {agent: spaces.Box(-OBSERVATION_CLIP, OBSERVATION_CLIP, (self.view.observation_size(agent),),
+                                                     np.float32) for agent in self.possible_agents}  # fmt: skip
+        self.action_spaces = {agent: spaces.Box(-1.0, 1.0, (self.view.action_size(agent),), np.float32)
+                              for agent in self.possible_agents}  # fmt: skip
         self.rng = seeding.np_random(None)[0]
         self.dashboard = Dashboard(self.sim)
 
-    @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Box:
-        return spaces.Box(-OBSERVATION_CLIP, OBSERVATION_CLIP, (self.view.observation_size(agent),), np.float32)
+        return self.observation_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Box:
-        return spaces.Box(-1.0, 1.0, (self.view.action_size(agent),), np.float32)
+        return self.action_spaces[agent]
 
     def _observations(self) -> dict[str, np.ndarray]:
         return {agent: value[0] for agent, value in self.view.observations().items()}

@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
@@ -62,3 +65,19 @@ def test_mode_and_store_count_are_checked(default_scenario) -> None:
     env = retailsim_env.parallel_env("functions", **kwargs)
     with pytest.raises(RuntimeError, match=r"call reset\(\) first"):
         env.step({agent: np.zeros(3) for agent in env.possible_agents})
+
+
+def test_spaces_are_fixed_per_agent_and_the_env_is_freed(default_scenario) -> None:
+    """Each agent's spaces are one object (PettingZoo's contract), and a deleted env is collectable: caching
+    the space methods with lru_cache held every env, with its models, for the process's life."""
+    env = retailsim_env.parallel_env("competition", scenario=default_scenario, products=3, propensities="fixed")
+    env.reset(seed=0)
+    for agent in env.possible_agents:
+        assert env.observation_space(agent) is env.observation_space(agent)
+        assert env.action_space(agent).shape == (6,)
+    with pytest.raises(KeyError):
+        env.action_space("pricing")  # an agent of the other mode
+    alive = weakref.ref(env)
+    del env
+    gc.collect()
+    assert alive() is None
