@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.synthetic import MarketConfig, generate_market

@@ -71,7 +71,7 @@ def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[in
                                  f"({threshold:.0%}, 100%): the lifts were estimated on drops of more than {threshold:.0%}")  # fmt: skip
     for row, change in price_moves.items():
         if change <= -1.0:
-            raise RetailSimError(f"--set: {change:+.0%} would make a price <= 0")
+            raise RetailSimError(f"--set: {change:+.0%} would make the price of {simulator.product_codes[row - PRODUCT_SPECIALS]} <= 0")
     demand = simulator.store_demand(simulator.store_row(store_code))
     n = len(demand.units_per_line)
     ratio, promoted = np.ones(n), np.zeros(n, dtype=bool)

@@ -53,6 +53,7 @@ def test_whatif_bad_store_is_a_one_line_error(checkpoints, capsys) -> None:
 @pytest.mark.parametrize("option,value,message", [
     ("--set", "NOPE=+10%", "--set: NOPE is not a product of this work directory"),
     ("--promo", "{product}=3%", "--promo: depth 3% of {product} must be in (5%, 100%)"),
+    ("--set", "{product}=-100%", "--set: -100% would make the price of {product} <= 0"),
 ])  # fmt: skip
 def test_whatif_bad_product_or_too_shallow_promotion_is_a_one_line_error(checkpoints, capsys, option, value, message) -> None:
     """A depth no deeper than the estimator's promotion threshold would get the whole estimated lift."""
