@@ -44,7 +44,11 @@ comes from the explicit, monotone response (the hybrid-demand design: docs/price
 cannot exploit a network's extrapolation. Shopper histories stay as in the data; their recency evolves.
 
 ``OracleDemand`` (a generated scenario's ground truth): the generator's ``expected_units`` under the agent's
-prices at the managed cells and the generator's own calendar elsewhere, realized demand Poisson around it.
+prices at the managed cells and the generator's own calendar elsewhere; realized demand is drawn by the
+generator's own law at the managed cells (``SyntheticMarket.simulate_units``: each visit's mission,
+basket-size scale and multipacks), so it is as overdispersed as the generated data (variance / mean of
+the top 10 products' weekly units 1.3-6.0 in the shipped scenario, where a Poisson draw gives 1), and the
+visits are the realized visits to the managed stores.
 """
 
 from __future__ import annotations
@@ -500,35 +504,28 @@ class OracleDemand:
         scheduled_depth[cells] = depth
         return shelf, scheduled_depth, market_week, cells
 
-    def _expected(self, week: int, price: np.ndarray, depth: np.ndarray, lift_scale: np.ndarray | float = 1.0,
-                  with_visits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-        """([M, K] true expected units, [M] expected trips to the managed stores when ``with_visits``).
-        With ``lift_scale`` < 1 on promoted cells the generator's lift is raised to that power: units =
-        units without lift at the same paid price x lift ** scale."""
-        shelf, full_depth, market_week, cells = self._week(week, price, depth)
-        units = self.market.expected_units(market_week, shelf, full_depth)[cells]
-        visits = None
-        if with_visits:
-            pop = self.market.population
-            trips = (pop.visit_rate * self.market.traffic(market_week))[:, None] * self.market.store_choice_probs(shelf)
-            visits = np.bincount(pop.store_slots.ravel(), weights=trips.ravel(), minlength=self.market.n_stores)[self.store_index]
-        scale = np.broadcast_to(np.asarray(lift_scale, dtype=np.float64), units.shape)
-        if ((depth > 0) & (scale < 1)).any():
-            full_depth[cells] = 0.0  # same paid price (shelf already discounted), no promotion flag
-            plain = self.market.expected_units(market_week, shelf, full_depth)[cells]
-            lifted = np.where(plain > 0, units / np.maximum(plain, 1e-12), 1.0)
-            units = np.where(depth > 0, plain * lifted**scale, units)
-        return units, visits
-
     def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
                  lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
+        """[B, M, K] the generator's expected units (``expected_units``), each promoted cell's lift raised
+        to the power ``lift_scale``: units = units without the lift at the same paid price x lift ** scale."""
         scale = np.broadcast_to(lift_scale, price.shape)
-        return np.stack([self._expected(w, price[b], depth[b], scale[b])[0] for b, w in enumerate(weeks)])
+        lift = self.market.catalog.promo_lift[self.product_index]
+        units = []
+        for b, week in enumerate(weeks):
+            shelf, full_depth, market_week, cells = self._week(week, price[b], depth[b])
+            expected = self.market.expected_units(market_week, shelf, full_depth)[cells]
+            units.append(expected * np.where(depth[b] > 0, lift ** (scale[b] - 1.0), 1.0))
+        return np.stack(units)
 
     def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
                lift_scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """(realized demand [B, M, K], expected trips [B, M]: the oracle draws units, not individual trips)."""
+        """(realized demand [B, M, K], visits to the managed stores [B, M]), drawn by the generator's own
+        law at the managed cells (``SyntheticMarket.simulate_units``: visits, missions, basket-size
+        scales, multipacks), so as overdispersed as the generated data; the lift as in ``forecast``."""
         scale = np.broadcast_to(lift_scale, price.shape)
-        outcomes = [self._expected(w, price[b], depth[b], scale[b], with_visits=True) for b, w in enumerate(weeks)]
-        demand = np.stack([rng.poisson(units) for (units, _), rng in zip(outcomes, rngs)]).astype(np.float64)
-        return demand, np.stack([visits for _, visits in outcomes])
+        draws = []
+        for b, week in enumerate(weeks):
+            shelf, full_depth, market_week, _ = self._week(week, price[b], depth[b])
+            draws.append(self.market.simulate_units(market_week, shelf, full_depth, self.store_index, self.product_index,
+                                                    rngs[b], lift_exponent=scale[b]))  # fmt: skip
+        return np.stack([units for units, _ in draws]), np.stack([visits for _, visits in draws])

@@ -108,7 +108,7 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     ``week``, ``revenue``, ``profit``, ``units``, ``demand``, ``stockout_units``, ``stockouts`` (products
     short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``promo_share`` (products
     on promotion), ``clipped_actions``,
-    ``visits`` (trips to the managed stores; the expected number in oracle mode), ``holding_cost``, ``stockout_cost``
+    ``visits`` (trips to the managed stores), ``holding_cost``, ``stockout_cost``
     and ``reward_profit``, ``reward_boundary_penalty``, ``reward_diversity_bonus``, ``reward_inventory_alignment``.
 
     ## Arguments

@@ -40,7 +40,7 @@ class WeekResult:
     holding_cost: np.ndarray
     stockout_cost: np.ndarray
     visits: np.ndarray
-    """[B, M] trips to each managed store (oracle mode: the expected number; it draws units, not trips)."""
+    """[B, M] trips to each managed store (oracle mode: every visit, also those that bought nothing managed)."""
 
     @property
     def profit(self) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Learned demand with a history cache: the weekly step's cached decoder gives the whole model's answer."""
+"""Learned demand with a history cache: the weekly step's cached decoder gives the whole model's answer.
+Oracle demand: the generator's law at the managed cells."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from retailsim_env import RetailSimEnv
-from retailsim_env.demand import LearnedDemand
+from retailsim_env.demand import LearnedDemand, OracleDemand
 from retailsim_env.scenario import Scenario
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -211,3 +212,21 @@ def test_poisson_inverse_cdf_draws_poisson_counts() -> None:
     ints = _poisson_inverse_cdf(np.full(3, 0.5), np.array([3, 3, 30], dtype=np.uint8))  # any real dtype, as float64
     assert ints.tolist() == _poisson_inverse_cdf(np.full(3, 0.5), np.array([3.0, 3.0, 30.0])).tolist() == [3, 3, 30]
     assert _poisson_inverse_cdf(np.full(2, 0.5), 12.0).tolist() == [12, 12]  # a scalar rate broadcasts
+
+
+def test_oracle_units_are_the_generators_overdispersed_draws_around_its_forecast(default_scenario) -> None:
+    """Realized oracle units average to its forecast (the generator's expected units, promoted lifts
+    raised to the lift scale) and are overdispersed like the generated data, not Poisson."""
+    stores, products = default_scenario.store_rows(None, count=2), default_scenario.product_rows(6)
+    oracle = OracleDemand(default_scenario, stores, products)
+    reference = np.asarray(default_scenario.reference_prices)[np.ix_(stores, products)][None]
+    depth = np.zeros_like(reference)
+    depth[..., ::2] = 0.2
+    scale, weeks = np.full_like(reference, 0.5), np.array([12])
+    rngs = [np.random.default_rng(3)]
+    draws = np.array([oracle.sample(weeks, reference, depth, rngs, scale)[0][0] for _ in range(800)])
+    forecast = oracle.forecast(weeks, reference, depth, scale)[0]
+    assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(draws.var(0) / len(draws)))
+    assert (draws.var(0) / draws.mean(0)).max() > 2.0
+    full_lift = oracle.forecast(weeks, reference, depth)[0]
+    assert np.all(full_lift[:, ::2] > forecast[:, ::2]) and np.array_equal(full_lift[:, 1::2], forecast[:, 1::2])

@@ -404,3 +404,34 @@ def test_anonymous_share_is_near_config() -> None:
         lines = market.simulate_week_lines(0, price, depth, np.random.default_rng(seed))
         shares.append(np.mean(lines.basket_customer >= market.population.n_named))
     assert np.mean(shares) == pytest.approx(0.3, abs=0.06)
+
+
+def test_simulated_units_at_a_few_cells_follow_the_whole_week_law() -> None:
+    """``simulate_units`` (the oracle environment's draw) has the whole week's mean and overdispersion at
+    its cells, and visit counts with the store-choice mean; a lift exponent of 0 removes the lift."""
+    market = SyntheticMarket(SMALL)
+    price, depth = market.scheduled_prices(1)
+    depth = np.where(np.arange(market.n_products) % 3 == 0, 0.2, 0.0)[None, :].repeat(market.n_stores, 0)
+    stores = np.array([2, 0])
+    expected = market.expected_units(1, price, depth)
+    products = np.argsort(expected[stores].sum(0))[-6:]
+    cells = np.ix_(stores, products)
+    rng = np.random.default_rng(5)
+    whole = np.array([market.simulate_week_lines(1, price, depth, rng).units(market.n_stores, market.n_products)[cells]
+                      for _ in range(300)])  # fmt: skip
+    draws = [market.simulate_units(1, price, depth, stores, products, rng) for _ in range(1200)]
+    units, visits = np.array([u for u, _ in draws]), np.array([v for _, v in draws])
+    standard_error = np.sqrt(units.var(0) / len(units) + whole.var(0) / len(whole))
+    assert np.all(np.abs(units.mean(0) - whole.mean(0)) < 4 * standard_error)
+    assert np.all(np.abs(units.mean(0) - expected[cells]) < 4 * np.sqrt(units.var(0) / len(units)))
+    dispersion, whole_dispersion = units.var(0) / units.mean(0), whole.var(0) / whole.mean(0)
+    assert dispersion.max() > 1.5  # not Poisson
+    assert np.allclose(dispersion, whole_dispersion, rtol=0.3)
+    choice = market.store_choice_probs(price)
+    pop = market.population
+    expected_visits = [(pop.visit_rate * market.traffic(1) * (choice * (pop.store_slots == s)).sum(1)).sum() for s in stores]
+    assert np.allclose(visits.mean(0), expected_visits, rtol=0.03)
+    no_lift = np.mean([market.simulate_units(1, price, depth, stores, products, rng, lift_exponent=0.0)[0] for _ in range(1200)], 0)
+    plain = market.expected_units(1, price, np.zeros_like(depth))[cells]  # the same paid price, no promotion
+    assert np.all(np.abs(no_lift - plain) < 4 * np.sqrt(units.var(0) / len(units)))
+    assert (depth[cells] > 0).any() and not np.allclose(no_lift, units.mean(0), rtol=0.1)

@@ -290,6 +290,56 @@ class SyntheticMarket:
         quantity = self._draw_quantities(product, rng)
         return self._assemble(week_index, price, cust, store, mission, visit, product, quantity, rng)
 
+    def simulate_units(
+        self,
+        week_index: int,
+        price: np.ndarray,
+        promo_depth: np.ndarray,
+        stores: np.ndarray,
+        products: np.ndarray,
+        rng: np.random.Generator,
+        lift_exponent: np.ndarray | float = 1.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One sampled week at a few cells only: (units [len(stores), len(products)], visits [len(stores)]).
+
+        The law of ``simulate_week_lines`` restricted to those cells, so as overdispersed as the generated
+        data (a visit's Gamma size scale is shared by its products; multipacks): customer c's visits to
+        store s are ``Poisson(v_c * traffic * P_c(s))`` (Poisson splitting of steps 2-3: the other stores'
+        visits are never drawn), each visit gets its mission and size scale (step 4), its draws of product
+        p are ``Poisson(lambda * m[s, p] * (rho_c r[c, p] + (1 - rho_c) g_p))`` (step 5: the repertoire and
+        exploration totals split by product) and each draw its quantity (step 6). ``visits`` counts every
+        visit, including those that bought nothing we sell. Promoted cells take ``lift ** lift_exponent``
+        instead of the lift (1: the generator's own law; the oracle environment's promotion fatigue).
+        Random draws differ from ``simulate_week_lines``'; the distribution of the cells' units does not.
+        """
+        pop = self.population
+        stores, products = np.asarray(stores, dtype=np.int64), np.asarray(products, dtype=np.int64)
+        price = np.asarray(price, dtype=np.float64)
+        log_ratio = self._log_price_ratio(price)
+        cells = np.ix_(stores, products)
+        m = self.demand_multiplier(week_index, price, promo_depth, log_ratio)[cells]
+        exponent = np.broadcast_to(np.asarray(lift_exponent, dtype=np.float64), m.shape)
+        m = m * np.where(np.asarray(promo_depth)[cells] > 0, self._lift[products] ** (exponent - 1.0), 1.0)
+        choice = self.store_choice_probs(price, log_ratio)  # [N, slots]
+        to_store = np.stack([(choice * (pop.store_slots == s)).sum(1) for s in stores], axis=1)  # [N, M]
+        visits = rng.poisson(pop.visit_rate[:, None] * self.traffic(week_index) * to_store)
+        cust, store = np.nonzero(visits)
+        cust, store = np.repeat(cust, visits[cust, store]), np.repeat(store, visits[cust, store])
+        mission = draw_rows(self._mission_cum, cust, rng)
+        shape = self._mission_shape[mission]
+        scale = self._mission_items[mission] * rng.gamma(shape, 1.0 / shape)
+        own = (pop.repertoire[:, :, None] == products[None, None, :]) * pop.repertoire_weight[:, :, None]
+        rho = pop.repertoire_share[:, None]
+        mass = rho * own.sum(1) + (1.0 - rho) * self.catalog.popularity[products][None, :]  # [N, P']
+        draws = rng.poisson(scale[:, None] * m[store] * mass[cust])  # [visits, P']
+        visit, column = np.nonzero(draws)
+        counts = draws[visit, column]
+        draw_cell = np.repeat(store[visit] * len(products) + column, counts)
+        quantity = self._draw_quantities(np.repeat(products[column], counts), rng)
+        units = np.bincount(draw_cell, weights=quantity, minlength=len(stores) * len(products))
+        units = units.reshape(len(stores), len(products))
+        return units, visits.sum(0).astype(np.float64)
+
     def _draw_quantities(self, product: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         multi = rng.random(len(product)) < self.catalog.multipack[product]
         k = np.minimum(np.searchsorted(self._multi_cum, rng.random(len(product)), side="right"),
