@@ -1,3 +1,4 @@
+import datetime
 import re
 import subprocess
 import sys
@@ -134,6 +135,53 @@ def test_higher_prices_lower_the_forecast_and_promotions_raise_it(env) -> None:
         env.step(action)
         forecasts[name] = env.market.forecast[0].copy()
     assert (forecasts["high"] < forecasts["low"]).all() and (forecasts["promo"] > forecasts["high"]).all()
+
+
+def test_observation_holds_the_documented_fields(default_scenario) -> None:
+    """Per product (price ratio - 1, depth / max depth, stock, last units, forecast, on order: the last four
+    in weeks of reference demand), then sin / cos of the week's Monday's day of year and the progress."""
+    env = RetailSimEnv(scenario=default_scenario, products=3, episode_length=4, propensities="fixed")
+    obs, _ = env.reset(seed=0, options={"start_week": 5})
+    market, config = env.market, env.config
+    reference, scale = market.reference_units[0], np.maximum(market.reference_units[0], 1.0)
+    fields = obs[:-3].reshape(3, 6)
+    forecast = market.backend.forecast(np.array([5]), market.reference_price[None], np.zeros((1, 1, 3)))[0, 0]
+    stock, on_order = np.round(reference * config.initial_stock_weeks), np.round(reference)
+    assert np.allclose(fields, np.stack([np.zeros(3), np.zeros(3), stock / scale, np.zeros(3), forecast / scale,
+                                         on_order / scale], axis=1), atol=1e-6)  # fmt: skip
+    monday = datetime.date.fromisoformat(default_scenario.meta["calendar"]["first_monday"]) + datetime.timedelta(weeks=4)
+    angle = 2 * np.pi * (monday.timetuple().tm_yday - 1) / 365.25
+    assert np.allclose(obs[-3:], [np.sin(angle), np.cos(angle), 0.0], atol=1e-6)
+
+    ordered = np.round(0.5 * config.max_order_multiple * forecast)  # order field 0: half the largest order
+    obs, _, _, _, info = env.step(np.tile([1.0, 1.0, 0.0], 3).astype(np.float32))
+    fields = obs[:-3].reshape(3, 6)
+    sold = stock + on_order - market.stock[0, 0]  # the pipeline's week arrived before the sales
+    assert np.allclose(fields[:, 0], np.round(market.price_max, 2) / market.reference_price[0] - 1.0, atol=1e-6)
+    assert np.allclose(fields[:, 1], 1.0) and sold.sum() == info["units"]
+    assert np.allclose(fields[:, 2:4] * scale[:, None], np.stack([market.stock[0, 0], sold], axis=1), rtol=1e-6)
+    assert np.allclose(fields[:, 5] * scale, ordered, rtol=1e-6) and obs[-1] == pytest.approx(0.25)
+
+
+def test_reward_terms_are_the_documented_components(default_scenario, monkeypatch) -> None:
+    """Diversity: the spread of the price positions; boundary: edge proximity plus one per discounted price
+    below cost; alignment: the mean over products of min(available, demand) / max(available, demand)."""
+    env = RetailSimEnv(scenario=default_scenario, products=4, episode_length=3, propensities="fixed")
+    env.reset(seed=0, options={"start_week": 6})
+    market = env.market
+    drawn = []
+    sample = market.backend.sample
+    monkeypatch.setattr(market.backend, "sample", lambda *args: drawn.append(sample(*args)) or drawn[-1])
+    available = market.stock[0, 0] + market.pipeline[0, 0, 0]  # the week's arrivals come before the sales
+    positions = np.array([-1.0, -0.5, 0.5, 1.0])  # two prices in the outer 5% of the range, one at each edge
+    _, _, _, _, info = env.step(np.stack([positions, -np.ones(4), np.zeros(4)], axis=1).ravel().astype(np.float32))
+    assert info["reward_diversity_bonus"] == pytest.approx(np.std(positions))
+    below_cost = (np.round(market.price_min, 2) < market.unit_cost - 1e-9)[0]  # the lowest price may sell at a loss
+    assert info["reward_boundary_penalty"] == pytest.approx(2.0 + below_cost)
+    demand = drawn[0][0][0, 0]
+    alignment = np.where(np.maximum(available, demand) > 0, np.minimum(available, demand) / np.maximum(available, demand), 1.0)
+    assert info["reward_inventory_alignment"] == pytest.approx(alignment.mean())
+    assert info["units"] == np.minimum(available, demand).sum() and info["demand"] == demand.sum()
 
 
 def test_reward_is_the_documented_weighted_sum(default_scenario) -> None:
