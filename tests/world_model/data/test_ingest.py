@@ -335,12 +335,14 @@ def test_a_crash_in_any_late_step_resumes_to_the_same_result(tmp_path: Path, mon
 
 
 def test_a_crash_at_any_file_operation_of_the_late_quarantine_step_loses_no_row(tmp_path: Path, monkeypatch) -> None:
-    """One file spanning two weeks, a duplicate in each: the late rejections of both weeks become one
-    file's quarantine, and a crash at the step's first, second or third file operation (a removal or a
-    rename) must resume to both rows quarantined."""
-    week_9 = {"SHOP_WEEK": "200609", "SHOP_DATE": "20060424", "SHOP_WEEKDAY": "2", "BASKET_ID": "5"}
-    rows = [lgsr_row(), lgsr_row(), lgsr_row(**week_9), lgsr_row(**week_9)]
-    write_lgsr(tmp_path / "in" / "transactions_all.csv", rows)
+    """Two files each spanning two weeks, with a duplicate in each week: the late rejections of both weeks
+    become each file's quarantine (one atomic write a file, then the step's done marker), and a crash at
+    the step's first, second or third file operation must resume to all four rows quarantined."""
+    for name, basket in (("a", 5), ("b", 6)):
+        week_9 = {"SHOP_WEEK": "200609", "SHOP_DATE": "20060424", "SHOP_WEEKDAY": "2", "BASKET_ID": str(basket)}
+        week_7 = {"BASKET_ID": str(basket + 10)}
+        write_lgsr(tmp_path / "in" / f"transactions_{name}.csv",
+                   [lgsr_row(**week_7), lgsr_row(**week_7), lgsr_row(**week_9), lgsr_row(**week_9)])  # fmt: skip
     write_calendar(tmp_path / "in" / "time.csv", CALENDAR_200607_200609)
     real_step, real_unlink, real_replace = ingest_module._quarantine_late_rejections, Path.unlink, ingest_module.os.replace
     for crash_at in (1, 2, 3):
@@ -366,15 +368,14 @@ def test_a_crash_at_any_file_operation_of_the_late_quarantine_step_loses_no_row(
         monkeypatch.setattr(ingest_module.os, "replace", counted(real_replace))
         monkeypatch.setattr(ingest_module, "_quarantine_late_rejections", step)
         out = tmp_path / f"out{crash_at}"
-        try:
-            ingest(tmp_path / "in", out, QUIET)
-        except RuntimeError:  # crashed: resume
-            monkeypatch.undo()
+        with pytest.raises(RuntimeError, match="power cut"):
             ingest(tmp_path / "in", out, QUIET)
         monkeypatch.undo()
+        ingest(tmp_path / "in", out, QUIET)  # the resume
         quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
-        assert [(r["line"], r["reason"]) for r in quarantine] == [(3, Reason.DUPLICATE_LINE), (5, Reason.DUPLICATE_LINE)]
-        assert json.loads((out / "ingest_report.json").read_text())["rows_quarantined"] == 2
+        assert [(Path(r["source_file"]).name, r["line"], r["reason"]) for r in quarantine] == [
+            (f"transactions_{name}.csv", line, Reason.DUPLICATE_LINE) for name in "ab" for line in (3, 5)]
+        assert json.loads((out / "ingest_report.json").read_text())["rows_quarantined"] == 4
 
 
 def test_two_ingests_in_one_process_do_not_share_destroyed_ids(tmp_path: Path) -> None:
