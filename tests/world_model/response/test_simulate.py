@@ -51,7 +51,11 @@ def test_own_price_curves_never_rise_with_price(demand) -> None:
     assert curve[1] == pytest.approx(demand.expected_units()[top])
 
 
-def test_price_response_is_the_fitted_elasticity_and_lift(demand) -> None:
+def test_price_response_is_the_fitted_elasticity_and_lift(simulator, demand) -> None:
+    response = PriceResponse.load(simulator.data.workdir)  # each vocabulary row takes its own product's estimate
+    elasticity, lift = response.parameters(simulator.product_codes)
+    assert np.array_equal(demand.elasticity[PRODUCT_SPECIALS:], elasticity) and np.array_equal(demand.lift[PRODUCT_SPECIALS:], lift)
+    assert len(set(elasticity)) > 1
     top = int(np.argmax(demand.expected_units()))
     base = demand.expected_units()[top]
     raised = np.ones(len(demand.units_per_line))

@@ -29,3 +29,8 @@ def test_response_file_round_trips_and_is_monotone(prepared_with_response) -> No
     assert elasticity[-1] == response.config.prior_elasticity and lift[-1] == response.config.prior_lift
     assert response.store.elasticity <= 0 and math.isfinite(response.store.choice_sensitivity)
     assert np.all(elasticity <= 0)
+    codes = list(response.product_category)  # each product takes its own category's estimate, else the prior
+    own = [response.categories.get(response.product_category[code], response.prior()) for code in codes]
+    elasticity, lift = response.parameters(codes)
+    assert np.array_equal(elasticity, [c.elasticity for c in own]) and np.array_equal(lift, [c.lift for c in own])
+    assert len({c.elasticity for c in own}) > 1 and (elasticity != response.config.prior_elasticity).any()
