@@ -21,16 +21,27 @@ def test_aec_conversion_passes_the_api_test(default_scenario) -> None:
 
 
 def test_functions_agents_each_drive_their_own_field(default_scenario) -> None:
+    """Pricing sets the prices, promo the depths, inventory the orders, and each agent's reward is the
+    documented sum of the shared profit and its own shaping terms."""
     env = retailsim_env.parallel_env("functions", scenario=default_scenario, products=3, episode_length=2)
     observations, _ = env.reset(seed=0)
     assert env.agents == ["pricing", "promo", "inventory"]
     assert {a: o.shape for a, o in observations.items()} == {"pricing": (15,), "promo": (15,), "inventory": (18,)}
-    market = env.sim.market
-    _, rewards, _, truncations, _ = env.step({"pricing": np.ones(3), "promo": -np.ones(3), "inventory": -np.ones(3)})
-    assert np.allclose(market.price[0, 0], np.round(market.price_max, 2)) and (market.depth == 0).all()
-    assert rewards["pricing"] != rewards["inventory"]  # own shaping terms on a shared profit
-    _, _, _, truncations, _ = env.step({a: np.zeros(3) for a in env.agents})
-    assert all(truncations.values()) and env.agents == []
+    market, weights = env.sim.market, env.config.reward
+    _, rewards, _, _, infos = env.step({"pricing": np.ones(3), "promo": np.ones(3), "inventory": -np.ones(3)})
+    assert np.allclose(market.price[0, 0], np.round(market.price_max, 2))
+    assert np.allclose(market.depth, env.config.max_promo_depth)
+    assert (market.pipeline[0, -1] == 0).all()  # inventory at -1: no order
+    info = infos["pricing"]
+    profit, boundary = weights.profit * info["reward_profit"], weights.boundary * info["reward_boundary_penalty"]
+    assert rewards["pricing"] == pytest.approx(profit - boundary + weights.diversity * info["reward_diversity_bonus"])
+    assert rewards["promo"] == pytest.approx(profit - boundary)
+    assert rewards["inventory"] == pytest.approx(profit + weights.alignment * info["reward_inventory_alignment"])
+    forecast = market.forecast.copy()
+    env.step({"pricing": -np.ones(3), "promo": -np.ones(3), "inventory": np.ones(3)})
+    assert np.allclose(market.price[0, 0], np.round(market.price_min, 2)) and (market.depth == 0).all()
+    assert np.array_equal(market.pipeline[0, -1], np.round(env.config.max_order_multiple * forecast[0]))  # the largest order
+    assert env.agents == []
 
 
 def test_competing_stores_share_shoppers(default_scenario) -> None:
