@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from world_model.errors import RetailSimError
 
-from agents.evaluate import evaluate_policies, evaluate_run, format_report, profit_lift, run_episodes
+import agents.evaluate as evaluate_module
+from agents.evaluate import evaluate_policies, evaluate_run, format_report, profit_lift, run_episodes, summarize
 from agents.policies import BASELINES, HistoricalPricing, RandomPolicy
 from retailsim_env import RetailSimVectorEnv
 from tests.agents.conftest import TINY_ENV
@@ -51,3 +52,36 @@ def test_the_shared_random_baseline_draws_the_same_actions_in_every_run() -> Non
 def test_profit_lift_needs_a_positive_reference() -> None:
     assert profit_lift(15.0, 10.0) == pytest.approx(0.5)
     assert math.isnan(profit_lift(5.0, 0.0)) and math.isnan(profit_lift(5.0, -10.0))
+
+
+def test_summary_figures_are_their_definitions() -> None:
+    """Profit: the episode's sum, averaged over episodes; week-on-week revenue variance per episode, averaged;
+    stock-out share: lost units over demanded units, all weeks pooled."""
+    weekly = {
+        "profit": np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]]), "revenue": np.array([[10.0, 20.0, 10.0], [10.0, 10.0, 10.0]]),
+        "price_violations": np.array([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), "edge_share": np.array([[0.5, 0.0, 0.0], [0.0, 0.0, 0.25]]),
+        "promo_share": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), "stockout_units": np.array([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0]]),
+        "demand": np.array([[10.0, 10.0, 10.0], [10.0, 10.0, 0.0]]), "reward": np.array([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0]]),
+    }  # fmt: skip
+    summary = summarize(weekly)
+    assert summary["profit"] == pytest.approx(4.5) and summary["profit_sd"] == pytest.approx(1.5)
+    assert summary["revenue"] == pytest.approx(35.0)
+    assert summary["revenue_wow_variance"] == pytest.approx(np.var([1.0, -0.5]) / 2)  # the second episode is flat
+    assert summary["price_violations"] == pytest.approx(1.0) and summary["edge_share"] == pytest.approx(0.125)
+    assert summary["promo_share"] == pytest.approx(1 / 6) and summary["stockout_share"] == pytest.approx(4 / 50)
+    assert summary["shaped_return"] == pytest.approx(1.25)
+
+
+def test_every_policy_plays_the_same_episodes(monkeypatch) -> None:
+    """The lifts compare policies on the same start weeks (and the same generators' seeds)."""
+    starts = {}
+
+    def recorded(policy, venv, seed):
+        weekly = run_episodes(policy, venv, seed)
+        starts[policy.name] = (venv.batch.sim.market.week - venv.batch.sim.config.episode_length).tolist()
+        return weekly
+
+    monkeypatch.setattr(evaluate_module, "run_episodes", recorded)
+    evaluate_policies([RandomPolicy(seed=1), BASELINES["cost_plus"]], TINY_ENV, episodes=3, modes=("learned",))
+    assert set(starts) == {"historical", "random", "cost_plus"}
+    assert len({tuple(weeks) for weeks in starts.values()}) == 1 and len(set(starts["random"])) > 1
