@@ -42,6 +42,26 @@ def test_vector_env_resets_finished_copies_in_the_same_step(default_scenario) ->
     assert gym.make_vec("RetailSim-v0", num_envs=2, vectorization_mode="vector_entry_point", products=3).num_envs == 2
 
 
+def test_sb3_adapter_reports_truncation_the_way_sb3_bootstraps_it(default_scenario) -> None:
+    """At an episode's end each copy's info holds the final observation (SB3 bootstraps the value from it),
+    ``TimeLimit.truncated`` and the episode's return and length; the returned observation is the new
+    episode's first."""
+    venv = RetailSimVecEnv(2, scenario=default_scenario, products=3, episode_length=2, propensities="fixed")
+    venv.seed(4)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    returns = np.zeros(2)
+    for week in (1, 2):
+        obs, reward, done, infos = venv.step(rng.uniform(-1, 1, (2, 9)).astype(np.float32))
+        returns += reward
+        assert done.tolist() == [week == 2] * 2
+        assert all(("terminal_observation" in info) == (week == 2) for info in infos)
+    assert (obs[:, -1] == 0).all()
+    for info, episode_return in zip(infos, returns):
+        assert info["terminal_observation"][-1] == pytest.approx(1.0) and info["TimeLimit.truncated"] is True
+        assert info["episode"]["l"] == 2 and info["episode"]["r"] == pytest.approx(episode_return, rel=1e-6)
+
+
 def test_sb3_ppo_trains_on_the_vec_env_adapter(default_scenario, tmp_path) -> None:
     venv = VecNormalize(VecMonitor(RetailSimVecEnv(2, scenario=default_scenario, products=3, episode_length=4)))
     model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu")
