@@ -13,6 +13,13 @@ from world_model.data.schema import layout_columns
 REAL_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lgsr_sample"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the real sample is ``slow`` (the marker's meaning), so ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if "real_sample" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def lgsr_row(**overrides: str) -> dict[str, str]:
     """One valid "seg"-layout row (Saturday 2006-04-15, week 200607); keyword arguments override fields."""
     row = {

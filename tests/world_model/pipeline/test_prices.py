@@ -267,7 +267,6 @@ def test_generated_market_training_rows_survive_truncation(generated, tmp_path: 
     pd.testing.assert_frame_equal(cut, full[full.week_index <= 6].reset_index(drop=True))
 
 
-@pytest.mark.slow
 def test_real_sample(real_sample: Path, tmp_path: Path) -> None:
     report = ingest(real_sample, tmp_path / "ingested", IngestConfig(progress=False))
     started = time.perf_counter()
