@@ -296,16 +296,19 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
     bar.close()
     writer.close()
     torch.save(learners.state(), out / POLICIES_FILE)
-    k = config.report_episodes
     summary = {"mode": config.mode, "sharing": config.sharing, "timesteps": steps, "seconds": time.perf_counter() - start,
-               "episodes": len(history[agents[0]]), "agents": {}}  # fmt: skip
-    for a in agents:
-        first, last = history[a][:k], history[a][-k:]
-        summary["agents"][a] = {"first_return": float(np.mean(first)) if first else None,
-                                "last_return": float(np.mean(last)) if last else None,
-                                "improved": bool(first and last and np.mean(last) > np.mean(first))}  # fmt: skip
+               "episodes": len(history[agents[0]]),
+               "agents": {a: return_trend(history[a], config.report_episodes) for a in agents}}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def return_trend(returns: list[float], k: int) -> dict[str, Any]:
+    """The mean of the first and of the last ``k`` episodes' returns (None without episodes) and whether
+    the last beat the first."""
+    first, last = returns[:k], returns[-k:]
+    return {"first_return": float(np.mean(first)) if first else None, "last_return": float(np.mean(last)) if last else None,
+            "improved": bool(first and last and np.mean(last) > np.mean(first))}  # fmt: skip
 
 
 def initial_learners(view: MultiAgentView, config: MultiAgentTrainConfig) -> AgentLearners:

@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.envargs import EnvKwargsError
-from agents.multi import MultiAgentTrainConfig, evaluate_multi, initial_learners, market_for, train_multi
+from agents.multi import MultiAgentTrainConfig, evaluate_multi, initial_learners, market_for, return_trend, train_multi
 
 from retailsim_env.core import BatchedRetailSim
 
@@ -31,7 +31,13 @@ def test_multi_agent_training_writes_every_agents_curve_and_evaluates(mode, shar
     assert json.dumps(report)
     first = next(iter(report["modes"]["learned"].values()))
     assert {"trained", "untrained", "historical", "untrained_profit_lift_vs_historical"} <= set(first)
-    assert first["untrained"] != first["trained"]  # training moved the policy
+    assert first["untrained"]["profit"] != first["trained"]["profit"]  # training moved the policy
+
+
+def test_return_trend_compares_the_first_and_last_episodes() -> None:
+    assert return_trend([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2) == {"first_return": 1.5, "last_return": 5.5, "improved": True}
+    assert return_trend([3.0, 1.0], 1) == {"first_return": 3.0, "last_return": 1.0, "improved": False}
+    assert return_trend([], 3) == {"first_return": None, "last_return": None, "improved": False}
 
 
 def test_untrained_agents_are_the_runs_starting_point(tmp_path) -> None:
