@@ -1,6 +1,6 @@
 """Rebuild the default scenario shipped in ``retailsim_env/scenarios/default``.
 
-    python -m retailsim_env.make_default [--work DIR] [--out retailsim_env/scenarios/default]
+    python -m retailsim_env.make_default [--work DIR] [--out retailsim_env/scenarios/default] [--models-from DIR]
 
 Generates a small synthetic market (``DefaultScenarioConfig``), ingests it, runs the pipeline, trains the
 store-visit and (small) basket models on a CPU and bundles the result with its ground truth, so the
@@ -11,6 +11,7 @@ a few minutes on two CPU cores.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from world_model.training.config import TrainConfig
 from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, StoreVisitTaskConfig, trip_classes
 from world_model.training.trainer import train
 
-from retailsim_env.scenario import BuildConfig, build_scenario, default_scenario_path
+from retailsim_env.scenario import MODELS, BuildConfig, build_scenario, default_scenario_path
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,10 @@ class DefaultScenarioConfig:
 
 
 def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultScenarioConfig(),
-                 progress: bool = True) -> Path:  # fmt: skip
-    """Run the chain in ``work`` and write the scenario to ``out``."""
+                 progress: bool = True, models_from: Path | None = None) -> Path:  # fmt: skip
+    """Run the chain in ``work`` and write the scenario to ``out``; with ``models_from`` (a scenario
+    directory) its trained models are bundled instead of training new ones (the data side rebuilt alone:
+    generation, ingest and pipeline are deterministic, training is not)."""
     market = MarketConfig(customers=config.customers, products=config.products, stores=config.stores,
                           weeks=config.weeks, seed=config.seed)  # fmt: skip
     generate_market(market, work / "raw", progress=progress, overwrite=True)
@@ -55,6 +58,11 @@ def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultS
     pipeline = PipelineConfig(train_end=config.train_end, valid_end=config.valid_end, progress=progress)
     run_pipeline(work / "ingested", work / "work", ALL_STAGES, pipeline)
     data = PreparedData(work / "work")
+    if models_from is not None:
+        for kind, name in MODELS.items():  # copied first: ``out`` may be ``models_from``
+            shutil.copyfile(Path(models_from) / name, work / f"{kind}.pt")
+        return build_scenario(work / "work", work / "basket.pt", work / "store_visit.pt", out,
+                              ground_truth=work / "raw" / "ground_truth", config=BuildConfig(name="default"))  # fmt: skip
     quiet = {"progress": progress, "seed": config.seed}
     store_task = StoreVisitTask(data, StoreVisitConfig(n_stores=data.n_stores), StoreVisitTaskConfig(seed=config.seed))
     train(store_task, TrainConfig(epochs=config.store_visit_epochs, **quiet), work / "store_visit")
@@ -69,12 +77,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="scratch directory (default: a temporary one)")
     parser.add_argument("--out", default=str(default_scenario_path()), help="scenario directory to write")
+    parser.add_argument("--models-from", help="bundle this scenario directory's trained models instead of training "
+                                              "(e.g. the shipped one: the data files rebuilt, the models kept)")  # fmt: skip
     args = parser.parse_args()
+    models_from = Path(args.models_from) if args.models_from else None
     if args.work:
-        print(make_default(Path(args.work), Path(args.out)))
+        print(make_default(Path(args.work), Path(args.out), models_from=models_from))
         return
     with tempfile.TemporaryDirectory() as work:
-        print(make_default(Path(work), Path(args.out)))
+        print(make_default(Path(work), Path(args.out), models_from=models_from))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
   observed training prices, training ``revenue`` and ``units_per_line``, the category ``elasticity`` and
   ``lift`` the simulator uses);
 - ``stores.parquet`` and ``reference_prices.npy`` [stores + 1, V]: each store's latest regular price;
+- ``history_units.npy`` and ``history_multiplier.npy`` [stores + 1, V]: each store's mean weekly units of
+  the training weeks (every basket, card or not) and the mean of those weeks' price-response multiplier
+  against the reference price (``(paid / reference) ** elasticity x lift ** promoted``), from which the
+  learned market sets its level (``retailsim_env.demand``: the history's units at the history's prices);
 - ``shoppers.parquet``: the shopper population, one row per customer with two baskets or more: its
   ``anchor_row`` (the latest basket: the models read the history before it), weekly ``visit_rate`` and
   mean distinct products per basket;
@@ -59,6 +63,7 @@ GROUND_TRUTH_FILES = ("config.json", "products.parquet", "categories.parquet", "
 """What the oracle and the costs need (the generator rebuilds the market from config.json); the
 per-customer truth stays out of the bundle to keep it small."""
 PRICE_QUANTILES = (0.20, 0.95)
+HISTORY_UNITS, HISTORY_MULTIPLIER = "history_units.npy", "history_multiplier.npy"
 DEFAULT_SCENARIO = "default"
 
 
@@ -166,6 +171,33 @@ def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.
     return stores, reference
 
 
+def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame,
+                    reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(mean weekly units, mean response multiplier) [stores + 1, V] of the training weeks per store and
+    product (module docstring); 0 and 1 where the training weeks have no row."""
+    prices = workdir / "processed" / "prices_derived.parquet"
+    with duckdb.connect() as con:
+        weeks = con.execute(
+            f"""SELECT STORE_CODE, PROD_CODE, week_index, units, actual_price, promo_flag
+                FROM read_parquet({sql_string(prices)}) WHERE split = 'train'"""
+        ).df()
+    store_row = {code: i + 1 for i, code in enumerate(data.vocab["stores"]["codes"])}
+    product_row = dict(zip(catalog["PROD_CODE"], catalog["row"]))
+    n_weeks = max(weeks["week_index"].nunique(), 1)
+    s, p = weeks["STORE_CODE"].map(store_row), weeks["PROD_CODE"].map(product_row)
+    keep = s.notna() & p.notna()
+    weeks = weeks[keep].assign(s=s[keep].astype(int), p=p[keep].astype(int))
+    by_row = catalog.set_index("row")
+    elasticity, lift = by_row.loc[weeks["p"], "elasticity"].to_numpy(), by_row.loc[weeks["p"], "lift"].to_numpy()
+    ratio = weeks["actual_price"].to_numpy(np.float64) / reference[weeks["s"], weeks["p"]].astype(np.float64)
+    weeks["multiplier"] = ratio**elasticity * np.where(weeks["promo_flag"].to_numpy(bool), lift, 1.0)
+    units, multiplier = np.zeros(reference.shape, np.float32), np.ones(reference.shape, np.float32)
+    grouped = weeks.groupby(["s", "p"]).agg(units=("units", "sum"), multiplier=("multiplier", "mean")).reset_index()
+    units[grouped["s"], grouped["p"]] = grouped["units"] / n_weeks
+    multiplier[grouped["s"], grouped["p"]] = grouped["multiplier"]
+    return units, multiplier
+
+
 def _shoppers(data: PreparedData) -> pd.DataFrame:
     """Customers with two baskets or more: their latest basket row and shopping rates."""
     table = np.asarray(data.basket_table)
@@ -221,6 +253,9 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     stores, reference = _stores_and_reference_prices(data, workdir, catalog)
     stores.to_parquet(partial / "stores.parquet", index=False)
     np.save(partial / "reference_prices.npy", reference)
+    history_units, history_multiplier = _history_levels(data, workdir, catalog, reference)
+    np.save(partial / HISTORY_UNITS, history_units)
+    np.save(partial / HISTORY_MULTIPLIER, history_multiplier)
     _shoppers(data).to_parquet(partial / "shoppers.parquet", index=False)
     if ground_truth is not None:
         (partial / "ground_truth").mkdir()
@@ -253,6 +288,13 @@ class Scenario:
         self.stores = pd.read_parquet(self.path / "stores.parquet")
         self.shoppers = pd.read_parquet(self.path / "shoppers.parquet")
         self.reference_prices = np.load(self.path / "reference_prices.npy")
+
+    @cached_property
+    def history_levels(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(``history_units``, ``history_multiplier``) [stores + 1, V], or None for a bundle built before
+        they were written (the learned market then keeps the models' own level)."""
+        paths = self.path / HISTORY_UNITS, self.path / HISTORY_MULTIPLIER
+        return tuple(np.load(path) for path in paths) if all(path.exists() for path in paths) else None
 
     @cached_property
     def catalog_by_row(self) -> pd.DataFrame:

@@ -4,6 +4,7 @@ Oracle demand: the generator's law at the managed cells."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -230,3 +231,34 @@ def test_oracle_units_are_the_generators_overdispersed_draws_around_its_forecast
     assert (draws.var(0) / draws.mean(0)).max() > 2.0
     full_lift = oracle.forecast(weeks, reference, depth)[0]
     assert np.all(full_lift[:, ::2] > forecast[:, ::2]) and np.array_equal(full_lift[:, 1::2], forecast[:, 1::2])
+
+
+def test_learned_market_replays_the_historys_units_at_the_historys_prices(tiny_scenario_dir, tiny_workdir) -> None:
+    """At every training week's own prices and promotions (read back from the pipeline's price table), the
+    learned market's expected units average to the history's mean weekly units, per store and product
+    (store switching off: the level carries the models' level, the card-less baskets and the history's
+    promotions, not the stores' price levels); realized units average to the forecast."""
+    scenario = Scenario(tiny_scenario_dir)
+    stores, products = scenario.store_rows(None, count=2), scenario.product_rows(4)
+    demand = LearnedDemand(scenario, stores, products, device="cpu", propensities="fixed")
+    demand.choice_sensitivity = 0.0
+    assert not np.allclose(demand.level, 1.0)
+    table = pd.read_parquet(tiny_workdir.workdir / "processed" / "prices_derived.parquet").query("split == 'train'")
+    cells = pd.MultiIndex.from_product([scenario.stores_by_row.loc[stores, "STORE_CODE"],
+                                        scenario.catalog_by_row.loc[products, "PROD_CODE"]])  # fmt: skip
+    weekly = table.set_index(["STORE_CODE", "PROD_CODE", "week_index"]).sort_index()
+    weeks = np.sort(table["week_index"].unique())
+    expected, observed = [], np.zeros((len(stores), len(products)))
+    for week in weeks:
+        rows = weekly.xs(week, level="week_index").reindex(cells)
+        depth = np.where(rows["promo_flag"], rows["discount_depth"], 0.0).reshape(1, len(stores), len(products))
+        paid = rows["actual_price"].to_numpy().reshape(depth.shape)
+        expected.append(demand.forecast(np.array([week]), paid / (1.0 - depth), depth)[0])
+        observed += rows["units"].to_numpy().reshape(observed.shape) / len(weeks)
+    assert np.allclose(np.mean(expected, 0), observed, rtol=1e-6)  # the bundle stores float32
+    demand.reset(np.arange(1), 1, [np.random.default_rng(0)])
+    reference, zero = demand.reference[None], np.zeros((1, len(stores), len(products)))
+    rngs = [np.random.default_rng(1)]
+    draws = np.array([demand.sample(np.array([weeks[-1]]), reference, zero, rngs)[0][0] for _ in range(400)])
+    forecast = demand.forecast(np.array([weeks[-1]]), reference, zero)[0]
+    assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(forecast / len(draws)) + 1e-9)

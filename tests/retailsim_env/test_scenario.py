@@ -84,3 +84,20 @@ def test_one_product_code_is_one_product_and_the_store_count_is_checked(default_
     for count in (0, stores + 1):
         with pytest.raises(RetailSimError, match=f"n_stores: {count} stores asked, the scenario has {stores}"):
             default_scenario.store_rows(None, count=count)
+
+
+def test_make_default_can_rebuild_the_data_around_existing_models(tmp_path) -> None:
+    """``--models-from``: generation, ingest and pipeline run, training does not; the models are the source
+    scenario's (the weights the same bytes), the data files and history levels new."""
+    from retailsim_env.make_default import DefaultScenarioConfig, make_default
+
+    source = Scenario(default_scenario_path())
+    config = DefaultScenarioConfig(customers=60, products=40, stores=2, weeks=6, train_end=4, valid_end=5)
+    out = make_default(tmp_path / "work", tmp_path / "out", config, progress=False, models_from=source.path)
+    rebuilt = Scenario(out)
+    rebuilt.verify()
+    for name in ("models/basket.pt", "models/store_visit.pt"):
+        assert rebuilt.meta["files"][name] == source.meta["files"][name]
+    assert not (tmp_path / "work" / "basket").exists() and len(rebuilt.catalog) == 40
+    units, multiplier = rebuilt.history_levels
+    assert units.shape == multiplier.shape == rebuilt.reference_prices.shape and units.sum() > 0
