@@ -183,11 +183,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     rankers, predictors = next_basket_baselines(data), store_baselines(data)
     store_model = None
     if args.store_visit:
-        store_model = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device), data)
+        store_model = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device, kind="store_visit"), data)
         predictors.append(store_model)
     basket_rankers = []
     if args.world_model:
-        model = load_world_model(args.world_model, data, args.device)
+        model = load_world_model(args.world_model, data, args.device, kind="basket")
         # what the simulator knows: the predicted store (the primary store without a store model) and the
         # customer's usual trip mix; then, labelled as such, the target's own store and trip attributes
         deployable_store = store_model or next(p for p in predictors if p.name == "primary_store")
@@ -221,8 +221,8 @@ def _demand_simulator(args: argparse.Namespace):
 
     data = PreparedData(args.workdir)
     response = PriceResponse.load(Path(args.workdir))
-    basket = load_world_model(args.world_model, data, args.device)
-    store = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device), data)
+    basket = load_world_model(args.world_model, data, args.device, kind="basket")
+    store = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device, kind="store_visit"), data)
     split = args.split or ("test" if _has_trips(data, "test") else "validation")
     return DemandSimulator(data, basket, store, response, split=split, limit=args.limit)
 

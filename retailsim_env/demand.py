@@ -268,8 +268,8 @@ class LearnedDemand:
         the next; on a CPU the same cores do both, so 1."""
         self.autocast = autocast_dtype("auto", self.device)
         data = scenario.data
-        self.basket_model = load_world_model(scenario.path / MODELS["basket"], data, str(self.device))
-        store_model = load_world_model(scenario.path / MODELS["store_visit"], data, str(self.device))
+        self.basket_model = load_world_model(scenario.path / MODELS["basket"], data, str(self.device), kind="basket")
+        store_model = load_world_model(scenario.path / MODELS["store_visit"], data, str(self.device), kind="store_visit")
         shoppers = scenario.shoppers
         self.anchor = shoppers["anchor_row"].to_numpy(np.int64)
         self.visit_rate = shoppers["visit_rate"].to_numpy(np.float64)

@@ -45,6 +45,7 @@ import torch
 
 from world_model.data.duckdb_util import sql_string
 from world_model.errors import RetailSimError
+from world_model.models.predictors import check_world_model
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.model_inputs import shop_dates
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
@@ -105,8 +106,9 @@ def file_sha256(path: Path) -> str:
 
 
 def _weights_only_copy(source: Path, target: Path) -> None:
-    """The checkpoint with the optimizer, scheduler and RNG state emptied (the loader keeps its keys)."""
-    checkpoint = load_checkpoint(source if source.is_file() else source / "best.pt")
+    """The checkpoint file ``source`` with the optimizer, scheduler and RNG state emptied (the loader keeps
+    its keys)."""
+    checkpoint = load_checkpoint(source)
     checkpoint.update(optimizer={}, scheduler={}, scaler={}, rng={}, history=[])
     target.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(target, checkpoint)
@@ -229,6 +231,8 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
                    ground_truth: Path | str | None = None, config: BuildConfig = BuildConfig()) -> Path:  # fmt: skip
     """Write the bundle (module docstring) to ``out``; returns ``out``."""
     workdir, out = Path(workdir), Path(out)
+    checkpoints = {"basket": check_world_model(world_model, "basket"),  # before anything is written
+                   "store_visit": check_world_model(store_visit, "store_visit")}  # fmt: skip
     data = PreparedData(workdir)
     response = PriceResponse.load(workdir)
     truth = None
@@ -246,8 +250,8 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     for name in FEATURE_FILES:
         shutil.copyfile(workdir / "features" / name, partial / "features" / name)
     response.save(partial / "processed" / RESPONSE_FILE)
-    for kind, source in (("basket", world_model), ("store_visit", store_visit)):
-        _weights_only_copy(Path(source), partial / MODELS[kind])
+    for kind, source in checkpoints.items():
+        _weights_only_copy(source, partial / MODELS[kind])
     catalog = _catalog(data, workdir, response, truth, config)
     catalog.to_parquet(partial / "catalog.parquet", index=False)
     stores, reference = _stores_and_reference_prices(data, workdir, catalog)

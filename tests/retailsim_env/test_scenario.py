@@ -101,3 +101,35 @@ def test_make_default_can_rebuild_the_data_around_existing_models(tmp_path) -> N
     assert not (tmp_path / "work" / "basket").exists() and len(rebuilt.catalog) == 40
     units, multiplier = rebuilt.history_levels
     assert units.shape == multiplier.shape == rebuilt.reference_prices.shape and units.sum() > 0
+
+
+def test_swapped_or_masked_checkpoints_are_refused_before_anything_is_written(tiny_workdir, tmp_path, capsys) -> None:
+    """The bundle would build and the environment crash at its first step (KeyError); the CLIs that load
+    the models refuse them the same way, in one line naming the file."""
+    import dataclasses
+
+    from world_model.models.basket import BasketModelConfig, BasketWorldModel
+    from world_model.training.tasks import trip_classes
+
+    from tests.retailsim_env.conftest import write_model_checkpoint
+
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    config = dataclasses.replace(BasketModelConfig.small(n_products=tiny_workdir.n_products, trip_classes=trip_classes(tiny_workdir),
+                                 d_model=32, n_heads=4, ffn=64, max_sequence_items=16), objective="masked")  # fmt: skip
+    masked = write_model_checkpoint(tmp_path / "models" / "masked.pt",
+                                    BasketWorldModel(config, tiny_workdir.products, tiny_workdir.customers, tiny_workdir.stores),
+                                    "basket")  # fmt: skip
+    for world_model, store_visit, message in ((store, basket, "sv.pt: a store-visit model, where a basket model"),
+                                              (basket, basket, "basket.pt: a basket model trained with the next-basket "
+                                                               "objective, where a store-visit model"),
+                                              (masked, store, "masked.pt: a masked-objective basket model, where")):  # fmt: skip
+        with pytest.raises(RetailSimError, match=message):
+            build_scenario(tiny_workdir.workdir, world_model, store_visit, tmp_path / "scenario")
+        assert not (tmp_path / "scenario").exists() and not (tmp_path / "scenario.partial").exists()
+    work = str(tiny_workdir.workdir)
+    for command in (["evaluate", work, "--world-model", str(store), "--out", str(tmp_path / "m.json")],
+                    ["whatif", work, "--world-model", str(store), "--store-visit", str(basket), "--store", "S",
+                     "--set", "P=+1%"]):  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "sv.pt: a store-visit model, where a basket model" in err and err.count("\n") == 1

@@ -31,16 +31,40 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
 
 
-def load_world_model(path: Path | str, data: PreparedData, device: str = "auto") -> nn.Module:
-    """The model of a training checkpoint (``best.pt``, ``last.pt``, ``epoch-NNN.pt`` or a run directory,
-    which means its ``best.pt``), in eval mode on ``device``."""
+MODEL_KINDS = {"basket": "a basket model trained with the next-basket objective", "store_visit": "a store-visit model"}
+"""What each kind of world model a caller asks for must be (the simulator and the rankers read next
+baskets, so a masked-objective basket model is not one)."""
+
+
+def _checkpoint(path: Path | str, kind: str | None) -> tuple[Path, dict]:
+    """(the checkpoint file, its contents), a one-line error when it is not a world model or not ``kind``."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
     checkpoint = load_checkpoint(path)
     spec = checkpoint.get("model_config")
-    if not spec or spec.get("kind") not in ("basket", "store_visit"):
+    if not spec or spec.get("kind") not in MODEL_KINDS:
         raise RetailSimError(f"{path}: not a world-model checkpoint (no basket or store_visit model_config)")
+    masked = spec["kind"] == "basket" and spec["config"].get("objective", "next_basket") != "next_basket"
+    if kind is not None and (spec["kind"] != kind or (kind == "basket" and masked)):
+        found = "a masked-objective basket model" if masked else MODEL_KINDS[spec["kind"]]
+        raise RetailSimError(f"{path}: {found}, where {MODEL_KINDS[kind]} is needed (--world-model takes the "
+                             "basket model, --store-visit the store-visit model)")  # fmt: skip
+    return path, checkpoint
+
+
+def check_world_model(path: Path | str, kind: str) -> Path:
+    """The checkpoint file of ``path`` when it holds a ``kind`` world model (``MODEL_KINDS``), else a
+    one-line ``RetailSimError`` naming it; the model is not built (``scenario build`` copies it)."""
+    return _checkpoint(path, kind)[0]
+
+
+def load_world_model(path: Path | str, data: PreparedData, device: str = "auto", kind: str | None = None) -> nn.Module:
+    """The model of a training checkpoint (``best.pt``, ``last.pt``, ``epoch-NNN.pt`` or a run directory,
+    which means its ``best.pt``), in eval mode on ``device``; with ``kind`` ("basket" or "store_visit")
+    another kind of model is a one-line error naming the file."""
+    path, checkpoint = _checkpoint(path, kind)
+    spec = checkpoint["model_config"]
     try:  # a config this version does not know (TypeError) or other vocabularies (ValueError, RuntimeError)
         if spec["kind"] == "basket":
             model = BasketWorldModel(BasketModelConfig.from_dict(spec["config"]), data.products, data.customers, data.stores)
