@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -316,14 +317,32 @@ def _env_kwargs(text: str | None) -> dict:
     return value
 
 
-def _train_run(train: Callable[..., dict], config, out: str) -> dict:
-    """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs`` (nothing written)."""
+def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) -> dict:
+    """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs`` (nothing written).
+    A non-empty ``out`` is refused unless ``overwrite``; then the old run is moved aside and removed only
+    when the new one is complete (a failed or interrupted run puts it back)."""
     from agents.envargs import EnvKwargsError
 
+    out_dir = Path(out)
+    aside = None
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise RetailSimError(f"--out: {out_dir} is not empty (a previous run?); use another directory or --overwrite")
+        aside = out_dir.with_name(out_dir.name + ".replaced")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(out_dir, aside)
     try:
-        return train(config, out)
-    except EnvKwargsError as error:
-        raise RetailSimError(f"--env-kwargs: {error.detail}") from None
+        summary = train(config, out)
+    except BaseException as error:
+        if aside is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            os.replace(aside, out_dir)
+        if isinstance(error, EnvKwargsError):
+            raise RetailSimError(f"--env-kwargs: {error.detail}") from None
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
+    return summary
 
 
 def _cmd_agents_train(args: argparse.Namespace) -> int:
@@ -335,7 +354,7 @@ def _cmd_agents_train(args: argparse.Namespace) -> int:
     config = PPOTrainConfig(env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)}, timesteps=args.timesteps,
                             num_envs=args.num_envs, n_steps=args.n_steps, batch_size=min(args.batch_size, args.num_envs * args.n_steps),
                             seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet)  # fmt: skip
-    summary = _train_run(train_ppo, config, args.out)
+    summary = _train_run(train_ppo, config, args.out, args.overwrite)
     print(f"trained {summary['timesteps']:,} steps in {summary['seconds']:.0f} s ({summary['steps_per_s']:.0f} steps/s)")
     print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {summary['tensorboard']})")
     return 0
@@ -348,7 +367,7 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
     config = MultiAgentTrainConfig(mode=args.mode, env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)},
                                    timesteps=args.timesteps, num_envs=args.num_envs, n_steps=args.n_steps,
                                    sharing=args.sharing, seed=args.seed, progress=not args.quiet)  # fmt: skip
-    summary = _train_run(train_multi, config, args.out)
+    summary = _train_run(train_multi, config, args.out, args.overwrite)
     for agent, result in summary["agents"].items():
         print(f"  {agent:<20} return {result['first_return']:.2f} (first episodes) -> {result['last_return']:.2f} (last)")
     print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {Path(args.out) / 'tensorboard'})")
@@ -603,11 +622,13 @@ def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: 
     """The options every training command shares: env arguments, budget, batching, seed, output."""
     command.add_argument("--env-kwargs", help=f'JSON keyword arguments of {env_name}, e.g. \'{{"products": 10}}\', '
                          'merged into the default {"propensities": "fixed"}')
-    command.add_argument("--timesteps", type=_positive_int, default=timesteps, help=f"environment steps (default {timesteps:,})")
+    command.add_argument("--timesteps", type=_positive_int, default=timesteps,
+                         help=f"environment steps (default {timesteps:,}), rounded up to whole rollouts of num-envs x n-steps")
     command.add_argument("--num-envs", type=_positive_int, default=8, help="copies stepped as one batch (default 8)")
     command.add_argument("--n-steps", type=_positive_int, default=n_steps, help=f"steps per copy per rollout (default {n_steps})")
     command.add_argument("--seed", type=int, default=0)
-    command.add_argument("--out", required=True, help="run directory")
+    command.add_argument("--out", required=True, help="run directory (must be empty unless --overwrite)")
+    command.add_argument("--overwrite", action="store_true", help="replace the run in --out (kept if the new one fails)")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

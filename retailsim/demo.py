@@ -12,6 +12,7 @@ the real sample's calibration facts.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     from agents.train import PPOTrainConfig, train_ppo
 
     run, report_dir = out / "ppo", out / "report"
+    for previous in (run, report_dir):  # a rerun replaces the last demo (TensorBoard would keep both runs)
+        shutil.rmtree(previous, ignore_errors=True)
     train_config = PPOTrainConfig(env_kwargs={"propensities": "fixed", "products": config.products},
                                   timesteps=config.timesteps, seed=config.seed, progress=progress)  # fmt: skip
     print(f"training PPO on RetailSim-v0 (default scenario, {config.products} products, {config.timesteps:,} steps) ...")

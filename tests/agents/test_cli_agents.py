@@ -31,7 +31,10 @@ def test_user_errors_are_one_line(tmp_path, capsys) -> None:
 
 
 def test_demo_trains_evaluates_and_reports(tmp_path, capsys) -> None:
+    (tmp_path / "ppo" / "tensorboard" / "ppo_1").mkdir(parents=True)  # a previous demo's run: replaced, not joined
     report = run_demo(tmp_path, DemoConfig(timesteps=64, episodes=1, products=3), progress=False)
+    assert [p.name for p in (tmp_path / "ppo" / "tensorboard").iterdir()] == ["ppo_1"]
+    assert any((tmp_path / "ppo" / "tensorboard" / "ppo_1").iterdir())
     printed = capsys.readouterr().out
     assert "ppo" in report["modes"]["learned"] and "oracle" in report["modes"]
     assert (tmp_path / "report" / "profit_lift.png").exists() and (tmp_path / "ppo" / "tensorboard").exists()
@@ -61,3 +64,16 @@ def test_agent_help_says_what_is_written_and_the_env_kwargs_default(capsys) -> N
     text = " ".join(capsys.readouterr().out.split())
     assert text.count('merged into the default {"propensities": "fixed"}') == 2
     assert "For an 'agents train-multi' run: write REPORT_DIR/report.json and agent_returns.png" in text
+
+
+def test_a_run_directory_in_use_needs_overwrite_and_survives_a_failed_one(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.zip").write_text("the previous run")
+    assert main(["agents", "train", "--out", str(run), "--quiet"]) == 2
+    assert "--out: " in capsys.readouterr().err and (run / "model.zip").read_text() == "the previous run"
+    assert main(["agents", "train", "--env-kwargs", '{"produts": 3}', "--out", str(run), "--overwrite", "--quiet"]) == 2
+    assert (run / "model.zip").read_text() == "the previous run" and not (tmp_path / "run.replaced").exists()
+    assert main(["agents", "train", "--env-kwargs", json.dumps(TINY_ENV), "--timesteps", "16", "--num-envs", "2",
+                 "--n-steps", "8", "--out", str(run), "--overwrite", "--quiet"]) == 0  # fmt: skip
+    assert (run / "model.zip").read_bytes()[:2] == b"PK" and not (tmp_path / "run.replaced").exists()
