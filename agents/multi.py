@@ -304,9 +304,10 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
 
 
 def return_trend(returns: list[float], k: int) -> dict[str, Any]:
-    """The mean of the first and of the last ``k`` episodes' returns (None without episodes) and whether
-    the last beat the first."""
-    first, last = returns[:k], returns[-k:]
+    """The mean of the first and of the last ``k`` episodes' returns and whether the last beat the first;
+    with fewer than 2k episodes, of the first and the last half (None with fewer than 2: no trend)."""
+    k = min(k, len(returns) // 2)
+    first, last = returns[:k], returns[len(returns) - k :]
     return {"first_return": float(np.mean(first)) if first else None, "last_return": float(np.mean(last)) if last else None,
             "improved": bool(first and last and np.mean(last) > np.mean(first))}  # fmt: skip
 

@@ -369,7 +369,10 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
                                    sharing=args.sharing, seed=args.seed, progress=not args.quiet)  # fmt: skip
     summary = _train_run(train_multi, config, args.out, args.overwrite)
     for agent, result in summary["agents"].items():
-        print(f"  {agent:<20} return {result['first_return']:.2f} (first episodes) -> {result['last_return']:.2f} (last)")
+        if result["first_return"] is None:
+            print(f"  {agent:<20} fewer than 2 episodes: no return trend")
+        else:
+            print(f"  {agent:<20} return {result['first_return']:.2f} (first episodes) -> {result['last_return']:.2f} (last)")
     print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {Path(args.out) / 'tensorboard'})")
     return 0
 

@@ -38,6 +38,8 @@ def test_return_trend_compares_the_first_and_last_episodes() -> None:
     assert return_trend([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2) == {"first_return": 1.5, "last_return": 5.5, "improved": True}
     assert return_trend([3.0, 1.0], 1) == {"first_return": 3.0, "last_return": 1.0, "improved": False}
     assert return_trend([], 3) == {"first_return": None, "last_return": None, "improved": False}
+    assert return_trend([5.0], 3) == {"first_return": None, "last_return": None, "improved": False}
+    assert return_trend([1.0, 2.0, 4.0, 3.0, 5.0], 8) == {"first_return": 1.5, "last_return": 4.0, "improved": True}  # halves
 
 
 def test_untrained_agents_are_the_runs_starting_point(tmp_path) -> None:
