@@ -26,12 +26,13 @@ class InvalidActionError(ValueError):
     """An action with NaN or inf entries, or of the wrong shape."""
 
 
-def check_action_shape(action: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``action`` as float64, or ``InvalidActionError`` naming the shape the caller takes (each env checks
-    its own: the single env's is unbatched, so the batch's shape would mislead)."""
+def check_action_shape(action: np.ndarray, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
+    """``action`` as float64, or ``InvalidActionError`` naming it (``name``: an agent's, a Dict field's) and
+    the shape the caller takes (each env checks its own: the single env's is unbatched, so the batch's
+    shape would mislead)."""
     action = np.asarray(action, dtype=np.float64)
     if action.shape != shape:
-        raise InvalidActionError(f"action: expected shape {shape}, got {action.shape}")
+        raise InvalidActionError(f"{name}: expected shape {shape}, got {action.shape}")
     return action
 
 

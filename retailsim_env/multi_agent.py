@@ -27,7 +27,8 @@ from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from retailsim_env.config import EnvConfig, RewardWeights
-from retailsim_env.core import GLOBAL_FEATURES, OBSERVATION_CLIP, PRODUCT_FEATURES, BatchedRetailSim
+from retailsim_env.core import (GLOBAL_FEATURES, OBSERVATION_CLIP, PRODUCT_FEATURES, BatchedRetailSim,
+                                check_action_shape)
 from retailsim_env.env import open_sim
 from retailsim_env.render import Dashboard
 from retailsim_env.scenario import Scenario
@@ -99,13 +100,15 @@ class MultiAgentView:
         m, k = sim.shape
         n = sim.market.n_copies
         fields = np.zeros((n, m, k, 3))
+        actions = {agent: check_action_shape(actions[agent], (n, self.action_size(agent)), f"actions[{agent!r}]")
+                   for agent in self.agents}  # fmt: skip
         if self.mode == "functions":
             for i, agent in enumerate(FUNCTION_FEATURES):
-                fields[:, 0, :, i] = np.asarray(actions[agent], dtype=np.float64).reshape(n, k)
+                fields[:, 0, :, i] = actions[agent]
         else:
             fields[..., 2] = 2.0 * sim.order_up_to() - 1.0
             for s, agent in enumerate(self.agents):
-                a = np.asarray(actions[agent], dtype=np.float64).reshape(n, 2, k)
+                a = actions[agent].reshape(n, 2, k)
                 fields[:, s, :, 0], fields[:, s, :, 1] = a[:, 0], a[:, 1]
         return fields.reshape(n, -1)
 
@@ -189,7 +192,8 @@ class RetailSimParallelEnv(ParallelEnv):
 
     def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool],
                                                             dict[str, bool], dict[str, dict[str, Any]]]:  # fmt: skip
-        batched = {agent: np.asarray(action)[None] for agent, action in actions.items()}
+        batched = {agent: check_action_shape(action, self.action_spaces[agent].shape, f"actions[{agent!r}]")[None]
+                   for agent, action in actions.items() if agent in self.action_spaces}  # fmt: skip
         rewards, agent_infos, info = self.view.step(batched)
         self.dashboard.record({key: value[0].item() for key, value in info.items()})
         done = bool(self.sim.market.t[0] >= self.config.episode_length)

@@ -6,6 +6,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from retailsim_env.core import InvalidActionError, check_action_shape
+
+ACTION_KEYS = ("price", "promo", "order")
+
 
 class DictActionWrapper(gym.ActionWrapper):
     """Actions ``{"price": [M*K] shelf prices, "promo": [M*K] depths, "order": [M*K] fractions in [0, 1] of
@@ -31,5 +35,8 @@ class DictActionWrapper(gym.ActionWrapper):
     def action(self, action: dict) -> np.ndarray:
         sim = self.env.unwrapped.sim
         m, k = sim.shape
-        parts = [np.asarray(action[name], dtype=np.float64).reshape(1, m, k) for name in ("price", "promo", "order")]
+        missing = [name for name in ACTION_KEYS if name not in action]
+        if missing:
+            raise InvalidActionError(f"action: missing {missing} (a dict of {list(ACTION_KEYS)})")
+        parts = [check_action_shape(np.ravel(action[name]), (m * k,), f"action[{name!r}]").reshape(1, m, k) for name in ACTION_KEYS]
         return sim.encode(*parts)[0]

@@ -255,6 +255,10 @@ def test_dict_action_wrapper_sets_absolute_prices(default_scenario) -> None:
     assert env.action_space["promo"].contains(np.full(3, low / 2, np.float32))
     env.step({"price": price, "promo": np.array([0.0, low / 2, low]), "order": np.full(3, 0.5)})
     assert np.allclose(market.depth[0, 0], [0.0, low, low])
+    with pytest.raises(InvalidActionError, match=r"action: missing \['promo', 'order'\]"):
+        env.step({"price": price})
+    with pytest.raises(InvalidActionError, match=r"action\['price'\]: expected shape \(3,\), got \(2,\)"):
+        env.step({"price": price[:2], "promo": np.zeros(3), "order": np.zeros(3)})
 
 
 def test_a_set_of_stores_is_one_action_per_store_and_product(default_scenario) -> None:

@@ -6,6 +6,7 @@ import pytest
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 
 import retailsim_env
+from retailsim_env import InvalidActionError
 
 MODES = ("functions", "competition")
 
@@ -88,6 +89,9 @@ def test_spaces_are_fixed_per_agent_and_the_env_is_freed(default_scenario) -> No
         assert env.action_space(agent).shape == (6,)
     with pytest.raises(KeyError):
         env.action_space("pricing")  # an agent of the other mode
+    first = env.possible_agents[0]
+    with pytest.raises(InvalidActionError, match=rf"actions\['{first}'\]: expected shape \(6,\), got \(3,\)"):
+        env.step({agent: np.zeros(3 if agent == first else 6) for agent in env.possible_agents})
     alive = weakref.ref(env)
     del env
     gc.collect()
