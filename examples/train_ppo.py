@@ -2,7 +2,8 @@
 
     python examples/train_ppo.py [--timesteps 200000] [--out runs/example-ppo]
 
-The same as ``retailsim agents train`` + ``retailsim agents evaluate``, from Python.
+The same as ``retailsim agents train`` + ``retailsim agents evaluate``, from Python: the run lands in
+``OUT/run`` (``python examples/read_tensorboard.py OUT/run`` plots its curves), the report in ``OUT/report``.
 """
 
 import argparse

@@ -39,7 +39,11 @@ def test_console_script_reports_a_user_error_in_one_line(tmp_path: Path) -> None
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == f"retailsim: error: {tmp_path / 'none'}: no input files (*.csv, *.csv.gz, *.parquet)"
+    assert result.stderr.strip() == f"retailsim: error: {tmp_path / 'none'}: does not exist"
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-m", "retailsim", "data", "ingest", str(tmp_path / "empty"), "--out",
+                             str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
+    assert result.stderr.strip() == f"retailsim: error: {tmp_path / 'empty'}: no input files (*.csv, *.csv.gz, *.parquet)"
 
 
 def test_generate_then_ingest_through_the_cli(tmp_path: Path, capsys) -> None:

@@ -106,6 +106,8 @@ def discover_inputs(spec: str | Path) -> tuple[list[Path], Path | None]:
         candidates = [Path(p) for p in glob.glob(spec) if Path(p).is_file()]
         base = Path(os.path.dirname(spec) or ".")
     files = sorted(p for p in candidates if p.name != "time.csv" and p.name.endswith(INPUT_SUFFIXES))
+    if not files and not path.exists() and not any(c in spec for c in "*?["):  # a path, not a pattern
+        raise RetailSimError(f"{spec}: does not exist")
     if not files:
         raise RetailSimError(f"{spec}: no input files (*.csv, *.csv.gz, *.parquet)")
     calendar = base / "time.csv"

@@ -51,7 +51,8 @@ def test_whatif_bad_store_is_a_one_line_error(checkpoints, capsys) -> None:
 
 
 @pytest.mark.parametrize("option,value,message", [
-    ("--set", "NOPE=+10%", "--set: NOPE is not a product of this work directory"),
+    ("--set", "NOPE=+10%", "--set: NOPE is neither a product code nor a category key of this work directory"),
+    ("--promo", "DEP99999=20%", "--promo: DEP99999 is neither a product code nor a category key"),
     ("--promo", "{product}=3%", "--promo: depth 3% of {product} must be in (5%, 100%)"),
     ("--set", "{product}=-100%", "--set: -100% would make the price of {product} <= 0"),
 ])  # fmt: skip

@@ -91,7 +91,7 @@ def test_whatif_rejects_bad_arguments_in_one_line(simulator) -> None:
 
     with pytest.raises(RetailSimError, match="--set"):
         parse_moves(["PRD=ten"], "--set", simulator)
-    with pytest.raises(RetailSimError, match="not a product"):
+    with pytest.raises(RetailSimError, match="--set: NOPE is neither a product code nor a category key"):
         parse_moves(["NOPE=+5%"], "--set", simulator)
     with pytest.raises(RetailSimError, match="--store"):
         simulator.store_row("NOSTORE")
