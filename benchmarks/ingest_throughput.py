@@ -135,6 +135,8 @@ def main() -> None:
     try:
         if args.real.is_dir():
             result["real_sample"] = bench_ingest(args.real, workdir, args.repeats)
+        else:  # said in the JSON, not only by a missing key
+            result["real_sample"] = {"skipped": f"{args.real} is not a directory (pass --real DIR)"}
         if args.rows:
             market, result["generate"] = generate(args.rows, workdir, seed=0)
             result["generated"] = bench_ingest(market, workdir, args.repeats)
