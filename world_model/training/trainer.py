@@ -14,10 +14,10 @@ closure), and the task's ``train_loader`` is a pure function of (its seed, epoch
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -46,6 +46,8 @@ from world_model.training.checkpoint import (
     save_checkpoint,
     write_json,
 )
+
+log = logging.getLogger("retailsim.training")  # under the CLI's "retailsim" handler: one line
 from world_model.training.config import TrainConfig
 from world_model.training.distributed import DistributedContext, distributed_session
 
@@ -236,7 +238,7 @@ class _Run:
         changed = sorted(key for key, value in checkpoint["config"].items()
                          if key not in _NEUTRAL_FIELDS and getattr(self.config, key, value) != value)  # fmt: skip
         if changed:
-            warnings.warn(f"{last}: resumed with changed {', '.join(changed)}; the result will differ from an uninterrupted run")
+            log.warning(f"{last}: resumed with changed {', '.join(changed)}; the result will differ from an uninterrupted run")
         return checkpoint
 
     def run(self) -> dict[str, Any]:

@@ -68,8 +68,11 @@ def test_resume_without_last_checkpoint_names_the_path(tmp_path: Path) -> None:
         train(ToyTask(), CONFIG, tmp_path, resume=True)
 
 
-def test_resume_with_a_changed_config_warns(tmp_path: Path) -> None:
+def test_resume_with_a_changed_config_warns(tmp_path: Path, caplog) -> None:
+    """A one-line warning through the "retailsim" logger (the CLI prints it as ``retailsim: warning: ...``)."""
     config = TrainConfig(epochs=1, max_steps_per_epoch=1, progress=False, log_every=0)
     train(ToyTask(), config, tmp_path)
-    with pytest.warns(UserWarning, match="changed epochs, lr"):
+    with caplog.at_level("WARNING", logger="retailsim"):
         train(ToyTask(), TrainConfig(epochs=2, lr=0.5, max_steps_per_epoch=1, progress=False), tmp_path, resume=True)
+    (record,) = [r for r in caplog.records if "resumed with changed" in r.getMessage()]
+    assert record.name.startswith("retailsim") and "changed epochs, lr" in record.getMessage()
