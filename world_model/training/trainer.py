@@ -46,10 +46,10 @@ from world_model.training.checkpoint import (
     save_checkpoint,
     write_json,
 )
-
-log = logging.getLogger("retailsim.training")  # under the CLI's "retailsim" handler: one line
 from world_model.training.config import TrainConfig
 from world_model.training.distributed import DistributedContext, distributed_session
+
+log = logging.getLogger("retailsim.training")  # under the CLI's "retailsim" handler: one line
 
 # Config fields that change how a run is shown or where it runs, not what it computes: resuming with other
 # values is fine.
