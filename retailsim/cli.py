@@ -135,6 +135,9 @@ def _train_config(args: argparse.Namespace):
 
 
 def _print_training(summary: dict, out: Path) -> None:
+    """The run's result, printed by torchrun's rank 0 only (every rank returns the same summary)."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
     best = summary.get("best_value")
     print(f"epochs run: {summary.get('epochs_run')}, best {summary.get('monitor')} = "
           f"{'n/a' if best is None else f'{best:.4f}'} (epoch {summary.get('best_epoch')})"

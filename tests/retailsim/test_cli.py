@@ -88,3 +88,15 @@ def test_help_shows_generate_defaults_and_literal_percent_signs(capsys) -> None:
     for option, default in (("customers", 5000), ("products", 5000), ("stores", 760), ("weeks", 94), ("format", "csv")):
         assert re.search(f"--{option} \\S+ [^(-]*\\(default: {default}\\)", text), option
     assert "--set PRD0900001=+10% --promo DEP00003=20% --weeks 4" in text and "%%" not in text
+
+
+def test_training_result_is_printed_by_rank_0_only(tmp_path, monkeypatch, capsys) -> None:
+    from retailsim.cli import _print_training
+
+    summary = {"epochs_run": 2, "monitor": "top1", "best_value": 0.5, "best_epoch": 1}
+    monkeypatch.setenv("RANK", "1")
+    _print_training(summary, tmp_path)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    _print_training(summary, tmp_path)
+    assert "epochs run: 2, best top1 = 0.5000" in capsys.readouterr().out
