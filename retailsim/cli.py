@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -321,9 +322,10 @@ def _env_kwargs(text: str | None) -> dict:
 
 
 def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) -> dict:
-    """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs`` (nothing written).
-    A non-empty ``out`` is refused unless ``overwrite``; then the old run is moved aside and removed only
-    when the new one is complete (a failed or interrupted run puts it back)."""
+    """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs``. Nothing is left
+    half-written: a non-empty ``out`` is refused unless ``overwrite``; then the old run is moved aside (into
+    a fresh sibling directory) and removed only when the new one is complete, and a failed or interrupted
+    run is removed, the old one put back."""
     from agents.envargs import EnvKwargsError
 
     out_dir = Path(out)
@@ -331,20 +333,20 @@ def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) ->
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise RetailSimError(f"--out: {out_dir} is not empty (a previous run?); use another directory or --overwrite")
-        aside = out_dir.with_name(out_dir.name + ".replaced")
-        shutil.rmtree(aside, ignore_errors=True)
+        aside = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.replaced-", dir=out_dir.parent)) / out_dir.name
         os.replace(out_dir, aside)
     try:
         summary = train(config, out)
     except BaseException as error:
+        shutil.rmtree(out_dir, ignore_errors=True)
         if aside is not None:
-            shutil.rmtree(out_dir, ignore_errors=True)
             os.replace(aside, out_dir)
+            aside.parent.rmdir()
         if isinstance(error, EnvKwargsError):
             raise RetailSimError(f"--env-kwargs: {error.detail}") from None
         raise
     if aside is not None:
-        shutil.rmtree(aside)
+        shutil.rmtree(aside.parent)
     return summary
 
 
@@ -731,9 +733,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("retailsim: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader left (``| head``): no traceback, and none at the exit's flush either
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError:
+        try:  # only a reader of our stdout that left (``| head``); a worker's broken pipe is an error
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # none at the exit's flush either
+            return 141
+        raise
 
 
 if __name__ == "__main__":

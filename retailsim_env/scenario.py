@@ -181,7 +181,7 @@ def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame,
     with duckdb.connect() as con:
         weeks = con.execute(
             f"""SELECT STORE_CODE, PROD_CODE, week_index, units, actual_price, promo_flag
-                FROM read_parquet({sql_string(prices)}) WHERE split = 'train'"""
+                FROM read_parquet({sql_string(prices)}) WHERE split = 'train' AND actual_price > 0"""
         ).df()
     store_row = {code: i + 1 for i, code in enumerate(data.vocab["stores"]["codes"])}
     product_row = dict(zip(catalog["PROD_CODE"], catalog["row"]))

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +74,31 @@ def test_a_run_directory_in_use_needs_overwrite_and_survives_a_failed_one(tmp_pa
     assert main(["agents", "train", "--out", str(run), "--quiet"]) == 2
     assert "--out: " in capsys.readouterr().err and (run / "model.zip").read_text() == "the previous run"
     assert main(["agents", "train", "--env-kwargs", '{"produts": 3}', "--out", str(run), "--overwrite", "--quiet"]) == 2
-    assert (run / "model.zip").read_text() == "the previous run" and not (tmp_path / "run.replaced").exists()
+    assert (run / "model.zip").read_text() == "the previous run" and sorted(tmp_path.iterdir()) == [run]
     assert main(["agents", "train", "--env-kwargs", json.dumps(TINY_ENV), "--timesteps", "16", "--num-envs", "2",
                  "--n-steps", "8", "--out", str(run), "--overwrite", "--quiet"]) == 0  # fmt: skip
-    assert (run / "model.zip").read_bytes()[:2] == b"PK" and not (tmp_path / "run.replaced").exists()
+    assert (run / "model.zip").read_bytes()[:2] == b"PK" and sorted(tmp_path.iterdir()) == [run]
+
+
+def test_a_run_that_fails_leaves_nothing_half_written(tmp_path) -> None:
+    """A new run that fails is removed; with --overwrite the old run comes back, also after an earlier
+    interrupted replacement left its aside directory behind."""
+    from retailsim.cli import _train_run
+
+    def failing(config, out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "partial").write_text("half a run")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train_run(failing, None, str(tmp_path / "new"), overwrite=False)
+    assert not (tmp_path / "new").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.zip").write_text("the previous run")
+    (tmp_path / "run.replaced-left-by-a-kill").mkdir()  # what a hard-killed replacement leaves: not reused
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            _train_run(failing, None, str(run), overwrite=True)
+        assert [p.name for p in run.iterdir()] == ["model.zip"] and (run / "model.zip").read_text() == "the previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.replaced-left-by-a-kill"]

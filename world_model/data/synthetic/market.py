@@ -329,9 +329,9 @@ class SyntheticMarket:
         mission = draw_rows(self._mission_cum, cust, rng)
         shape = self._mission_shape[mission]
         scale = self._mission_items[mission] * rng.gamma(shape, 1.0 / shape)
-        own = (pop.repertoire[:, :, None] == products[None, None, :]) * pop.repertoire_weight[:, :, None]
+        own = np.stack([((pop.repertoire == p) * pop.repertoire_weight).sum(1) for p in products], axis=1)  # [N, P']
         rho = pop.repertoire_share[:, None]
-        mass = rho * own.sum(1) + (1.0 - rho) * self.catalog.popularity[products][None, :]  # [N, P']
+        mass = rho * own + (1.0 - rho) * self.catalog.popularity[products][None, :]  # [N, P']
         draws = rng.poisson(scale[:, None] * m[store] * mass[cust])  # [visits, P']
         visit, column = np.nonzero(draws)
         counts = draws[visit, column]
