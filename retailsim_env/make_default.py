@@ -18,6 +18,7 @@ from pathlib import Path
 
 from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.synthetic import MarketConfig, generate_market
+from world_model.errors import RetailSimError
 from world_model.models.basket import BasketModelConfig
 from world_model.models.store_visit import StoreVisitConfig
 from world_model.pipeline.config import PipelineConfig
@@ -28,7 +29,8 @@ from world_model.training.config import TrainConfig
 from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, StoreVisitTaskConfig, trip_classes
 from world_model.training.trainer import train
 
-from retailsim_env.scenario import MODELS, BuildConfig, build_scenario, default_scenario_path
+from retailsim_env.scenario import (FEATURE_FILES, MODELS, PREPARED_FILES, BuildConfig, Scenario, build_scenario,
+                                    default_scenario_path, file_sha256)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ class DefaultScenarioConfig:
     basket_epochs: int = 3
 
 
+def _check_same_model_inputs(workdir: Path, scenario_dir: Path) -> None:
+    """The rebuilt work directory's model inputs (tensor cache slice, price encoder) must be the bytes the
+    scenario's models were trained on, or the bundle would pair them with other data; nothing is written."""
+    recorded = Scenario(scenario_dir).meta["files"]
+    names = [f"prepared/{name}" for name in PREPARED_FILES] + [f"features/{name}" for name in FEATURE_FILES]
+    differ = [name for name in names if file_sha256(workdir / name) != recorded.get(name)]
+    if differ:
+        raise RetailSimError(f"--models-from: {scenario_dir}'s models were trained on other data ({', '.join(differ[:3])} "
+                             "differ from the rebuilt ones); rebuild without --models-from")  # fmt: skip
+
+
 def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultScenarioConfig(),
                  progress: bool = True, models_from: Path | None = None) -> Path:  # fmt: skip
     """Run the chain in ``work`` and write the scenario to ``out``; with ``models_from`` (a scenario
@@ -59,6 +72,7 @@ def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultS
     run_pipeline(work / "ingested", work / "work", ALL_STAGES, pipeline)
     data = PreparedData(work / "work")
     if models_from is not None:
+        _check_same_model_inputs(work / "work", Path(models_from))
         for kind, name in MODELS.items():  # copied first: ``out`` may be ``models_from``
             shutil.copyfile(Path(models_from) / name, work / f"{kind}.pt")
         return build_scenario(work / "work", work / "basket.pt", work / "store_visit.pt", out,
@@ -81,11 +95,14 @@ def main() -> None:
                                               "(e.g. the shipped one: the data files rebuilt, the models kept)")  # fmt: skip
     args = parser.parse_args()
     models_from = Path(args.models_from) if args.models_from else None
-    if args.work:
-        print(make_default(Path(args.work), Path(args.out), models_from=models_from))
-        return
-    with tempfile.TemporaryDirectory() as work:
-        print(make_default(Path(work), Path(args.out), models_from=models_from))
+    try:
+        if args.work:
+            print(make_default(Path(args.work), Path(args.out), models_from=models_from))
+            return
+        with tempfile.TemporaryDirectory() as work:
+            print(make_default(Path(work), Path(args.out), models_from=models_from))
+    except RetailSimError as error:
+        raise SystemExit(f"make_default: error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -86,21 +86,29 @@ def test_one_product_code_is_one_product_and_the_store_count_is_checked(default_
             default_scenario.store_rows(None, count=count)
 
 
-def test_make_default_can_rebuild_the_data_around_existing_models(tmp_path) -> None:
-    """``--models-from``: generation, ingest and pipeline run, training does not; the models are the source
-    scenario's (the weights the same bytes), the data files and history levels new."""
-    from retailsim_env.make_default import DefaultScenarioConfig, make_default
+def test_make_default_rebuilds_the_shipped_data_around_its_models(tmp_path) -> None:
+    """``--models-from``: generation, ingest and pipeline run, training does not. The shipped bundle is
+    reproducible from the code: every file but the source path in scenario.json comes out the same bytes
+    (the price response to float rounding), so its models, history levels and data stay in step."""
+    from retailsim_env.make_default import make_default
 
     source = Scenario(default_scenario_path())
-    config = DefaultScenarioConfig(customers=60, products=40, stores=2, weeks=6, train_end=4, valid_end=5)
-    out = make_default(tmp_path / "work", tmp_path / "out", config, progress=False, models_from=source.path)
+    out = make_default(tmp_path / "work", tmp_path / "out", progress=False, models_from=source.path)
     rebuilt = Scenario(out)
     rebuilt.verify()
-    for name in ("models/basket.pt", "models/store_visit.pt"):
-        assert rebuilt.meta["files"][name] == source.meta["files"][name]
-    assert not (tmp_path / "work" / "basket").exists() and len(rebuilt.catalog) == 40
-    units, multiplier = rebuilt.history_levels
-    assert units.shape == multiplier.shape == rebuilt.reference_prices.shape and units.sum() > 0
+    assert not (tmp_path / "work" / "basket").exists()  # nothing trained
+    differ = {name for name, digest in rebuilt.meta["files"].items() if source.meta["files"].get(name) != digest}
+    assert differ <= {"processed/price_response.json"} and set(rebuilt.meta["files"]) == set(source.meta["files"])
+    assert rebuilt.response.to_dict()["categories"] == source.response.to_dict()["categories"]
+
+
+def test_make_default_refuses_models_trained_on_other_data(tmp_path) -> None:
+    from retailsim_env.make_default import DefaultScenarioConfig, make_default
+
+    config = DefaultScenarioConfig(customers=60, products=40, stores=2, weeks=6, train_end=4, valid_end=5)
+    with pytest.raises(RetailSimError, match=r"--models-from: .* trained on other data \(prepared/vocab.json"):
+        make_default(tmp_path / "work", tmp_path / "out", config, progress=False, models_from=default_scenario_path())
+    assert not (tmp_path / "out").exists()
 
 
 def test_swapped_or_masked_checkpoints_are_refused_before_anything_is_written(tiny_workdir, tmp_path, capsys) -> None:
