@@ -11,10 +11,14 @@ a few minutes on two CPU cores.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.synthetic import MarketConfig, generate_market
@@ -29,8 +33,7 @@ from world_model.training.config import TrainConfig
 from world_model.training.tasks import BasketTask, BasketTaskConfig, StoreVisitTask, StoreVisitTaskConfig, trip_classes
 from world_model.training.trainer import train
 
-from retailsim_env.scenario import (FEATURE_FILES, MODELS, PREPARED_FILES, BuildConfig, Scenario, build_scenario,
-                                    default_scenario_path, file_sha256)
+from retailsim_env.scenario import FEATURE_FILES, MODELS, PREPARED_FILES, BuildConfig, build_scenario, default_scenario_path
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,24 @@ class DefaultScenarioConfig:
     basket_epochs: int = 3
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    """Equal arrays, tables or JSON (by value: a library version may change a parquet file's bytes)."""
+    if not b.exists():
+        return False
+    if a.suffix == ".npy":
+        return np.array_equal(np.load(a), np.load(b))
+    if a.suffix == ".parquet":
+        return pd.read_parquet(a).equals(pd.read_parquet(b))
+    if a.suffix == ".json":
+        return json.loads(a.read_text()) == json.loads(b.read_text())
+    return a.read_bytes() == b.read_bytes()
+
+
 def _check_same_model_inputs(workdir: Path, scenario_dir: Path) -> None:
-    """The rebuilt work directory's model inputs (tensor cache slice, price encoder) must be the bytes the
+    """The rebuilt work directory's model inputs (tensor cache slice, price encoder) must be those the
     scenario's models were trained on, or the bundle would pair them with other data; nothing is written."""
-    recorded = Scenario(scenario_dir).meta["files"]
     names = [f"prepared/{name}" for name in PREPARED_FILES] + [f"features/{name}" for name in FEATURE_FILES]
-    differ = [name for name in names if file_sha256(workdir / name) != recorded.get(name)]
+    differ = [name for name in names if not _same_content(workdir / name, scenario_dir / name)]
     if differ:
         raise RetailSimError(f"--models-from: {scenario_dir}'s models were trained on other data ({', '.join(differ[:3])} "
                              "differ from the rebuilt ones); rebuild without --models-from")  # fmt: skip
