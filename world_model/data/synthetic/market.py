@@ -147,6 +147,7 @@ class SyntheticMarket:
         self._weekday_cum = row_cumsum(pop.weekday_probs)
         self._multi_cum = np.cumsum(MULTI_QUANTITY_PROBS) / MULTI_QUANTITY_PROBS.sum()
         self._dicts: dict[str, pa.Array] | None = None
+        self._item_masses: dict[tuple[int, ...], np.ndarray] = {}  # simulate_units' per product set
 
     @property
     def n_stores(self) -> int:
@@ -329,10 +330,7 @@ class SyntheticMarket:
         mission = draw_rows(self._mission_cum, cust, rng)
         shape = self._mission_shape[mission]
         scale = self._mission_items[mission] * rng.gamma(shape, 1.0 / shape)
-        own = np.stack([((pop.repertoire == p) * pop.repertoire_weight).sum(1) for p in products], axis=1)  # [N, P']
-        rho = pop.repertoire_share[:, None]
-        mass = rho * own + (1.0 - rho) * self.catalog.popularity[products][None, :]  # [N, P']
-        draws = rng.poisson(scale[:, None] * m[store] * mass[cust])  # [visits, P']
+        draws = rng.poisson(scale[:, None] * m[store] * self._item_mass(products)[cust])  # [visits, P']
         visit, column = np.nonzero(draws)
         counts = draws[visit, column]
         draw_cell = np.repeat(store[visit] * len(products) + column, counts)
@@ -340,6 +338,17 @@ class SyntheticMarket:
         units = np.bincount(draw_cell, weights=quantity, minlength=len(stores) * len(products))
         units = units.reshape(len(stores), len(products))
         return units, visits.sum(0).astype(np.float64)
+
+    def _item_mass(self, products: np.ndarray) -> np.ndarray:
+        """[N, P'] each customer's ``rho_c r[c, p] + (1 - rho_c) g_p`` at ``products``: fixed by the population,
+        so kept per product set (an oracle environment asks for the same set every week; 60% of a call)."""
+        key = tuple(products.tolist())
+        if key not in self._item_masses:
+            pop = self.population
+            own = np.stack([((pop.repertoire == p) * pop.repertoire_weight).sum(1) for p in products], axis=1)
+            rho = pop.repertoire_share[:, None]
+            self._item_masses[key] = rho * own + (1.0 - rho) * self.catalog.popularity[products][None, :]
+        return self._item_masses[key]
 
     def _draw_quantities(self, product: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         multi = rng.random(len(product)) < self.catalog.multipack[product]
