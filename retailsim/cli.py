@@ -137,7 +137,9 @@ def _train_config(args: argparse.Namespace):
 
 def _print_training(summary: dict, out: Path) -> None:
     """The run's result, printed by torchrun's rank 0 only (every rank returns the same summary)."""
-    if int(os.environ.get("RANK", 0)) != 0:
+    from world_model.training.distributed import distributed_context
+
+    if not distributed_context().is_main:
         return
     best = summary.get("best_value")
     print(f"epochs run: {summary.get('epochs_run')}, best {summary.get('monitor')} = "
