@@ -148,6 +148,12 @@ def _catalog(data: PreparedData, workdir: Path, response: PriceResponse, truth: 
                                "mean_unit_price"])  # fmt: skip
 
 
+def _vocabulary_rows(data: PreparedData, catalog: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """({STORE_CODE: store vocabulary row}, {PROD_CODE: product vocabulary row}) for the price tables."""
+    return ({code: i + 1 for i, code in enumerate(data.vocab["stores"]["codes"])},
+            dict(zip(catalog["PROD_CODE"], catalog["row"])))  # fmt: skip
+
+
 def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     codes = list(data.vocab["stores"]["codes"])
     prices = workdir / "processed" / "prices_derived.parquet"
@@ -160,8 +166,7 @@ def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.
             f"""SELECT STORE_CODE, sum(units * actual_price) AS revenue FROM read_parquet({sql_string(prices)})
                 WHERE split = 'train' GROUP BY 1"""
         ).df().set_index("STORE_CODE")["revenue"]
-    store_row = {code: i + 1 for i, code in enumerate(codes)}
-    product_row = dict(zip(catalog["PROD_CODE"], catalog["row"]))
+    store_row, product_row = _vocabulary_rows(data, catalog)
     reference = np.ones((len(codes) + 1, data.n_products), dtype=np.float32)
     reference[:, PRODUCT_SPECIALS:] = catalog["base_price"].to_numpy(np.float32)
     s = latest["STORE_CODE"].map(store_row)
@@ -183,8 +188,7 @@ def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame,
             f"""SELECT STORE_CODE, PROD_CODE, week_index, units, actual_price, promo_flag
                 FROM read_parquet({sql_string(prices)}) WHERE split = 'train' AND actual_price > 0"""
         ).df()
-    store_row = {code: i + 1 for i, code in enumerate(data.vocab["stores"]["codes"])}
-    product_row = dict(zip(catalog["PROD_CODE"], catalog["row"]))
+    store_row, product_row = _vocabulary_rows(data, catalog)
     n_weeks = max(weeks["week_index"].nunique(), 1)
     s, p = weeks["STORE_CODE"].map(store_row), weeks["PROD_CODE"].map(product_row)
     keep = s.notna() & p.notna()
