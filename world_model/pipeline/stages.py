@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from world_model.pipeline.basket_quantities import BASKET_QUANTITY_STAGE
 from world_model.pipeline.customers import MISSION_PATTERNS, STORE_AFFINITY
 from world_model.pipeline.entity_features import CUSTOMER_FEATURES, STORE_FEATURES
 from world_model.pipeline.price_features import PRICE_FEATURES
@@ -17,6 +18,7 @@ ALL_STAGES: list[Stage] = [
     PRICES,
     PRICE_RESPONSE,
     PRODUCT_GRAPH,
+    BASKET_QUANTITY_STAGE,
     STORE_AFFINITY,
     MISSION_PATTERNS,
     PSEUDO_BRANDS,

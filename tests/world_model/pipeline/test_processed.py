@@ -1,4 +1,5 @@
-"""processed/: co-purchase graph, store affinity and mission patterns, checked against plain Python."""
+"""processed/: co-purchase graph, basket quantities, store affinity and mission patterns, checked against
+plain Python."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import itertools
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +17,7 @@ from world_model.data.dataset import read_transactions
 from world_model.pipeline.runner import run_pipeline
 from world_model.pipeline.stages import ALL_STAGES
 
-PROCESSED_STAGES = ["product_graph", "store_affinity", "mission_patterns"]
+PROCESSED_STAGES = ["product_graph", "basket_quantities", "store_affinity", "mission_patterns"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,21 @@ def test_copurchase_edges_match_a_direct_count(workdir: Path, train_rows: list[d
         assert [e["baskets"] for e in kept] == strongest[: len(kept)]  # the strongest partners are kept, in order
     nodes = pq.read_table(workdir / "processed" / "product_graph_nodes.parquet").to_pylist()
     assert {n["PROD_CODE"] for n in nodes} == {r["PROD_CODE"] for r in train_rows}
+
+
+def test_basket_quantities_match_a_direct_count(workdir: Path, train_rows: list[dict]) -> None:
+    """Units of a product per basket holding it (its lines summed), counted per product and quantity,
+    every basket included; per product the mean is the graph nodes' units per basket."""
+    units = Counter()
+    for r in train_rows:
+        units[(r["PROD_CODE"], r["BASKET_ID"])] += r["QUANTITY"]
+    expected = Counter((product, quantity) for (product, _), quantity in units.items())
+    table = pd.read_parquet(workdir / "processed" / "basket_quantities.parquet")
+    assert dict(zip(zip(table["PROD_CODE"], table["QUANTITY"]), table["baskets"])) == expected
+    assert any(q > 1 for _, q in expected) and table["QUANTITY"].min() >= 1
+    nodes = pd.read_parquet(workdir / "processed" / "product_graph_nodes.parquet").set_index("PROD_CODE")
+    mean = (table["QUANTITY"] * table["baskets"]).groupby(table["PROD_CODE"]).sum() / table.groupby("PROD_CODE")["baskets"].sum()
+    assert np.allclose(mean, (nodes["train_units"] / nodes["train_baskets"]).loc[mean.index])
 
 
 def test_store_affinity_matches_a_direct_count(workdir: Path, train_rows: list[dict]) -> None:
