@@ -13,6 +13,9 @@
   the training weeks (every basket, card or not) and the mean of those weeks' price-response multiplier
   against the reference price (``(paid / reference) ** elasticity x lift ** promoted``), from which the
   learned market sets its level (``retailsim_env.demand``: the history's units at the history's prices);
+- ``basket_quantities.parquet``: per product row, how many units a training basket holding it held
+  (``row``, ``QUANTITY``, ``baskets``: the pipeline's ``processed/basket_quantities.parquet``), from which
+  the learned market draws a week's units as basket lines with these quantities (compound Poisson);
 - ``shoppers.parquet``: the shopper population, one row per customer with two baskets or more: its
   ``anchor_row`` (the latest basket: the models read the history before it), weekly ``visit_rate`` and
   mean distinct products per basket;
@@ -46,6 +49,7 @@ import torch
 from world_model.data.duckdb_util import sql_string
 from world_model.errors import RetailSimError
 from world_model.models.predictors import check_world_model
+from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.model_inputs import shop_dates
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
@@ -204,6 +208,22 @@ def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame,
     return units, multiplier
 
 
+def _basket_quantities(workdir: Path) -> pd.DataFrame:
+    """The work directory's ``processed/basket_quantities.parquet`` (read before anything is written)."""
+    path = workdir / "processed" / BASKET_QUANTITIES
+    if not path.exists():
+        raise RetailSimError(f"{path}: missing; run `retailsim pipeline run` on the work directory again "
+                             "(its stage basket_quantities is newer than the work directory)")  # fmt: skip
+    return pd.read_parquet(path)
+
+
+def _bundle_quantities(quantities: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """``basket_quantities.parquet`` of the bundle: the catalog's products by vocabulary row."""
+    rows = quantities["PROD_CODE"].map(dict(zip(catalog["PROD_CODE"], catalog["row"])))
+    kept = quantities[rows.notna()].assign(row=rows[rows.notna()].astype(np.int64))
+    return kept[["row", "QUANTITY", "baskets"]].sort_values(["row", "QUANTITY"]).reset_index(drop=True)
+
+
 def _shoppers(data: PreparedData) -> pd.DataFrame:
     """Customers with two baskets or more: their latest basket row and shopping rates."""
     table = np.asarray(data.basket_table)
@@ -239,6 +259,7 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
                    "store_visit": check_world_model(store_visit, "store_visit")}  # fmt: skip
     data = PreparedData(workdir)
     response = PriceResponse.load(workdir)
+    quantities = _basket_quantities(workdir)
     truth = None
     if ground_truth is not None:
         ground_truth = Path(ground_truth)
@@ -264,6 +285,7 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     history_units, history_multiplier = _history_levels(data, workdir, catalog, reference)
     np.save(partial / HISTORY_UNITS, history_units)
     np.save(partial / HISTORY_MULTIPLIER, history_multiplier)
+    _bundle_quantities(quantities, catalog).to_parquet(partial / BASKET_QUANTITIES, index=False)
     _shoppers(data).to_parquet(partial / "shoppers.parquet", index=False)
     if ground_truth is not None:
         (partial / "ground_truth").mkdir()
@@ -303,6 +325,13 @@ class Scenario:
         they were written (the learned market then keeps the models' own level)."""
         paths = self.path / HISTORY_UNITS, self.path / HISTORY_MULTIPLIER
         return tuple(np.load(path) for path in paths) if all(path.exists() for path in paths) else None
+
+    @cached_property
+    def basket_quantities(self) -> pd.DataFrame | None:
+        """(``row``, ``QUANTITY``, ``baskets``): how many units a training basket holding a product held,
+        or None for a bundle built before it was written (the learned market then draws Poisson units)."""
+        path = self.path / BASKET_QUANTITIES
+        return pd.read_parquet(path) if path.exists() else None
 
     @cached_property
     def catalog_by_row(self) -> pd.DataFrame:

@@ -43,7 +43,7 @@ def tiny_models(data: PreparedData, out: Path, context_position: str = "encoder"
 
 @pytest.fixture(scope="session")
 def tiny_workdir(prepared: PreparedData) -> PreparedData:  # noqa: F811
-    run_pipeline(prepared.workdir.parent / "ingested", prepared.workdir, ALL_STAGES, SPLIT, only=["price_response"])
+    run_pipeline(prepared.workdir.parent / "ingested", prepared.workdir, ALL_STAGES, SPLIT, only=["price_response", "basket_quantities"])
     return prepared
 
 

@@ -3,6 +3,8 @@ Oracle demand: the generator's law at the managed cells."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -262,3 +264,33 @@ def test_learned_market_replays_the_historys_units_at_the_historys_prices(tiny_s
     draws = np.array([demand.sample(np.array([weeks[-1]]), reference, zero, rngs)[0][0] for _ in range(400)])
     forecast = demand.forecast(np.array([weeks[-1]]), reference, zero)[0]
     assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(forecast / len(draws)) + 1e-9)
+
+
+@pytest.mark.parametrize("quantities", [True, False])
+def test_learned_units_are_compound_poisson_in_the_bundles_basket_quantities(tiny_scenario_dir, tmp_path, quantities) -> None:
+    """Each week's units are basket lines with the training baskets' quantities: their mean is the
+    forecast and, given the week's trips, their variance / mean is E[Q^2] / E[Q] per product, so overall
+    var = E[Q^2] / E[Q] x mean + the trips' own variance (sum over shoppers of visit rate x q x (expected
+    units a trip)^2). A bundle without the quantities draws Poisson units: the same with E[Q^2] / E[Q] = 1."""
+    path = tiny_scenario_dir
+    if not quantities:
+        path = shutil.copytree(tiny_scenario_dir, tmp_path / "old")
+        (path / "basket_quantities.parquet").unlink()
+    scenario = Scenario(path)
+    stores, products = scenario.store_rows(None, count=2), scenario.product_rows(4)
+    demand = LearnedDemand(scenario, stores, products, device="cpu", propensities="fixed")
+    table = Scenario(tiny_scenario_dir).basket_quantities.set_index("row").loc[products]
+    moment = (table["QUANTITY"] ** 2 * table["baskets"]).groupby(level=0).sum() / (table["QUANTITY"] * table["baskets"]).groupby(level=0).sum()
+    dispersion = moment.loc[products].to_numpy() if quantities else np.ones(len(products))
+    assert dispersion.max() > 1.5 or not quantities  # the tiny market has multipacks
+    demand.reset(np.arange(1), 1, [np.random.default_rng(0)])
+    reference, zero, week = demand.reference[None], np.zeros((1, len(stores), len(products))), np.array([20])
+    rngs = [np.random.default_rng(2)]
+    draws = np.array([demand.sample(week, reference, zero, rngs)[0][0] for _ in range(3000)])
+    forecast = demand.forecast(week, reference, zero)[0]
+    a_trip = demand.propensity * demand.level[:, None, :]  # [M, N, K] expected units a trip at reference prices
+    trips = (demand.visit_rate[:, None] * demand.q).T  # [M, N]
+    law = dispersion * forecast + np.einsum("mn,mnk->mk", trips, a_trip**2)
+    assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(law / len(draws)))
+    assert np.allclose(draws.var(0), law, rtol=0.2)
+    assert np.all(draws == np.round(draws)) and draws.min() >= 0

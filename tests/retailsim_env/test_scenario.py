@@ -25,6 +25,11 @@ def test_bundle_holds_catalog_bounds_costs_and_hashes(tiny_scenario_dir, tiny_wo
     assert np.allclose(costs, truth.set_index("PROD_CODE").loc[costs.index, "unit_cost"])
     assert scenario.reference_prices.shape == (len(scenario.stores) + 1, tiny_workdir.n_products)
     assert (scenario.shoppers["visit_rate"] > 0).all() and (scenario.shoppers["basket_items"] >= 1).all()
+    quantities = scenario.basket_quantities  # the pipeline's table, by vocabulary row
+    source = pd.read_parquet(tiny_workdir.workdir / "processed" / "basket_quantities.parquet")
+    codes = catalog.set_index("row").loc[quantities["row"], "PROD_CODE"].to_numpy()
+    assert sorted(zip(codes, quantities["QUANTITY"], quantities["baskets"])) == sorted(
+        zip(source["PROD_CODE"], source["QUANTITY"], source["baskets"]))  # fmt: skip
     scenario.verify()
     assert not tiny_scenario_dir.with_name(tiny_scenario_dir.name + ".partial").exists()
 
@@ -57,6 +62,16 @@ def test_bad_inputs_name_the_argument(tiny_workdir, tmp_path) -> None:
         scenario.store_rows(["NOPE"])
     with pytest.raises(RetailSimError, match="products: 100000"):
         scenario.product_rows(100000)
+
+
+def test_a_work_directory_without_basket_quantities_is_refused_before_anything_is_written(tiny_workdir, tmp_path) -> None:
+    """A work directory from before the stage: one line saying to rerun the pipeline, no bundle."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_workdir.workdir, work, ignore=shutil.ignore_patterns("basket_quantities.parquet"))
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    with pytest.raises(RetailSimError, match=r"basket_quantities.parquet: missing; run `retailsim pipeline run`"):
+        build_scenario(work, basket, store, tmp_path / "scenario")
+    assert not (tmp_path / "scenario").exists() and not (tmp_path / "scenario.partial").exists()
 
 
 def test_cli_builds_a_scenario(tiny_workdir, tmp_path, capsys) -> None:
