@@ -2,6 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from retailsim_env import RetailSimEnv, RetailSimVecEnv, RetailSimVectorEnv
@@ -65,6 +66,7 @@ def test_sb3_adapter_reports_truncation_the_way_sb3_bootstraps_it(default_scenar
 def test_sb3_ppo_trains_on_the_vec_env_adapter(default_scenario, tmp_path) -> None:
     venv = VecNormalize(VecMonitor(RetailSimVecEnv(2, scenario=default_scenario, products=3, episode_length=4)))
     model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    model.set_logger(configure(str(tmp_path / "log"), []))  # SB3's default makes a folder in the system temp dir
     model.learn(total_timesteps=16)
     assert model.num_timesteps == 16 and len(model.ep_info_buffer) >= 2
     venv.save(tmp_path / "vecnormalize.pkl")
