@@ -42,9 +42,10 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    0.98x, the single env 0.91x: more numpy calls where there are few cells). A bundle without the
    quantities draws Poisson units (one quantity, 1).
 
-The history level. The models learned from every basket of the training weeks, promotions and other
-prices included, and from card holders only: at the reference price without a promotion their units are
-the history's average conditions, not the plain ones, and miss the card-less baskets. The level, fixed
+The history level (``world_model.response.history``, shared with ``retailsim whatif``). The models
+learned from every basket of the training weeks, promotions and other prices included, and from card
+holders only: at the reference price without a promotion their units are the history's average
+conditions, not the plain ones, and miss the card-less baskets. The level, fixed
 per store and product when the environment is built, is the bundle's ``history_units`` (the training
 weeks' mean weekly units, every basket) over the models' units at the reference prices times
 ``history_multiplier`` (the mean of those weeks' response multipliers), so that at the training weeks'
@@ -90,6 +91,7 @@ from world_model.models.mamba import scan_rows
 from world_model.models.predictors import StoreVisitPredictor, load_world_model, resolve_device
 from world_model.pipeline.tensor_cache import BASKET_COLUMN
 from world_model.response.checks import load_market
+from world_model.response.history import history_level
 from world_model.response.model import demand_multiplier
 from world_model.training.trainer import autocast_dtype
 
@@ -321,8 +323,7 @@ class LearnedDemand:
             return np.ones((len(self.store_rows), len(self.product_rows)))
         units, multiplier = (np.asarray(a, np.float64)[np.ix_(self.store_rows, self.product_rows)] for a in levels)
         model = np.einsum("nm,mnk->mk", self.q * self.visit_rate[:, None], self.propensity)  # at reference prices
-        known = (units > 0) & (model * multiplier > 0)
-        return np.where(known, units / np.where(known, model * multiplier, 1.0), 1.0)
+        return history_level(units, multiplier, model)
 
     def _quantity_law(self, scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
         """([K, Q] the units a basket line of managed product k can hold, [K, Q] the lines of each per unit

@@ -54,6 +54,7 @@ from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.model_inputs import shop_dates
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
 from world_model.pipeline.tensor_cache import BASKET_COLUMN, PRODUCT_SPECIALS, VOCAB
+from world_model.response.history import history_units_and_multiplier
 from world_model.response.model import RESPONSE_FILE, PriceResponse
 from world_model.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -185,27 +186,14 @@ def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.
 def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame,
                     reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(mean weekly units, mean response multiplier) [stores + 1, V] of the training weeks per store and
-    product (module docstring); 0 and 1 where the training weeks have no row."""
-    prices = workdir / "processed" / "prices_derived.parquet"
-    with duckdb.connect() as con:
-        weeks = con.execute(
-            f"""SELECT STORE_CODE, PROD_CODE, week_index, units, actual_price, promo_flag
-                FROM read_parquet({sql_string(prices)}) WHERE split = 'train' AND actual_price > 0"""
-        ).df()
-    store_row, product_row = _vocabulary_rows(data, catalog)
-    n_weeks = max(weeks["week_index"].nunique(), 1)
-    s, p = weeks["STORE_CODE"].map(store_row), weeks["PROD_CODE"].map(product_row)
-    keep = s.notna() & p.notna()
-    weeks = weeks[keep].assign(s=s[keep].astype(int), p=p[keep].astype(int))
-    by_row = catalog.set_index("row")
-    elasticity, lift = by_row.loc[weeks["p"], "elasticity"].to_numpy(), by_row.loc[weeks["p"], "lift"].to_numpy()
-    ratio = weeks["actual_price"].to_numpy(np.float64) / reference[weeks["s"], weeks["p"]].astype(np.float64)
-    weeks["multiplier"] = ratio**elasticity * np.where(weeks["promo_flag"].to_numpy(bool), lift, 1.0)
-    units, multiplier = np.zeros(reference.shape, np.float32), np.ones(reference.shape, np.float32)
-    grouped = weeks.groupby(["s", "p"]).agg(units=("units", "sum"), multiplier=("multiplier", "mean")).reset_index()
-    units[grouped["s"], grouped["p"]] = grouped["units"] / n_weeks
-    multiplier[grouped["s"], grouped["p"]] = grouped["multiplier"]
-    return units, multiplier
+    product (``world_model.response.history``); 0 and 1 where the training weeks have no row."""
+    rows = catalog["row"].to_numpy()
+    units, multiplier = history_units_and_multiplier(
+        workdir / "processed" / "prices_derived.parquet", list(data.vocab["stores"]["codes"]), list(catalog["PROD_CODE"]),
+        catalog["elasticity"].to_numpy(np.float64), catalog["lift"].to_numpy(np.float64), reference[1:][:, rows])  # fmt: skip
+    full_units, full_multiplier = np.zeros(reference.shape, np.float32), np.ones(reference.shape, np.float32)
+    full_units[1:, rows], full_multiplier[1:, rows] = units, multiplier
+    return full_units, full_multiplier
 
 
 def _basket_quantities(workdir: Path) -> pd.DataFrame:

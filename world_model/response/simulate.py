@@ -7,13 +7,19 @@ the customer's mean number of distinct products per earlier basket, that is the 
 each product, ``lines_tv``. Neither model sees the week's prices (T4 is the history's prices only), so
 the propensities are price-neutral and every price effect comes from the response:
 
-    units_v(prices) = qbar_v * m_v * sum_t q'_t * lines_tv,
+    units_v(prices) = level_v * qbar_v * m_v * sum_t q'_t * lines_tv,
     m_v  = (price_v / ref_v) ** elasticity_c(v) * lift_c(v) ** [promoted_v]          (model.demand_multiplier)
     q'_t = q_t L^-gamma / (q_t L^-gamma + 1 - q_t),   log L = sum_v w_v log(price_v / ref_v)
 
 with ``qbar_v`` the product's mean units per line in training, ``ref_v`` the reference (regular) price,
 ``w_v`` the product's share of the store's simulated revenue at reference prices and ``gamma`` the
-store-choice sensitivity (``StoreResponse``). The models run once per store (``StoreDemand``); every
+store-choice sensitivity (``StoreResponse``). ``level_v`` is the history level of the store and product
+(``world_model.response.history``): the models learned from card holders and from the training weeks'
+average prices and promotions, so their units at reference prices are off by a factor per product; with
+the level, the units at the training weeks' own prices and promotions average to what the store sold
+then (on the shipped scenario's work directory, busiest store, training split's trips, top 10 products:
+1.04-1.33 times the generator's exact units at reference prices, 0.57-0.99 without; docs/price_response.md
+has the test split's). The models run once per store (``StoreDemand``); every
 price scenario after that is two matrix-vector products, so demand curves and placebo checks are cheap.
 Weekly figures divide by the split's number of weeks: the split's trips are the population of one week
 on average. Everything here is an expectation (no sampling), so equal inputs give equal outputs.
@@ -36,6 +42,7 @@ from world_model.models.batches import BatchBuilder, to_device
 from world_model.models.predictors import StoreVisitPredictor
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
+from world_model.response.history import history_level, history_units_and_multiplier
 from world_model.response.model import PriceResponse, demand_multiplier
 
 MIN_STORE_PROBABILITY = 0.01
@@ -65,6 +72,8 @@ class StoreDemand:
     """[V] ref_v: the regular shelf price the ratios are relative to."""
     revenue_weight: np.ndarray | None = None
     """[V] w_v: shares of the simulated revenue at reference prices (no store-choice tilt when None)."""
+    level: np.ndarray | float = 1.0
+    """[V] level_v, the history level (1: the models' own level)."""
 
     def expected_units(self, price_ratio: np.ndarray | float = 1.0, promoted: np.ndarray | bool = False) -> np.ndarray:
         """[V] expected weekly units at ``price_ratio`` = price / reference price (after any discount)
@@ -77,7 +86,7 @@ class StoreDemand:
         if self.revenue_weight is not None and self.choice_sensitivity > 0:
             tilt = np.exp(-self.choice_sensitivity * float(self.revenue_weight @ np.log(ratio)))
             q = q * tilt / (q * tilt + 1.0 - q)
-        return self.units_per_line * multiplier * (q @ self.lines) / self.weeks
+        return self.level * self.units_per_line * multiplier * (q @ self.lines) / self.weeks
 
     def own_price_curve(self, product_row: int, ratios: np.ndarray) -> np.ndarray:
         """[R] expected weekly units of one product when only its price moves to ``ratios`` x reference."""
@@ -87,7 +96,8 @@ class StoreDemand:
         if self.revenue_weight is not None and self.choice_sensitivity > 0:
             tilt = np.exp(-self.choice_sensitivity * self.revenue_weight[product_row] * np.log(ratios))[:, None]
             q = q * tilt / (q * tilt + 1.0 - q)
-        return self.units_per_line[product_row] * multiplier * (q @ self.lines[:, product_row]) / self.weeks
+        level = np.broadcast_to(self.level, self.units_per_line.shape)[product_row]
+        return level * self.units_per_line[product_row] * multiplier * (q @ self.lines[:, product_row]) / self.weeks
 
 
 class DemandSimulator:
@@ -95,11 +105,14 @@ class DemandSimulator:
 
     def __init__(self, data: PreparedData, basket_model: BasketWorldModel, store_predictor: StoreVisitPredictor,
                  response: PriceResponse, split: str = "test", limit: int | None = None,
-                 batch_size: int = 256) -> None:  # fmt: skip
+                 batch_size: int = 256, history_level: bool = True) -> None:  # fmt: skip
         self.data, self.model, self.response, self.batch_size = data, basket_model, response, batch_size
+        self.history_level = history_level
+        """Level each store's demand by its training weeks' sales (module docstring); False: the models'."""
         self.targets = EvaluationTargets.from_prepared(data, split, limit, min_products=1)
         if not len(self.targets):
             raise RetailSimError(f"--split: {split} has no store visits with a history in this work directory")
+        self.store_predictor = store_predictor
         self.visit_probabilities = store_predictor.probabilities(self.targets)  # [n, n_stores]
         self.weeks = int(len(np.unique(self.targets.week_index)))
         self.builder = BatchBuilder(data, max_sequence_items=basket_model.config.max_sequence_items)
@@ -154,9 +167,21 @@ class DemandSimulator:
         demand = StoreDemand(store_row, q[keep].astype(np.float64), lines, self.units_per_line, self.elasticity,
                              self.lift, self.response.store.choice_sensitivity, self.weeks,
                              self.reference_prices(store_row))  # fmt: skip
+        if self.history_level:
+            demand.level = self._history_level(demand)
         revenue = demand.expected_units() * demand.reference_price
         demand.revenue_weight = revenue / revenue.sum() if revenue.sum() > 0 else np.zeros_like(revenue)
         return demand
+
+    def _history_level(self, demand: StoreDemand) -> np.ndarray:
+        """[V] the store's history level (1 on PAD/UNK/MASK and where the history has no units)."""
+        real = slice(PRODUCT_SPECIALS, None)
+        units, multiplier = history_units_and_multiplier(
+            self.data.workdir / "processed" / "prices_derived.parquet", [self.store_codes[demand.store_row - 1]],
+            self.product_codes, self.elasticity[real], self.lift[real], demand.reference_price[None, real])  # fmt: skip
+        level = np.ones(len(self.units_per_line))
+        level[real] = history_level(units[0], multiplier[0], demand.expected_units()[real])
+        return level
 
     def reference_prices(self, store_row: int) -> np.ndarray:
         """[V] each product's regular (base) price at the store in the latest week it has one, else the

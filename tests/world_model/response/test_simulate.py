@@ -1,6 +1,7 @@
 """The simulator's guarantees hold for any propensities, so untrained tiny models are enough here."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -109,3 +110,41 @@ def test_evaluate_response_runs_every_check_against_the_truth(simulator) -> None
     for entry in curves.values():  # both curves fall with price
         assert np.all(np.diff(entry["simulated"]) < 0) and np.all(np.diff(entry["true"]) < 0)
     assert "true_elasticity" in report["store_response"]
+
+
+def test_the_history_level_replays_the_stores_training_sales(simulator, demand) -> None:
+    """At every training week's own prices and promotions (the pipeline's price table), the leveled
+    units average to what the store sold then, per product, with the store-choice tilt off (the level does
+    not model it); the models' own level does not. A random half of the trips gives the same leveled
+    units, where unleveled units halve (a sample's trips over the split's weeks)."""
+    table = pd.read_parquet(simulator.data.workdir / "processed" / "prices_derived.parquet")
+    code = simulator.store_codes[demand.store_row - 1]
+    train = table[(table["split"] == "train") & (table["STORE_CODE"] == code) & (table["actual_price"] > 0)]
+    weeks = np.sort(table.loc[table["split"] == "train", "week_index"].unique())
+    every_week = train.groupby("PROD_CODE")["week_index"].nunique().loc[lambda n: n == len(weeks)].index
+    rows = np.array([simulator.product_row(p) for p in every_week])
+    assert len(rows) >= 5
+    sensitivity, demand.choice_sensitivity = demand.choice_sensitivity, 0.0
+    unleveled = DemandSimulator(simulator.data, simulator.model, simulator.store_predictor, simulator.response,
+                                split="validation", history_level=False).store_demand(demand.store_row)  # fmt: skip
+    unleveled.choice_sensitivity = 0.0
+    try:
+        simulated, plain = np.zeros(len(rows)), np.zeros(len(rows))
+        for week in weeks:
+            at = train[train["week_index"] == week].set_index("PROD_CODE").loc[every_week]
+            ratio, promoted = np.ones(len(demand.units_per_line)), np.zeros(len(demand.units_per_line), dtype=bool)
+            ratio[rows] = at["actual_price"].to_numpy() / demand.reference_price[rows]
+            promoted[rows] = at["promo_flag"].to_numpy(bool)
+            simulated += demand.expected_units(ratio, promoted)[rows] / len(weeks)
+            plain += unleveled.expected_units(ratio, promoted)[rows] / len(weeks)
+    finally:
+        demand.choice_sensitivity = sensitivity
+    sold = train.groupby("PROD_CODE")["units"].sum().loc[every_week].to_numpy() / len(weeks)
+    assert np.allclose(simulated, sold, rtol=1e-9)
+    assert not np.allclose(plain, sold, rtol=0.05)
+    half = {level: DemandSimulator(simulator.data, simulator.model, simulator.store_predictor, simulator.response,
+                                   split="validation", limit=len(simulator.targets) // 2, history_level=level)
+            for level in (True, False)}  # fmt: skip
+    assert np.allclose(half[True].store_demand(demand.store_row).expected_units()[rows], demand.expected_units()[rows])
+    halved = half[False].store_demand(demand.store_row).expected_units()[rows].sum() / unleveled.expected_units()[rows].sum()
+    assert 0.35 < halved < 0.65
