@@ -32,15 +32,15 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    ``basket_quantities``), so multipacks and bulk buys make weekly units overdispersed: given the
    week's trips, variance / mean = E[Q^2] / E[Q] (1.3-6.1 for the shipped scenario's top 10 products,
    1.0-5.5 among the real sample's 15 most bought). With the trips' own variance, the shipped
-   scenario's top 10 at its busiest store, reference prices, 2,000 weekly draws: 1.5-6.8, against the
-   oracle's 1.3-5.6 and 1.1-1.5 with Poisson units (the 95th percentile over the mean: 1.6-2.6, the
-   oracle's 1.5-2.6, Poisson units' 1.3-1.8). Drawn as independent Poisson counts of the
-   lines holding each quantity q (Poisson thinning), at rates expected x share_q / E[Q], so the draw
-   stays the same vectorized inversion, from uniforms the copy's generator gave with its trips' (one
-   generator call a copy and week instead of two; this, the sparse trip inversion and the gaps' update
-   by arithmetic together made 64 copies of the fixed-propensity vector env step 1.21x as fast, 8 copies
-   0.98x, the single env 0.91x: more numpy calls where there are few cells). A bundle without the
-   quantities draws Poisson units (one quantity, 1).
+   scenario's top 10 at its busiest store, reference prices, week 20, 2,000 weekly draws each, side by
+   side: 1.5-6.8, against the oracle's 1.3-5.6 and 1.1-1.5 with Poisson units (the 95th percentile over
+   the mean: 1.6-2.6, the oracle's 1.5-2.6, Poisson units' 1.3-1.8). Drawn as independent Poisson
+   counts of the lines holding each quantity q (Poisson thinning), at rates expected x share_q / E[Q],
+   so the draw stays one vectorized inversion, from uniforms the copy's generator gives in the same call
+   as its trips' (one generator call a copy and week). It costs a Poisson count per quantity: with the
+   fixed propensities, 0.96, 0.99 and 0.91 times the Poisson draw's copy-steps/s at 1, 8 and 64 copies
+   (docs/environments.md). A bundle without the quantities draws Poisson units (one quantity, 1), bit
+   for bit as before.
 
 The history level (``world_model.response.history``, shared with ``retailsim whatif``). The models
 learned from every basket of the training weeks, promotions and other prices included, and from card
@@ -69,8 +69,9 @@ cannot exploit a network's extrapolation. Shopper histories stay as in the data;
 prices at the managed cells and the generator's own calendar elsewhere; realized demand is drawn by the
 generator's own law at the managed cells (``SyntheticMarket.simulate_units``: each visit's mission,
 basket-size scale and multipacks), so it is as overdispersed as the generated data (variance / mean of
-the top 10 products' weekly units 1.3-6.0 in the shipped scenario, where a Poisson draw gives 1), and the
-visits are the realized visits to the managed stores.
+the top 10 products' weekly units 1.3-6.0 in the shipped scenario over 2,000 draws, 1.3-5.6 in another
+2,000 at week 20, where a Poisson draw of units gives 1), and the visits are the realized visits to the
+managed stores.
 """
 
 from __future__ import annotations

@@ -283,6 +283,12 @@ def test_learned_units_are_compound_poisson_in_the_bundles_basket_quantities(tin
     moment = (table["QUANTITY"] ** 2 * table["baskets"]).groupby(level=0).sum() / (table["QUANTITY"] * table["baskets"]).groupby(level=0).sum()
     dispersion = moment.loc[products].to_numpy() if quantities else np.ones(len(products))
     assert dispersion.max() > 1.5 or not quantities  # the tiny market has multipacks
+    if not quantities:  # the draw before basket quantities, bit for bit: an old bundle replays as it did
+        from retailsim_env.demand import _poisson_inverse_cdf
+
+        u, expected = np.random.default_rng(4).random((3, len(stores) * len(products))), np.full((3, len(stores), len(products)), 7.5)
+        assert demand.quantity_rates.shape == (len(products), 1)
+        assert np.array_equal(demand._units(u, expected), _poisson_inverse_cdf(u.reshape(expected.shape), expected))
     demand.reset(np.arange(1), 1, [np.random.default_rng(0)])
     reference, zero, week = demand.reference[None], np.zeros((1, len(stores), len(products))), np.array([20])
     rngs = [np.random.default_rng(2)]

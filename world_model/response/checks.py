@@ -104,11 +104,13 @@ def fake_promotion_placebo(panel: Panel, config: ResponseConfig) -> dict:
 
 def unchanged_price_placebo(simulator: DemandSimulator, demand: StoreDemand) -> dict:
     """A second, fresh pass of the models at the reference prices (ratio 1) against the first pass's
-    baseline: the simulator is deterministic and a ratio of 1 moves nothing. (It does not go through an
-    environment's action decoding; ``retailsim_env``'s tests check that path.)"""
+    baseline: the simulator is deterministic and a ratio of 1 moves nothing. Each pass's history level is
+    divided out: it is fitted to its own pass's units at reference prices, so it would hide a second pass
+    that differs. (It does not go through an environment's action decoding; ``retailsim_env``'s tests
+    check that path.)"""
     again = simulator.store_demand(demand.store_row)
     ratio = again.reference_price / demand.reference_price
-    base, placebo = demand.expected_units(), again.expected_units(ratio, False)
+    base, placebo = demand.expected_units() / demand.level, again.expected_units(ratio, False) / again.level
     change = abs(placebo.sum() / base.sum() - 1) if base.sum() > 0 else 0.0
     largest = float(np.max(np.abs(placebo - base) / np.maximum(base, 1e-12))) if base.size else 0.0
     return {"total_demand_change": float(change), "largest_product_change": largest,

@@ -174,11 +174,15 @@ class DemandSimulator:
         return demand
 
     def _history_level(self, demand: StoreDemand) -> np.ndarray:
-        """[V] the store's history level (1 on PAD/UNK/MASK and where the history has no units)."""
+        """[V] the store's history level (1 on PAD/UNK/MASK and where the history has no units); the
+        history's side is read once per store (it scans prices_derived), the models' side every pass."""
         real = slice(PRODUCT_SPECIALS, None)
-        units, multiplier = history_units_and_multiplier(
-            self.data.workdir / "processed" / "prices_derived.parquet", [self.store_codes[demand.store_row - 1]],
-            self.product_codes, self.elasticity[real], self.lift[real], demand.reference_price[None, real])  # fmt: skip
+        cache = self.__dict__.setdefault("_history", {})
+        if demand.store_row not in cache:
+            cache[demand.store_row] = history_units_and_multiplier(
+                self.data.workdir / "processed" / "prices_derived.parquet", [self.store_codes[demand.store_row - 1]],
+                self.product_codes, self.elasticity[real], self.lift[real], demand.reference_price[None, real])  # fmt: skip
+        units, multiplier = cache[demand.store_row]
         level = np.ones(len(self.units_per_line))
         level[real] = history_level(units[0], multiplier[0], demand.expected_units()[real])
         return level

@@ -8,20 +8,22 @@ from world_model.response.history import history_level, history_units_and_multip
 
 
 def test_units_and_multiplier_are_the_training_weeks_means(tmp_path) -> None:
-    """Units: the sum over training rows with a paid price, over every such week of any store (week 3 is
-    the other store's alone); multiplier: the mean over the cell's rows of (paid / reference) ** e x
-    lift ** promoted. Validation rows, unpaid rows and stores not asked for are left out."""
+    """Units: the sum over training rows with a paid price, over every such week of any store, asked for
+    or not (week 3 is S2's alone, week 5 S9's), not counting a week of unpaid rows only (6); multiplier:
+    the mean over the cell's rows of (paid / reference) ** e x lift ** promoted. Validation rows, unpaid
+    rows and stores not asked for are left out."""
     rows = [  # store, product, week, split, paid, units, promoted
         ("S1", "A", 1, "train", 2.0, 10, False), ("S1", "A", 2, "train", 1.5, 20, True),
         ("S1", "B", 1, "train", 0.0, 99, False), ("S2", "A", 3, "train", 2.0, 6, False),
         ("S1", "A", 4, "validation", 1.0, 50, True), ("S9", "A", 1, "train", 2.0, 7, False),
+        ("S9", "A", 5, "train", 2.0, 8, False), ("S1", "A", 6, "train", 0.0, 40, False),
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=["STORE_CODE", "PROD_CODE", "week_index", "split", "actual_price", "units", "promo_flag"])
     table.to_parquet(tmp_path / "prices.parquet")
     reference = np.array([[2.0, 1.0], [2.0, 1.0]])
     units, multiplier = history_units_and_multiplier(tmp_path / "prices.parquet", ["S1", "S2"], ["A", "B"],
                                                      np.array([-2.0, -1.0]), np.array([1.5, 1.2]), reference)  # fmt: skip
-    assert units.tolist() == [[30 / 3, 0.0], [6 / 3, 0.0]]
+    assert units.tolist() == [[30 / 4, 0.0], [6 / 4, 0.0]]
     assert multiplier[0, 0] == pytest.approx((1.0 + 0.75**-2.0 * 1.5) / 2)
     assert multiplier[0, 1] == multiplier[1, 1] == 1.0 and multiplier[1, 0] == pytest.approx(1.0)
 

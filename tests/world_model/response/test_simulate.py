@@ -43,6 +43,26 @@ def test_baseline_demand_is_positive_and_deterministic(simulator, demand) -> Non
     assert placebo["passed"] and placebo["total_demand_change"] < 1e-9
 
 
+def test_the_unchanged_price_placebo_catches_a_second_pass_that_differs(simulator, demand, monkeypatch) -> None:
+    """The history level is fitted to each pass's own units, so the placebo compares the passes without it."""
+    top = int(np.argmax(demand.expected_units()))
+
+    class Drifting(torch.nn.Module):  # the second pass's model: the top product's logit moved
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, batch: dict) -> dict:
+            out = dict(self.inner(batch))
+            out["logits"] = out["logits"].clone()
+            out["logits"][:, top] += 0.05
+            return out
+
+    monkeypatch.setattr(simulator, "model", Drifting(simulator.model))
+    placebo = unchanged_price_placebo(simulator, demand)
+    assert not placebo["passed"] and placebo["largest_product_change"] > 0.02
+
+
 def test_own_price_curves_never_rise_with_price(demand) -> None:
     result = monotonicity(demand, products=30)
     assert result["passed"] and result["products"] > 0
