@@ -17,6 +17,8 @@ def test_the_guide_has_an_example_for_each_entry_point() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_guide_block_runs(index: int, capsys) -> None:
+def test_guide_block_runs(index: int, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # what a block writes stays in the test's folder
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))  # SB3's default logger folder, else the system temp dir
     exec(compile(BLOCKS[index], f"{GUIDE.name}[block {index}]", "exec"), {"__name__": "guide"})
     assert capsys.readouterr().out.strip()  # every block prints what it shows
