@@ -5,7 +5,9 @@ promotion at a discount depth (``20%``); KEYS is a comma-separated list of produ
 (PROD_CODE_20, meaning all of its products). Everything else stays at its reference price. The answer is
 the expected weekly demand of ``response.simulate`` times ``weeks``, for the changed products, their
 categories and the whole store (which also carries the store-choice effect of the new price level).
-Unit costs are not in LGSR data: cost = (1 - margin) x reference price.
+Units are leveled to the store's training-week sales (``world_model.response.history``): the baseline, at
+reference prices without promotions, is those sales less the effect of the prices and promotions they
+were sold at. Unit costs are not in LGSR data: cost = (1 - margin) x reference price.
 """
 
 from __future__ import annotations
@@ -117,5 +119,6 @@ def format_whatif(table: pd.DataFrame, weeks: int) -> str:
         change = f"{r['units_change']:+.1%}" if np.isfinite(r["units_change"]) else "n/a"
         lines.append(f"{r['level']:<9} {name:<22} {price:>13} {units:>21} {change:>8} "
                      f"{r['revenue_after'] - r['revenue_before']:>+15.2f} {r['profit_after'] - r['profit_before']:>+14.2f}")  # fmt: skip
-    lines.append("* on promotion; costs = (1 - margin) x reference price")
+    lines.append("* on promotion; costs = (1 - margin) x reference price; units leveled to the store's training-week "
+                 "sales (docs/price_response.md)")
     return "\n".join(lines)
