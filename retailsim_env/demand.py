@@ -38,8 +38,9 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    counts of the lines holding each quantity q (Poisson thinning), at rates expected x share_q / E[Q],
    so the draw stays one vectorized inversion, from uniforms the copy's generator gives in the same call
    as its trips' (one generator call a copy and week). It costs a Poisson count per quantity: with the
-   fixed propensities, 0.96, 0.99 and 0.91 times the Poisson draw's copy-steps/s at 1, 8 and 64 copies
-   (docs/environments.md). A bundle without the quantities draws Poisson units (one quantity, 1), bit
+   fixed propensities 0.86-0.99 times the Poisson draw's copy-steps/s at 1 to 64 copies, with the weekly
+   ones no measurable cost (``benchmarks/units_draw.py``, docs/environments.md). A bundle without the
+   quantities draws Poisson units (one quantity, 1), bit
    for bit as before.
 
 The history level (``world_model.response.history``, shared with ``retailsim whatif``). The models

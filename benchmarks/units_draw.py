@@ -1,0 +1,87 @@
+"""What the learned market's compound-Poisson units cost against Poisson units: prints JSON.
+
+The shipped scenario against a copy of it without ``basket_quantities.parquet`` (such a bundle draws
+Poisson units), stepped side by side in one process, in rounds that alternate the two, with the same
+actions: per environment size, each side's median copy-steps/s and the median of the rounds' ratios
+(compound / Poisson; below 1 the compound draw is slower). Fixed propensities by default, where the draw's
+share of a step is largest.
+
+    python benchmarks/units_draw.py [--num-envs 1,8,64] [--rounds 8] [--propensities fixed] [--step-budget 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retailsim_env import RetailSimEnv, RetailSimVectorEnv
+from retailsim_env.scenario import default_scenario_path
+
+QUANTITY_FILE = "basket_quantities.parquet"
+STEP_BUDGET = 3_000
+"""Copy-steps a round times per environment with fixed propensities (at least 20 steps each; with weekly
+ones a fifteenth, at least 5): about a minute for the default sizes and rounds on 2 CPU cores."""
+
+
+def _make(n: int, scenario: Path, propensities: str):
+    kwargs = {"scenario": scenario, "products": 10, "propensities": propensities, "device": "cpu"}
+    return RetailSimEnv(**kwargs) if n == 1 else RetailSimVectorEnv(n, **kwargs)
+
+
+def _copy_steps_per_s(env, n: int, action: np.ndarray, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(action)
+        if n == 1 and (terminated or truncated):  # the vector env resets its copies itself
+            env.reset()
+    return steps * n / (time.perf_counter() - start)
+
+
+def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, step_budget: int = STEP_BUDGET) -> list[dict]:
+    with tempfile.TemporaryDirectory() as scratch:
+        poisson = Path(shutil.copytree(default_scenario_path(), Path(scratch) / "poisson_units"))
+        (poisson / QUANTITY_FILE).unlink()
+        results = []
+        for n in sizes:
+            envs = {"compound": _make(n, default_scenario_path(), propensities), "poisson": _make(n, poisson, propensities)}
+            action = np.random.default_rng(seed).uniform(-1, 1, envs["compound"].action_space.shape).astype(np.float32)
+            steps = max(step_budget // n, 20) if propensities == "fixed" else max(step_budget // (15 * n), 5)
+            rates = {name: [] for name in envs}
+            for name, env in envs.items():
+                env.reset(seed=seed)
+                _copy_steps_per_s(env, n, action, max(steps // 10, 2))  # warm-up
+            for _ in range(rounds):
+                for name, env in envs.items():
+                    rates[name].append(_copy_steps_per_s(env, n, action, steps))
+            for env in envs.values():
+                env.close()
+            ratios = [c / p for c, p in zip(rates["compound"], rates["poisson"])]
+            results.append({"num_envs": n, "propensities": propensities, "rounds": rounds, "steps_per_round": steps,
+                            "compound_copy_steps_per_s": statistics.median(rates["compound"]),
+                            "poisson_copy_steps_per_s": statistics.median(rates["poisson"]),
+                            "compound_over_poisson": statistics.median(ratios)})  # fmt: skip
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", default="1,8,64", help="comma-separated sizes (1: the single env)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--propensities", choices=("fixed", "weekly"), default="fixed")
+    parser.add_argument("--step-budget", type=int, default=STEP_BUDGET, help="copy-steps a round times (fixed; "
+                                                                            "a fifteenth of it weekly)")  # fmt: skip
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.num_envs.split(",")]
+    for result in compare(sizes, args.rounds, args.propensities, step_budget=args.step_budget):
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
