@@ -1,5 +1,6 @@
-"""Learned demand with a history cache: the weekly step's cached decoder gives the whole model's answer.
-Oracle demand: the generator's law at the managed cells."""
+"""Learned demand with a history cache: the weekly step's cached decoder gives the whole model's answer;
+its units follow the compound-Poisson law of the bundle's basket quantities. Oracle demand: the
+generator's law at the managed cells."""
 
 from __future__ import annotations
 
