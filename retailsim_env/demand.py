@@ -336,7 +336,7 @@ class LearnedDemand:
         table = scenario.basket_quantities
         laws = [(np.ones(1), np.ones(1))] * len(self.product_rows)
         if table is not None:
-            by_row = {row: part for row, part in table.groupby("row")}
+            by_row = dict(tuple(table[table["row"].isin(self.product_rows)].groupby("row")))
             for k, row in enumerate(self.product_rows):
                 if row in by_row:
                     values = by_row[row]["QUANTITY"].to_numpy(np.float64)
@@ -455,16 +455,20 @@ class LearnedDemand:
         moved = sum((w[:, m, None] - 1.0) * self.q[None, :, m] for m in range(w.shape[1]))  # [B, N]
         return self.q * w[:, None, :] / (1.0 + moved)[:, :, None]
 
+    def _multiplier(self, ratio: np.ndarray, promoted: np.ndarray, lift_scale: np.ndarray | float) -> np.ndarray:
+        """[B, M, K] the explicit response (promoted lifts raised to ``lift_scale``) times the history level."""
+        lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
+        return demand_multiplier(ratio, promoted, self.elasticity, lift) * self.level
+
     def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
                  lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
         """[B, M, K] expected units (the model's forecast) in weeks ``weeks`` [B] at shelf prices ``price``,
         promotion depths ``depth`` and lift exponents ``lift_scale`` [B, M, K] (the propensities of a
         reference week: no seasonality)."""
         ratio, promoted, log_level = self._response_inputs(price, depth)
-        lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
         trips = self._choice(log_level) * self.visit_rate[None, :, None]  # [B, N, M]
         base = np.einsum("bnm,mnk->bmk", trips, self.propensity)  # not BLAS: a copy's sums must not depend on B
-        return base * (demand_multiplier(ratio, promoted, self.elasticity, lift) * self.level)
+        return base * self._multiplier(ratio, promoted, lift_scale)
 
     @torch.no_grad()
     def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
@@ -479,8 +483,7 @@ class LearnedDemand:
         ratio, promoted, log_level = self._response_inputs(price, depth)
         if not np.isfinite(log_level).all():  # checked before any group's state moves on
             raise ValueError("prices and promotion depths must give finite, positive prices after discount")
-        lift = self.lift ** np.broadcast_to(lift_scale, ratio.shape)
-        multiplier = demand_multiplier(ratio, promoted, self.elasticity, lift) * self.level
+        multiplier = self._multiplier(ratio, promoted, lift_scale)
         n_copies = ratio.shape[0]
         if len(rngs) != n_copies:
             raise ValueError(f"rngs: one generator a copy, got {len(rngs)} for {n_copies} copies")

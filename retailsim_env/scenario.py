@@ -153,10 +153,9 @@ def _catalog(data: PreparedData, workdir: Path, response: PriceResponse, truth: 
                                "mean_unit_price"])  # fmt: skip
 
 
-def _vocabulary_rows(data: PreparedData, catalog: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
-    """({STORE_CODE: store vocabulary row}, {PROD_CODE: product vocabulary row}) for the price tables."""
-    return ({code: i + 1 for i, code in enumerate(data.vocab["stores"]["codes"])},
-            dict(zip(catalog["PROD_CODE"], catalog["row"])))  # fmt: skip
+def _product_rows(catalog: pd.DataFrame) -> dict[str, int]:
+    """{PROD_CODE: product vocabulary row} of the catalog's products."""
+    return dict(zip(catalog["PROD_CODE"], catalog["row"]))
 
 
 def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -171,7 +170,7 @@ def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.
             f"""SELECT STORE_CODE, sum(units * actual_price) AS revenue FROM read_parquet({sql_string(prices)})
                 WHERE split = 'train' GROUP BY 1"""
         ).df().set_index("STORE_CODE")["revenue"]
-    store_row, product_row = _vocabulary_rows(data, catalog)
+    store_row, product_row = {code: i + 1 for i, code in enumerate(codes)}, _product_rows(catalog)
     reference = np.ones((len(codes) + 1, data.n_products), dtype=np.float32)
     reference[:, PRODUCT_SPECIALS:] = catalog["base_price"].to_numpy(np.float32)
     s = latest["STORE_CODE"].map(store_row)
@@ -207,7 +206,7 @@ def _basket_quantities(workdir: Path) -> pd.DataFrame:
 
 def _bundle_quantities(quantities: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     """``basket_quantities.parquet`` of the bundle: the catalog's products by vocabulary row."""
-    rows = quantities["PROD_CODE"].map(dict(zip(catalog["PROD_CODE"], catalog["row"])))
+    rows = quantities["PROD_CODE"].map(_product_rows(catalog))
     kept = quantities[rows.notna()].assign(row=rows[rows.notna()].astype(np.int64))
     return kept[["row", "QUANTITY", "baskets"]].sort_values(["row", "QUANTITY"]).reset_index(drop=True)
 

@@ -47,9 +47,10 @@ def parse_moves(specs: list[str], option: str, simulator: DemandSimulator) -> di
         for key in keys.split(","):
             key = key.strip()
             if key not in by_category or not key:
-                if key not in simulator.product_codes:
-                    raise RetailSimError(f"{option}: {key} is neither a product code nor a category key of this work directory")
-                rows = [simulator.product_row(key)]
+                try:
+                    rows = [simulator.product_row(key)]
+                except RetailSimError:
+                    raise RetailSimError(f"{option}: {key} is neither a product code nor a category key of this work directory") from None
             else:
                 rows = by_category[key]
             for row in rows:
