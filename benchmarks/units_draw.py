@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
+
 from retailsim_env import RetailSimEnv, RetailSimVectorEnv
 from retailsim_env.scenario import default_scenario_path
 
-QUANTITY_FILE = "basket_quantities.parquet"
 STEP_BUDGET = 3_000
 """Copy-steps a round times per environment with fixed propensities (at least 20 steps each; with weekly
 ones a fifteenth, at least 5): about a minute for the default sizes and rounds on 2 CPU cores."""
@@ -46,15 +47,15 @@ def _copy_steps_per_s(env, n: int, action: np.ndarray, steps: int) -> float:
 
 def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, step_budget: int = STEP_BUDGET) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
-        poisson = Path(shutil.copytree(default_scenario_path(), Path(scratch) / "poisson_units"))
-        (poisson / QUANTITY_FILE).unlink()
+        poisson = Path(shutil.copytree(default_scenario_path(), Path(scratch) / "poisson_units",
+                                       ignore=shutil.ignore_patterns(BASKET_QUANTITIES)))  # fmt: skip
         results = []
         for n in sizes:
             envs = {"compound": _make(n, default_scenario_path(), propensities), "poisson": _make(n, poisson, propensities)}
             action = np.random.default_rng(seed).uniform(-1, 1, envs["compound"].action_space.shape).astype(np.float32)
             steps = max(step_budget // n, 20) if propensities == "fixed" else max(step_budget // (15 * n), 5)
             rates = {name: [] for name in envs}
-            for name, env in envs.items():
+            for env in envs.values():
                 env.reset(seed=seed)
                 _copy_steps_per_s(env, n, action, max(steps // 10, 2))  # warm-up
             for _ in range(rounds):

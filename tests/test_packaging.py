@@ -42,10 +42,10 @@ def test_wheel_holds_every_module_the_scenario_and_type_markers(tmp_path: Path) 
     (wheel,) = (tmp_path / "dist").glob("retailsim-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = set(archive.namelist())
+        entry_points = next(name for name in in_wheel if name.endswith(".dist-info/entry_points.txt"))
+        console_scripts = archive.read(entry_points).decode()
     expected = _source_files()
     assert {f"{package}/py.typed" for package in PACKAGES} <= expected
     assert "retailsim_env/scenarios/default/scenario.json" in expected
     assert sorted(expected - in_wheel) == []
-    entry_points = next(name for name in in_wheel if name.endswith(".dist-info/entry_points.txt"))
-    with zipfile.ZipFile(wheel) as archive:
-        assert "retailsim = retailsim.cli:main" in archive.read(entry_points).decode()
+    assert "retailsim = retailsim.cli:main" in console_scripts

@@ -32,11 +32,16 @@ def write_model_checkpoint(path: Path, model: torch.nn.Module, kind: str) -> Pat
     return path
 
 
+def tiny_basket(data: PreparedData, **overrides) -> BasketWorldModel:
+    """An untrained tiny basket model of ``data`` (``overrides``: other ``BasketModelConfig`` fields)."""
+    config = BasketModelConfig.small(n_products=data.n_products, trip_classes=trip_classes(data), d_model=32,
+                                     n_heads=4, ffn=64, max_sequence_items=16, **overrides)  # fmt: skip
+    return BasketWorldModel(config, data.products, data.customers, data.stores)
+
+
 def tiny_models(data: PreparedData, out: Path, context_position: str = "encoder") -> tuple[Path, Path]:
     torch.manual_seed(0)
-    config = BasketModelConfig.small(n_products=data.n_products, trip_classes=trip_classes(data), d_model=32,
-                                     n_heads=4, ffn=64, max_sequence_items=16, context_position=context_position)
-    basket = BasketWorldModel(config, data.products, data.customers, data.stores)
+    basket = tiny_basket(data, context_position=context_position)
     store = StoreVisitModel(StoreVisitConfig(n_stores=data.n_stores, hidden=32), data.products, data.customers, data.stores)
     return write_model_checkpoint(out / "basket.pt", basket, "basket"), write_model_checkpoint(out / "sv.pt", store, "store_visit")
 

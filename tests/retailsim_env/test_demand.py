@@ -18,9 +18,18 @@ from retailsim_env.scenario import Scenario
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _demand(path, device: str = "cpu", **kwargs) -> LearnedDemand:
+def _demand(path, device: str = "cpu", products: int = 5, **kwargs) -> LearnedDemand:
     scenario = Scenario(path)
-    return LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(5), device=device, **kwargs)
+    return LearnedDemand(scenario, scenario.store_rows(None, count=2), scenario.product_rows(products), device=device, **kwargs)
+
+
+def _reference_draws(demand: LearnedDemand, week: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n realized weeks [n, M, K], the forecast [M, K]) of one copy at reference prices, no promotions."""
+    demand.reset(np.arange(1), 1, [np.random.default_rng(0)])
+    reference, zero, weeks = demand.reference[None], np.zeros((1, *demand.reference.shape)), np.array([week])
+    rngs = [np.random.default_rng(seed)]
+    draws = np.array([demand.sample(weeks, reference, zero, rngs)[0][0] for _ in range(n)])
+    return draws, demand.forecast(weeks, reference, zero)[0]
 
 
 def _weeks(demand: LearnedDemand, n_weeks: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -241,9 +250,8 @@ def test_learned_market_replays_the_historys_units_at_the_historys_prices(tiny_s
     learned market's expected units average to the history's mean weekly units, per store and product
     (store switching off: the level carries the models' level, the card-less baskets and the history's
     promotions, not the stores' price levels); realized units average to the forecast."""
-    scenario = Scenario(tiny_scenario_dir)
-    stores, products = scenario.store_rows(None, count=2), scenario.product_rows(4)
-    demand = LearnedDemand(scenario, stores, products, device="cpu", propensities="fixed")
+    demand = _demand(tiny_scenario_dir, products=4, propensities="fixed")
+    scenario, stores, products = demand.scenario, demand.store_rows, demand.product_rows
     demand.choice_sensitivity = 0.0
     assert not np.allclose(demand.level, 1.0)
     table = pd.read_parquet(tiny_workdir.workdir / "processed" / "prices_derived.parquet").query("split == 'train'")
@@ -259,11 +267,7 @@ def test_learned_market_replays_the_historys_units_at_the_historys_prices(tiny_s
         expected.append(demand.forecast(np.array([week]), paid / (1.0 - depth), depth)[0])
         observed += rows["units"].to_numpy().reshape(observed.shape) / len(weeks)
     assert np.allclose(np.mean(expected, 0), observed, rtol=1e-6)  # the bundle stores float32
-    demand.reset(np.arange(1), 1, [np.random.default_rng(0)])
-    reference, zero = demand.reference[None], np.zeros((1, len(stores), len(products)))
-    rngs = [np.random.default_rng(1)]
-    draws = np.array([demand.sample(np.array([weeks[-1]]), reference, zero, rngs)[0][0] for _ in range(400)])
-    forecast = demand.forecast(np.array([weeks[-1]]), reference, zero)[0]
+    draws, forecast = _reference_draws(demand, weeks[-1], 400, seed=1)
     assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(forecast / len(draws)) + 1e-9)
 
 
@@ -275,26 +279,22 @@ def test_learned_units_are_compound_poisson_in_the_bundles_basket_quantities(tin
     units a trip)^2). A bundle without the quantities draws Poisson units: the same with E[Q^2] / E[Q] = 1."""
     path = tiny_scenario_dir
     if not quantities:
-        path = shutil.copytree(tiny_scenario_dir, tmp_path / "old")
-        (path / "basket_quantities.parquet").unlink()
-    scenario = Scenario(path)
-    stores, products = scenario.store_rows(None, count=2), scenario.product_rows(4)
-    demand = LearnedDemand(scenario, stores, products, device="cpu", propensities="fixed")
-    table = Scenario(tiny_scenario_dir).basket_quantities.set_index("row").loc[products]
-    moment = (table["QUANTITY"] ** 2 * table["baskets"]).groupby(level=0).sum() / (table["QUANTITY"] * table["baskets"]).groupby(level=0).sum()
-    dispersion = moment.loc[products].to_numpy() if quantities else np.ones(len(products))
-    assert dispersion.max() > 1.5 or not quantities  # the tiny market has multipacks
+        path = shutil.copytree(tiny_scenario_dir, tmp_path / "old", ignore=shutil.ignore_patterns("basket_quantities.parquet"))
+    demand = _demand(path, products=4, propensities="fixed")
+    stores, products = demand.store_rows, demand.product_rows
+    dispersion = np.ones(len(products))
+    if quantities:
+        table = demand.scenario.basket_quantities.set_index("row").loc[products]
+        q1, q2 = table["QUANTITY"] * table["baskets"], table["QUANTITY"] ** 2 * table["baskets"]
+        dispersion = (q2.groupby(level=0).sum() / q1.groupby(level=0).sum()).loc[products].to_numpy()
+        assert dispersion.max() > 1.5  # the tiny market has multipacks
     if not quantities:  # the draw before basket quantities, bit for bit: an old bundle replays as it did
         from retailsim_env.demand import _poisson_inverse_cdf
 
         u, expected = np.random.default_rng(4).random((3, len(stores) * len(products))), np.full((3, len(stores), len(products)), 7.5)
         assert demand.quantity_rates.shape == (len(products), 1)
         assert np.array_equal(demand._units(u, expected), _poisson_inverse_cdf(u.reshape(expected.shape), expected))
-    demand.reset(np.arange(1), 1, [np.random.default_rng(0)])
-    reference, zero, week = demand.reference[None], np.zeros((1, len(stores), len(products))), np.array([20])
-    rngs = [np.random.default_rng(2)]
-    draws = np.array([demand.sample(week, reference, zero, rngs)[0][0] for _ in range(3000)])
-    forecast = demand.forecast(week, reference, zero)[0]
+    draws, forecast = _reference_draws(demand, 20, 3000, seed=2)
     a_trip = demand.propensity * demand.level[:, None, :]  # [M, N, K] expected units a trip at reference prices
     trips = (demand.visit_rate[:, None] * demand.q).T  # [M, N]
     law = dispersion * forecast + np.einsum("mn,mnk->mk", trips, a_trip**2)

@@ -134,19 +134,10 @@ def test_make_default_refuses_models_trained_on_other_data(tmp_path) -> None:
 def test_swapped_or_masked_checkpoints_are_refused_before_anything_is_written(tiny_workdir, tmp_path, capsys) -> None:
     """The bundle would build and the environment crash at its first step (KeyError); the CLIs that load
     the models refuse them the same way, in one line naming the file."""
-    import dataclasses
-
-    from world_model.models.basket import BasketModelConfig, BasketWorldModel
-    from world_model.training.tasks import trip_classes
-
-    from tests.retailsim_env.conftest import write_model_checkpoint
+    from tests.retailsim_env.conftest import tiny_basket, write_model_checkpoint
 
     basket, store = tiny_models(tiny_workdir, tmp_path / "models")
-    config = dataclasses.replace(BasketModelConfig.small(n_products=tiny_workdir.n_products, trip_classes=trip_classes(tiny_workdir),
-                                 d_model=32, n_heads=4, ffn=64, max_sequence_items=16), objective="masked")  # fmt: skip
-    masked = write_model_checkpoint(tmp_path / "models" / "masked.pt",
-                                    BasketWorldModel(config, tiny_workdir.products, tiny_workdir.customers, tiny_workdir.stores),
-                                    "basket")  # fmt: skip
+    masked = write_model_checkpoint(tmp_path / "models" / "masked.pt", tiny_basket(tiny_workdir, objective="masked"), "basket")
     for world_model, store_visit, message in ((store, basket, "sv.pt: a store-visit model, where a basket model"),
                                               (basket, basket, "basket.pt: a basket model trained with the next-basket "
                                                                "objective, where a store-visit model"),

@@ -410,7 +410,7 @@ def test_simulated_units_at_a_few_cells_follow_the_whole_week_law() -> None:
     """``simulate_units`` (the oracle environment's draw) has the whole week's mean and overdispersion at
     its cells, and visit counts with the store-choice mean; a lift exponent of 0 removes the lift."""
     market = SyntheticMarket(SMALL)
-    price, depth = market.scheduled_prices(1)
+    price, _ = market.scheduled_prices(1)
     depth = np.where(np.arange(market.n_products) % 3 == 0, 0.2, 0.0)[None, :].repeat(market.n_stores, 0)
     stores = np.array([2, 0])
     expected = market.expected_units(1, price, depth)

@@ -132,6 +132,15 @@ def test_evaluate_response_runs_every_check_against_the_truth(simulator) -> None
     assert "true_elasticity" in report["store_response"]
 
 
+def _unleveled(simulator: DemandSimulator, store_row: int):
+    """The store's demand at the models' own level (the simulator's setting restored after)."""
+    leveled, simulator.history_level = simulator.history_level, False
+    try:
+        return simulator.store_demand(store_row)
+    finally:
+        simulator.history_level = leveled
+
+
 def test_the_history_level_replays_the_stores_training_sales(simulator, demand) -> None:
     """At every training week's own prices and promotions (the pipeline's price table), the leveled
     units average to what the store sold then, per product, with the store-choice tilt off (the level does
@@ -145,8 +154,7 @@ def test_the_history_level_replays_the_stores_training_sales(simulator, demand) 
     rows = np.array([simulator.product_row(p) for p in every_week])
     assert len(rows) >= 5
     sensitivity, demand.choice_sensitivity = demand.choice_sensitivity, 0.0
-    unleveled = DemandSimulator(simulator.data, simulator.model, simulator.store_predictor, simulator.response,
-                                split="validation", history_level=False).store_demand(demand.store_row)  # fmt: skip
+    unleveled = _unleveled(simulator, demand.store_row)
     unleveled.choice_sensitivity = 0.0
     try:
         simulated, plain = np.zeros(len(rows)), np.zeros(len(rows))
@@ -162,9 +170,8 @@ def test_the_history_level_replays_the_stores_training_sales(simulator, demand) 
     sold = train.groupby("PROD_CODE")["units"].sum().loc[every_week].to_numpy() / len(weeks)
     assert np.allclose(simulated, sold, rtol=1e-9)
     assert not np.allclose(plain, sold, rtol=0.05)
-    half = {level: DemandSimulator(simulator.data, simulator.model, simulator.store_predictor, simulator.response,
-                                   split="validation", limit=len(simulator.targets) // 2, history_level=level)
-            for level in (True, False)}  # fmt: skip
-    assert np.allclose(half[True].store_demand(demand.store_row).expected_units()[rows], demand.expected_units()[rows])
-    halved = half[False].store_demand(demand.store_row).expected_units()[rows].sum() / unleveled.expected_units()[rows].sum()
+    half = DemandSimulator(simulator.data, simulator.model, simulator.store_predictor, simulator.response,
+                           split="validation", limit=len(simulator.targets) // 2)  # fmt: skip
+    assert np.allclose(half.store_demand(demand.store_row).expected_units()[rows], demand.expected_units()[rows])
+    halved = _unleveled(half, demand.store_row).expected_units()[rows].sum() / unleveled.expected_units()[rows].sum()
     assert 0.35 < halved < 0.65
