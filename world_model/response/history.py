@@ -28,13 +28,16 @@ from world_model.data.duckdb_util import sql_string
 
 
 def history_units_and_multiplier(prices: Path, store_codes: Sequence[str], product_codes: Sequence[str],
-                                 elasticity: np.ndarray, lift: np.ndarray,
-                                 reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                                 elasticity: np.ndarray, lift: np.ndarray, reference: np.ndarray,
+                                 season: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """([S, P] mean weekly units, [S, P] mean response multiplier) of the training weeks for the given
     stores and products (module docstring), from the ``prices_derived.parquet`` table at ``prices``;
-    ``elasticity`` and ``lift`` [P] per product, ``reference`` [S, P] the reference prices. Rows with no
-    paid price are left out (no multiplier); the mean is over every training week with a paid price at
-    any store, so a store-product the history never sold has 0 units and multiplier 1."""
+    ``elasticity`` and ``lift`` [P] per product, ``reference`` [S, P] the reference prices, ``season``
+    [P, weeks + 1] (by data week index) a demand index the market applies as well
+    (``world_model.response.season``): the multiplier is then of the weeks' response x season, so that
+    the seasonal market too averages the history exactly. Rows with no paid price are left out (no
+    multiplier); the mean is over every training week with a paid price at any store, so a
+    store-product the history never sold has 0 units and multiplier 1."""
     with duckdb.connect() as con:
         n_weeks = con.execute(
             f"""SELECT count(DISTINCT week_index) FROM read_parquet({sql_string(prices)})
@@ -42,7 +45,7 @@ def history_units_and_multiplier(prices: Path, store_codes: Sequence[str], produ
         ).fetchall()[0][0]
         con.register("wanted_stores", pd.DataFrame({"STORE_CODE": list(store_codes)}))
         weeks = con.execute(
-            f"""SELECT STORE_CODE, PROD_CODE, units, actual_price, promo_flag
+            f"""SELECT STORE_CODE, PROD_CODE, week_index, units, actual_price, promo_flag
                 FROM read_parquet({sql_string(prices)}) JOIN wanted_stores USING (STORE_CODE)
                 WHERE split = 'train' AND actual_price > 0
                 ORDER BY STORE_CODE, PROD_CODE, week_index"""
@@ -54,6 +57,8 @@ def history_units_and_multiplier(prices: Path, store_codes: Sequence[str], produ
     e, lift_p = np.asarray(elasticity)[weeks["p"]], np.asarray(lift)[weeks["p"]]
     ratio = weeks["actual_price"].to_numpy(np.float64) / np.asarray(reference)[weeks["s"], weeks["p"]].astype(np.float64)
     weeks["multiplier"] = ratio**e * np.where(weeks["promo_flag"].to_numpy(bool), lift_p, 1.0)
+    if season is not None:
+        weeks["multiplier"] *= np.asarray(season)[weeks["p"], weeks["week_index"]]
     shape = (len(store_codes), len(product_codes))
     units, multiplier = np.zeros(shape), np.ones(shape)
     grouped = weeks.groupby(["s", "p"]).agg(units=("units", "sum"), multiplier=("multiplier", "mean")).reset_index()

@@ -28,6 +28,20 @@ def test_units_and_multiplier_are_the_training_weeks_means(tmp_path) -> None:
     assert multiplier[0, 1] == multiplier[1, 1] == 1.0 and multiplier[1, 0] == pytest.approx(1.0)
 
 
+def test_a_season_multiplies_each_weeks_multiplier_before_the_mean(tmp_path) -> None:
+    """With a season index [P, weeks + 1] by data week, the multiplier is the mean of response x season
+    over the cell's weeks: what the seasonal market's expected units average at the history's prices."""
+    rows = [("S1", "A", 1, "train", 2.0, 10, False), ("S1", "A", 2, "train", 1.5, 20, True)]
+    table = pd.DataFrame(rows, columns=["STORE_CODE", "PROD_CODE", "week_index", "split", "actual_price", "units", "promo_flag"])
+    table.to_parquet(tmp_path / "prices.parquet")
+    season = np.array([[np.nan, 0.8, 1.25]])
+    args = (tmp_path / "prices.parquet", ["S1"], ["A"], np.array([-2.0]), np.array([1.5]), np.array([[2.0]]))
+    units, multiplier = history_units_and_multiplier(*args, season=season)
+    assert units.tolist() == [[15.0]]
+    assert multiplier[0, 0] == pytest.approx((1.0 * 0.8 + 0.75**-2.0 * 1.5 * 1.25) / 2)
+    assert history_units_and_multiplier(*args)[1][0, 0] == pytest.approx((1.0 + 0.75**-2.0 * 1.5) / 2)
+
+
 def test_the_level_is_one_where_either_side_has_no_units() -> None:
     level = history_level(np.array([4.0, 0.0, 3.0]), np.array([2.0, 1.0, 1.0]), np.array([1.0, 5.0, 0.0]))
     assert level.tolist() == [2.0, 1.0, 1.0]

@@ -1,0 +1,151 @@
+"""The season index: recovered from a Poisson panel with a known season, net of prices and promotions;
+noise smoothed away where there is no season; weeks of the year outside the data interpolated."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from world_model.response.season import (
+    WEEKS_OF_YEAR, SeasonConfig, SeasonIndex, estimate_seasons, fit_season, week_bins, week_of_year,
+)  # fmt: skip
+
+FIRST_MONDAY = "2006-04-10"
+
+
+def _panel(weeks: int, season: np.ndarray, seed: int = 0, promo_weeks: np.ndarray | None = None) -> dict:
+    """A store-product-week panel of C categories x 8 products x 6 stores: units ~ Poisson(a x m x S)
+    with m = price ** -2 x 1.8 ** promoted, prices moving at random and, with ``promo_weeks``, every
+    product of category 0 promoted in those weeks (otherwise 10% of product-weeks at random)."""
+    rng = np.random.default_rng(seed)
+    n_categories = season.shape[0]
+    pair_category = np.repeat(np.arange(n_categories), 8 * 6)
+    level = rng.lognormal(np.log(20.0), 0.8, len(pair_category))
+    pair, week = np.meshgrid(np.arange(len(pair_category)), np.arange(weeks), indexing="ij")
+    pair, week = pair.ravel(), week.ravel()
+    category = pair_category[pair]
+    price = rng.lognormal(0.0, 0.1, len(pair))
+    promoted = rng.random(len(pair)) < 0.1
+    if promo_weeks is not None:
+        promoted = (category == 0) & np.isin(week, promo_weeks)
+    multiplier = price**-2.0 * np.where(promoted, 1.8, 1.0)
+    bins = week_bins(FIRST_MONDAY, np.arange(weeks) + 1)
+    units = rng.poisson(level[pair] * multiplier * season[category, bins[week]])
+    return {"units": units, "multiplier": multiplier, "pair": pair, "category": category, "week": week, "bins": bins,
+            "n_categories": n_categories}  # fmt: skip
+
+
+def _true_season(weeks: int) -> np.ndarray:
+    """Category 0: an annual sine of amplitude 0.15 and x2.5 in the three weeks before Christmas; 1: none."""
+    angle = 2 * np.pi * np.arange(WEEKS_OF_YEAR) / WEEKS_OF_YEAR
+    seasonal = 1.0 + 0.15 * np.sin(angle)
+    seasonal[week_of_year(np.array(["2006-12-04", "2006-12-11", "2006-12-18"], dtype="datetime64[D]"))] *= 2.5
+    return np.stack([seasonal, np.ones(WEEKS_OF_YEAR)])
+
+
+def _normalized(season: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    return season / season[:, bins].mean(1, keepdims=True)
+
+
+def test_week_of_year_is_the_mondays_day_of_the_year_over_seven() -> None:
+    mondays = np.array(["2006-01-02", "2006-01-09", "2006-04-10", "2006-12-25", "2007-12-31"], dtype="datetime64[D]")
+    assert week_of_year(mondays).tolist() == [0, 1, 14, 51, 51]  # 2007-12-31: day 364, the 53rd partial week in the 52nd
+    assert week_bins(FIRST_MONDAY, np.array([1, 2, 39])).tolist() == [14, 15, 0]  # week 39: 2007-01-01
+
+
+def test_a_year_of_weeks_recovers_the_season_and_its_christmas_peak() -> None:
+    """60 weeks from April: every week of the year covered. The index is within a few percent of the true
+    season (normalized over the training weeks), far closer than no index, keeps the Christmas peak,
+    and is the index itself: its mean over the training weeks is 1."""
+    truth = _true_season(60)
+    panel = _panel(60, truth)
+    season, covered = fit_season(**panel)
+    assert covered.all()
+    bins = panel["bins"]
+    target = _normalized(truth, bins)
+    error = np.abs(np.log(season / target)).mean(1)
+    assert error[0] < 0.03 and error[0] < 0.3 * np.abs(np.log(target[0])).mean()
+    peak = week_of_year(np.array(["2006-12-11"], dtype="datetime64[D]"))[0]
+    assert season[0, peak] > 2.0 * season[0, peak - 6]
+    assert np.allclose(season[:, bins].mean(1), 1.0)
+
+
+def test_sampling_noise_without_a_season_is_smoothed_away() -> None:
+    """A category without a season: the weekly raw ratios (no smoothing, every deviation kept) vary by
+    several percent at random; the smoothed index stays within 4% of 1."""
+    panel = _panel(60, _true_season(60), seed=1)
+    season, _ = fit_season(**panel)
+    raw, _ = fit_season(**panel, config=SeasonConfig(bandwidth_weeks=0.01, spike_z=0.0))
+    assert np.abs(np.log(season[1])).max() < 0.04
+    assert np.abs(np.log(raw[1])).mean() > 2 * np.abs(np.log(season[1])).mean()
+
+
+def test_promotions_are_not_taken_for_a_season() -> None:
+    """Category 0 has no season but all its products on promotion in weeks 10-12: with the multipliers
+    the index stays flat there; without them (multiplier 1) the promotions' lift shows up as a season."""
+    flat = np.ones((2, WEEKS_OF_YEAR))
+    panel = _panel(60, flat, seed=2, promo_weeks=np.arange(10, 13))
+    season, _ = fit_season(**panel)
+    promo_bins = panel["bins"][10:13]
+    assert np.abs(np.log(season[0, promo_bins])).max() < 0.05
+    naive, _ = fit_season(**{**panel, "multiplier": np.ones_like(panel["multiplier"])})
+    assert naive[0, promo_bins].min() > 1.4
+
+
+def test_weeks_of_the_year_outside_the_data_are_interpolated_in_log() -> None:
+    """32 weeks from April leave weeks 46..13 of the year uncovered: there the index runs linearly in log
+    from its last covered week to its first, around the turn of the year (no December peak invented)."""
+    panel = _panel(32, _true_season(32), seed=3)
+    season, covered = fit_season(**panel)
+    first, last = int(panel["bins"][0]), int(panel["bins"][-1])
+    assert covered[0].tolist() == [first <= w <= last for w in range(WEEKS_OF_YEAR)]
+    gap = np.r_[last:WEEKS_OF_YEAR, 0:first + 1]  # fmt: skip
+    expected = np.interp(np.arange(len(gap)), [0, len(gap) - 1], np.log(season[0, [last, first]]))
+    assert np.allclose(np.log(season[0, gap]), expected)
+    assert season[0].max() < 1.3
+
+
+def test_the_index_table_round_trips_and_unknown_categories_get_one() -> None:
+    index = SeasonIndex(("DEP1", "DEP2"), np.linspace(0.5, 1.5, 2 * WEEKS_OF_YEAR).reshape(2, -1),
+                        np.arange(2 * WEEKS_OF_YEAR).reshape(2, -1) % 3 == 0)  # fmt: skip
+    back = SeasonIndex.from_frame(index.to_frame().sample(frac=1.0, random_state=0))
+    assert back.categories == index.categories
+    assert np.array_equal(back.season, index.season) and np.array_equal(back.covered, index.covered)
+    of = back.of(["DEP2", "NEW", "DEP1"])
+    assert np.array_equal(of[0], index.season[1]) and np.all(of[1] == 1.0) and np.array_equal(of[2], index.season[0])
+    with pytest.raises(ValueError, match="52 weeks of the year per category"):
+        SeasonIndex.from_frame(index.to_frame().iloc[:-1])
+
+
+@pytest.mark.parametrize("field, value", [("bandwidth_weeks", 0.0), ("spike_z", -1.0), ("iterations", 0)])
+def test_config_rejects_bad_values(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        SeasonConfig(**{field: value})
+
+
+def test_estimate_reads_the_training_rows_of_the_price_table(tmp_path) -> None:
+    """From a prices_derived-like table: validation rows and products outside the response are left out;
+    categories come from the response; the fit is ``fit_season``'s on the same rows."""
+    panel = _panel(60, _true_season(60), seed=4)
+    train = panel["week"] < 53
+    codes = np.array([f"P{i}" for i in range(panel["pair"].max() + 1)])
+    table = pd.DataFrame({
+        "STORE_CODE": "S", "PROD_CODE": codes[panel["pair"]], "week_index": panel["week"] + 1,
+        "split": np.where(train, "train", "validation"), "units": panel["units"],
+        "actual_price": panel["multiplier"] ** -0.5, "promo_flag": False,  # price ** -2: the panel's multiplier
+    })  # fmt: skip
+    table = pd.concat([table, table.head(5).assign(PROD_CODE="UNKNOWN", units=10**6)])
+    table.to_parquet(tmp_path / "prices.parquet")
+    categories = {code: f"DEP{c}" for code, c in zip(codes, np.repeat(np.arange(2), 48))}
+
+    class Response:
+        product_category = categories
+
+        @staticmethod
+        def parameters(product_codes):
+            return np.full(len(product_codes), -2.0), np.ones(len(product_codes))
+
+    index = estimate_seasons(tmp_path / "prices.parquet", Response(), FIRST_MONDAY)
+    assert index.categories == ("DEP0", "DEP1")
+    direct, covered = fit_season(**{key: value[train] if key in ("units", "multiplier", "pair", "category", "week") else value
+                                    for key, value in panel.items()} | {"bins": panel["bins"][:53]})  # fmt: skip
+    assert np.allclose(index.season, direct) and np.array_equal(index.covered, covered)
