@@ -58,6 +58,10 @@ class EnvConfig:
     (PROD_CODE_10) with stock left (0: none)."""
     edge_margin: float = 0.05
     """A price within this share of its range from a bound counts as at the edge."""
+    seasons: bool = True
+    """Learned demand: multiply expected units by the category's week-of-year index the bundle holds
+    (``world_model.response.season``; a bundle without one has no seasons). The oracle always has the
+    generator's own."""
     reward: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:

@@ -76,7 +76,7 @@ class RetailMarket:
                 raise ValueError(f"config: min_promo_depth {config.min_promo_depth:g} must exceed the scenario's "
                                  f"promotion threshold {threshold:g} (the estimated lifts are of deeper drops)")  # fmt: skip
             self.backend = LearnedDemand(scenario, self.store_rows, self.product_rows, device=device,
-                                         propensities=propensities)  # fmt: skip
+                                         propensities=propensities, seasons=config.seasons)  # fmt: skip
         self.data_weeks = int(scenario.meta["calendar"]["weeks"])
         middle = np.array([max(self.data_weeks // 2, 1)])
         self.reference_units = self.backend.forecast(middle, self.reference_price[None], np.zeros((1, *reference.shape)))[0]

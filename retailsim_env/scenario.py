@@ -16,6 +16,12 @@
 - ``basket_quantities.parquet``: per product row, how many units a training basket holding it held
   (``row``, ``QUANTITY``, ``baskets``: the pipeline's ``processed/basket_quantities.parquet``), from which
   the learned market draws a week's units as basket lines with these quantities (compound Poisson);
+- ``season_index.parquet``: per category (PROD_CODE_20) and week of the year 0..51, the training weeks'
+  demand index net of prices and promotions (``season``, averaging 1 over the training weeks) and whether
+  a training week held that week of the year (``covered``; the others are interpolated):
+  ``world_model.response.season``, with which the learned market has the data's seasons; and
+  ``history_multiplier_seasonal.npy``, the history multiplier of the response x that index, the level's
+  divisor when the market applies the seasons (so it too averages the history's units exactly);
 - ``shoppers.parquet``: the shopper population, one row per customer with two baskets or more: its
   ``anchor_row`` (the latest basket: the models read the history before it), weekly ``visit_rate`` and
   mean distinct products per basket;
@@ -56,6 +62,7 @@ from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
 from world_model.pipeline.tensor_cache import BASKET_COLUMN, PRODUCT_SPECIALS, VOCAB
 from world_model.response.history import history_units_and_multiplier
 from world_model.response.model import RESPONSE_FILE, PriceResponse
+from world_model.response.season import SeasonIndex, estimate_seasons, week_bins
 from world_model.training.checkpoint import load_checkpoint, save_checkpoint
 
 FORMAT = "retailsim.scenario/1"
@@ -70,6 +77,7 @@ GROUND_TRUTH_FILES = ("config.json", "products.parquet", "categories.parquet", "
 per-customer truth stays out of the bundle to keep it small."""
 PRICE_QUANTILES = (0.20, 0.95)
 HISTORY_UNITS, HISTORY_MULTIPLIER = "history_units.npy", "history_multiplier.npy"
+SEASON_INDEX, HISTORY_SEASONAL_MULTIPLIER = "season_index.parquet", "history_multiplier_seasonal.npy"
 DEFAULT_SCENARIO = "default"
 
 
@@ -182,17 +190,25 @@ def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.
     return stores, reference
 
 
-def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame,
-                    reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame, reference: np.ndarray,
+                    season: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(mean weekly units, mean response multiplier) [stores + 1, V] of the training weeks per store and
-    product (``world_model.response.history``); 0 and 1 where the training weeks have no row."""
+    product (``world_model.response.history``; with ``season`` [V', weeks + 1] per catalog product and
+    data week, the multiplier of the response x season); 0 and 1 where the training weeks have no row."""
     rows = catalog["row"].to_numpy()
     units, multiplier = history_units_and_multiplier(
         workdir / "processed" / "prices_derived.parquet", list(data.vocab["stores"]["codes"]), list(catalog["PROD_CODE"]),
-        catalog["elasticity"].to_numpy(np.float64), catalog["lift"].to_numpy(np.float64), reference[1:][:, rows])  # fmt: skip
+        catalog["elasticity"].to_numpy(np.float64), catalog["lift"].to_numpy(np.float64), reference[1:][:, rows],
+        season)  # fmt: skip
     full_units, full_multiplier = np.zeros(reference.shape, np.float32), np.ones(reference.shape, np.float32)
     full_units[1:, rows], full_multiplier[1:, rows] = units, multiplier
     return full_units, full_multiplier
+
+
+def _seasons_by_week(seasons: SeasonIndex, catalog: pd.DataFrame, calendar: dict) -> np.ndarray:
+    """[V', weeks + 1] the season index of each catalog product in each data week (column 0 unused)."""
+    bins = week_bins(calendar["first_monday"], np.arange(calendar["weeks"] + 1))
+    return seasons.of(list(catalog["PROD_CODE_20"]))[:, bins]
 
 
 def _basket_quantities(workdir: Path) -> pd.DataFrame:
@@ -273,6 +289,11 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     np.save(partial / HISTORY_UNITS, history_units)
     np.save(partial / HISTORY_MULTIPLIER, history_multiplier)
     _bundle_quantities(quantities, catalog).to_parquet(partial / BASKET_QUANTITIES, index=False)
+    calendar = _calendar(data)
+    seasons = estimate_seasons(workdir / "processed" / "prices_derived.parquet", response, calendar["first_monday"])
+    seasons.to_frame().to_parquet(partial / SEASON_INDEX, index=False)
+    seasonal = _history_levels(data, workdir, catalog, reference, _seasons_by_week(seasons, catalog, calendar))[1]
+    np.save(partial / HISTORY_SEASONAL_MULTIPLIER, seasonal)
     _shoppers(data).to_parquet(partial / "shoppers.parquet", index=False)
     if ground_truth is not None:
         (partial / "ground_truth").mkdir()
@@ -281,7 +302,7 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     files = sorted(p for p in partial.rglob("*") if p.is_file())
     meta = {
         "format": FORMAT, "name": config.name, "source": {"workdir": str(workdir.resolve())},
-        "calendar": _calendar(data), "generated": ground_truth is not None,
+        "calendar": calendar, "generated": ground_truth is not None,
         "cost_source": "ground_truth" if truth is not None else f"{config.cost_ratio} x reference price",
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
         "files": {str(p.relative_to(partial)): file_sha256(p) for p in files},
@@ -319,6 +340,20 @@ class Scenario:
         or None for a bundle built before it was written (the learned market then draws Poisson units)."""
         path = self.path / BASKET_QUANTITIES
         return pd.read_parquet(path) if path.exists() else None
+
+    @cached_property
+    def history_seasonal_multiplier(self) -> np.ndarray | None:
+        """[stores + 1, V] the history multiplier of the response x season index, or None for a bundle
+        built before the index was written."""
+        path = self.path / HISTORY_SEASONAL_MULTIPLIER
+        return np.load(path) if path.exists() else None
+
+    @cached_property
+    def season_index(self) -> SeasonIndex | None:
+        """The categories' week-of-year index (``world_model.response.season``), or None for a bundle built
+        before it was written (the learned market then has no seasons of its own)."""
+        path = self.path / SEASON_INDEX
+        return SeasonIndex.from_frame(pd.read_parquet(path)) if path.exists() else None
 
     @cached_property
     def catalog_by_row(self) -> pd.DataFrame:

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from retailsim_env import RetailSimEnv
+from retailsim_env.config import EnvConfig
 from retailsim_env.demand import LearnedDemand, OracleDemand
 from retailsim_env.scenario import Scenario
+from world_model.response.season import week_bins
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -271,6 +273,30 @@ def test_learned_market_replays_the_historys_units_at_the_historys_prices(tiny_s
     assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(forecast / len(draws)) + 1e-9)
 
 
+def test_learned_forecast_follows_the_season_index(tiny_scenario_dir, tmp_path) -> None:
+    """The forecast of a week is the season-free one times the category's index at its week of the year
+    (and the level that divides the seasonal history multiplier); ``seasons=False`` (EnvConfig's too) and a
+    bundle built before the index have no seasons: every week's fixed-propensity forecast is the same."""
+    seasonal = _demand(tiny_scenario_dir, products=4, propensities="fixed")
+    plain = _demand(tiny_scenario_dir, products=4, propensities="fixed", seasons=False)
+    weeks = np.array([3, 30])
+    reference = np.broadcast_to(plain.reference, (2, *plain.reference.shape))
+    zero = np.zeros_like(reference)
+    with_seasons, without = seasonal.forecast(weeks, reference, zero), plain.forecast(weeks, reference, zero)
+    categories = seasonal.scenario.catalog_by_row.loc[seasonal.product_rows, "PROD_CODE_20"]
+    index = seasonal.scenario.season_index.of(list(categories))[:, week_bins(seasonal.first_monday, weeks)].T  # [2, K]
+    assert not np.allclose(index[0], index[1])  # the tiny market's index moves between the two weeks
+    assert np.allclose(with_seasons / without, index[:, None, :] * (seasonal.level / plain.level)[None])
+    assert np.allclose(without[0], without[1])
+    old = shutil.copytree(tiny_scenario_dir, tmp_path / "old", ignore=shutil.ignore_patterns(
+        "season_index.parquet", "history_multiplier_seasonal.npy"))  # fmt: skip
+    before = _demand(old, products=4, propensities="fixed")
+    assert before.season is None and np.array_equal(before.forecast(weeks, reference, zero), without)
+    env = RetailSimEnv(scenario=tiny_scenario_dir, products=4, config=EnvConfig(seasons=False), propensities="fixed")
+    assert env.market.backend.season is None and seasonal.season is not None
+    env.close()
+
+
 @pytest.mark.parametrize("quantities", [True, False])
 def test_learned_units_are_compound_poisson_in_the_bundles_basket_quantities(tiny_scenario_dir, tmp_path, quantities) -> None:
     """Each week's units are basket lines with the training baskets' quantities: their mean is the
@@ -295,7 +321,7 @@ def test_learned_units_are_compound_poisson_in_the_bundles_basket_quantities(tin
         assert demand.quantity_rates.shape == (len(products), 1)
         assert np.array_equal(demand._units(u, expected), _poisson_inverse_cdf(u.reshape(expected.shape), expected))
     draws, forecast = _reference_draws(demand, 20, 3000, seed=2)
-    a_trip = demand.propensity * demand.level[:, None, :]  # [M, N, K] expected units a trip at reference prices
+    a_trip = demand.propensity * (demand.level * demand.season_of(np.array([20])))[:, None, :]  # [M, N, K] units a trip
     trips = (demand.visit_rate[:, None] * demand.q).T  # [M, N]
     law = dispersion * forecast + np.einsum("mn,mnk->mk", trips, a_trip**2)
     assert np.all(np.abs(draws.mean(0) - forecast) < 4 * np.sqrt(law / len(draws)))

@@ -7,6 +7,8 @@ import pytest
 
 from retailsim.cli import main
 from world_model.errors import RetailSimError
+from world_model.response.model import PriceResponse
+from world_model.response.season import estimate_seasons
 
 from retailsim_env.scenario import FORMAT, Scenario, build_scenario, default_scenario_path, resolve_scenario
 from tests.retailsim_env.conftest import tiny_models
@@ -32,6 +34,21 @@ def test_bundle_holds_catalog_bounds_costs_and_hashes(tiny_scenario_dir, tiny_wo
         zip(source["PROD_CODE"], source["QUANTITY"], source["baskets"]))  # fmt: skip
     scenario.verify()
     assert not tiny_scenario_dir.with_name(tiny_scenario_dir.name + ".partial").exists()
+
+
+def test_bundle_holds_the_workdirs_season_index(tiny_scenario_dir, tiny_workdir) -> None:
+    """The index is the fit on the work directory's training weeks, in the bundle's calendar; the seasonal
+    history multiplier differs from the plain one (the market's exact replay of the history with seasons
+    is checked in test_demand)."""
+    scenario = Scenario(tiny_scenario_dir)
+    fitted = estimate_seasons(tiny_workdir.workdir / "processed" / "prices_derived.parquet",
+                              PriceResponse.load(tiny_workdir.workdir), scenario.meta["calendar"]["first_monday"])  # fmt: skip
+    index = scenario.season_index
+    assert index.categories == fitted.categories == tuple(sorted(set(scenario.response.product_category.values())))
+    assert np.allclose(index.season, fitted.season) and np.array_equal(index.covered, fitted.covered)
+    assert 0 < index.covered.sum() < index.covered.size  # the tiny market's weeks cover part of a year
+    plain, seasonal = scenario.history_levels[1], scenario.history_seasonal_multiplier
+    assert seasonal.shape == plain.shape and not np.allclose(seasonal, plain)
 
 
 def test_damaged_bundle_is_detected(tiny_scenario_dir, tmp_path) -> None:
