@@ -27,11 +27,10 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
 4. expected units of managed product k: visits x mean distinct products per basket x p_k x units per line
    x the explicit response (price ratio ** elasticity x lift ** (promoted x lift scale), the scale from the
    market's promotion fatigue) x the history level of (store, k) x k's season in the week (both below),
-   summed per store. Realized
-   demand is compound Poisson around it: basket lines of k arrive as a Poisson count, and each holds
-   Q units with the share of training baskets holding k that held Q (the bundle's
-   ``basket_quantities``), so multipacks and bulk buys make weekly units overdispersed: given the
-   week's trips, variance / mean = E[Q^2] / E[Q] (1.3-6.1 for the shipped scenario's top 10 products,
+   summed per store. Realized demand is compound Poisson around it: basket lines of k arrive as a
+   Poisson count, and each holds Q units with the share of training baskets holding k that held Q
+   (the bundle's ``basket_quantities``), so multipacks and bulk buys make weekly units overdispersed:
+   given the week's trips, variance / mean = E[Q^2] / E[Q] (1.3-6.1 for the shipped scenario's top 10 products,
    1.0-5.5 among the real sample's 15 most bought). With the trips' own variance, the shipped
    scenario's top 10 at its busiest store, reference prices, week 20, 2,000 weekly draws each, side by
    side: 1.5-6.8, against the oracle's 1.3-5.6 and 1.1-1.5 with Poisson units (the 95th percentile over
@@ -54,18 +53,18 @@ weeks' mean weekly units, every basket) over the models' units at the reference 
 own prices and promotions the expected units average to the history's (without the store-switching
 channel, which the level does not model). In the shipped scenario's busiest store, top 10 products:
 0.87-1.56; the learned market's units at reference prices are then 0.98-1.27 times the oracle's per
-product, 1.09 in all (0.71-1.14 and 0.91 with the models' own level). Bundles built without those files
-keep the models' own level.
+product, 1.09 in all (0.71-1.14 and 0.91 with the models' own level; measured before the seasons, which
+make it 0.99-1.25 and 1.09 at week 20). Bundles built without those files keep the models' own level.
 
 Seasons (``world_model.response.season``). The basket model reads the date, but learned next to no season
 from it (the shipped scenario's top 10 at its busiest store, weekly over fixed-propensity units in six
-weeks from May to January, 256 draws each: 0.96-1.04 per category, 1.007 in December for the category
-the truth raises 2.65 times then): the market multiplies the expected units
-by the bundle's week-of-year index of the product's category (its training weeks' demand net of prices
-and promotions; weeks of the year they do not cover interpolated), in both propensity modes and in the
-forecast. With seasons the level divides the history multiplier of response x season
-(``history_multiplier_seasonal``), so the history's own weeks still average to its units exactly.
-``seasons=False`` (``EnvConfig.seasons``) and bundles without the index have none.
+weeks from May to January, 256 draws each: 0.96-1.04 per category, 1.007 in December for the category the
+truth raises 2.65 times then): the market multiplies the expected units by the bundle's week-of-year index
+of the product's category (its training weeks' demand net of prices and promotions; weeks of the year they
+do not cover interpolated), in both propensity modes and in the forecast. With seasons the level divides
+the history multiplier of response x season (``history_multiplier_seasonal``), so the history's own weeks
+still average to its units exactly. ``seasons=False`` (``EnvConfig.seasons``) and bundles without the index
+have none.
 
 With ``propensities="fixed"`` step 3 runs once, when the environment is built (the reference week, one
 week after the shopper's last trip), and each week reuses those propensities: no forward per step (with
