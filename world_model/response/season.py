@@ -147,17 +147,21 @@ def _interpolate_gaps(log_season: np.ndarray, covered: np.ndarray) -> np.ndarray
     return np.where(covered, log_season, np.interp(weeks, extended, values))
 
 
-def _category_season(units: np.ndarray, expected: np.ndarray, training_bins: np.ndarray,
+def _kernel(bandwidth_weeks: float) -> np.ndarray:
+    """[52, 52] Gaussian weights of the circular distance between weeks of the year."""
+    weeks = np.arange(WEEKS_OF_YEAR)
+    distance = np.abs(weeks[:, None] - weeks[None, :])
+    distance = np.minimum(distance, WEEKS_OF_YEAR - distance)
+    return np.exp(-0.5 * (distance / bandwidth_weeks) ** 2)
+
+
+def _category_season(units: np.ndarray, expected: np.ndarray, training_bins: np.ndarray, kernel: np.ndarray,
                      config: SeasonConfig) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """([52] index, [52] covered) of one category from its units and expected units per week of the year
     (steps 2-5 of the module docstring)."""
     covered = expected > 0
     if not covered.any():
         return np.ones(WEEKS_OF_YEAR), covered
-    weeks = np.arange(WEEKS_OF_YEAR)
-    distance = np.abs(weeks[:, None] - weeks[None, :])
-    distance = np.minimum(distance, WEEKS_OF_YEAR - distance)
-    kernel = np.exp(-0.5 * (distance / config.bandwidth_weeks) ** 2)
     smooth = np.where(covered, kernel @ units / np.maximum(kernel @ expected, 1e-300), 1.0)
     fitted = expected * smooth
     pearson = (units - fitted)[covered] ** 2 / np.maximum(fitted[covered], 1e-300)
@@ -184,9 +188,10 @@ def fit_season(units: np.ndarray, multiplier: np.ndarray, pair: np.ndarray, cate
     by_week = [np.bincount(cell, values, minlength=size).reshape(n_categories, n_weeks) for values in (units, expected)]
     seen_weeks = np.unique(np.asarray(week, np.int64))
     season, covered = np.ones((n_categories, WEEKS_OF_YEAR)), np.zeros((n_categories, WEEKS_OF_YEAR), bool)
+    kernel = _kernel(config.bandwidth_weeks)  # once, not per category
     for c in range(n_categories):
         pooled = [np.bincount(bins, row, minlength=WEEKS_OF_YEAR) for row in (by_week[0][c], by_week[1][c])]
-        season[c], covered[c] = _category_season(*pooled, bins[seen_weeks], config)
+        season[c], covered[c] = _category_season(*pooled, bins[seen_weeks], kernel, config)
     return season, covered
 
 
