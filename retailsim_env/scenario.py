@@ -60,7 +60,7 @@ from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.model_inputs import shop_dates
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
 from world_model.pipeline.tensor_cache import BASKET_COLUMN, PRODUCT_SPECIALS, VOCAB
-from world_model.response.history import history_units_and_multiplier
+from world_model.response.history import history_units_and_multipliers
 from world_model.response.model import RESPONSE_FILE, PriceResponse
 from world_model.response.season import SeasonIndex, estimate_seasons, week_bins
 from world_model.training.checkpoint import load_checkpoint, save_checkpoint
@@ -191,18 +191,20 @@ def _stores_and_reference_prices(data: PreparedData, workdir: Path, catalog: pd.
 
 
 def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame, reference: np.ndarray,
-                    season: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(mean weekly units, mean response multiplier) [stores + 1, V] of the training weeks per store and
-    product (``world_model.response.history``; with ``season`` [V', weeks + 1] per catalog product and
-    data week, the multiplier of the response x season); 0 and 1 where the training weeks have no row."""
+                    season: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(mean weekly units, mean response multiplier, mean multiplier of response x ``season``), each
+    [stores + 1, V], of the training weeks per store and product (``world_model.response.history``;
+    ``season`` [V', weeks + 1] per catalog product and data week); 0 and 1 where the training weeks have
+    no row."""
     rows = catalog["row"].to_numpy()
-    units, multiplier = history_units_and_multiplier(
+    units, multipliers = history_units_and_multipliers(
         workdir / "processed" / "prices_derived.parquet", list(data.vocab["stores"]["codes"]), list(catalog["PROD_CODE"]),
         catalog["elasticity"].to_numpy(np.float64), catalog["lift"].to_numpy(np.float64), reference[1:][:, rows],
-        season)  # fmt: skip
-    full_units, full_multiplier = np.zeros(reference.shape, np.float32), np.ones(reference.shape, np.float32)
-    full_units[1:, rows], full_multiplier[1:, rows] = units, multiplier
-    return full_units, full_multiplier
+        [None, season])  # fmt: skip
+    full = [np.zeros(reference.shape, np.float32)] + [np.ones(reference.shape, np.float32) for _ in multipliers]
+    for target, values in zip(full, [units, *multipliers]):
+        target[1:, rows] = values
+    return full[0], full[1], full[2]
 
 
 def _seasons_by_week(seasons: SeasonIndex, catalog: pd.DataFrame, calendar: dict) -> np.ndarray:
@@ -285,15 +287,13 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     stores, reference = _stores_and_reference_prices(data, workdir, catalog)
     stores.to_parquet(partial / "stores.parquet", index=False)
     np.save(partial / "reference_prices.npy", reference)
-    history_units, history_multiplier = _history_levels(data, workdir, catalog, reference)
-    np.save(partial / HISTORY_UNITS, history_units)
-    np.save(partial / HISTORY_MULTIPLIER, history_multiplier)
     _bundle_quantities(quantities, catalog).to_parquet(partial / BASKET_QUANTITIES, index=False)
     calendar = _calendar(data)
     seasons = estimate_seasons(workdir / "processed" / "prices_derived.parquet", response, calendar["first_monday"])
     seasons.to_frame().to_parquet(partial / SEASON_INDEX, index=False)
-    seasonal = _history_levels(data, workdir, catalog, reference, _seasons_by_week(seasons, catalog, calendar))[1]
-    np.save(partial / HISTORY_SEASONAL_MULTIPLIER, seasonal)
+    levels = _history_levels(data, workdir, catalog, reference, _seasons_by_week(seasons, catalog, calendar))
+    for name, values in zip((HISTORY_UNITS, HISTORY_MULTIPLIER, HISTORY_SEASONAL_MULTIPLIER), levels):
+        np.save(partial / name, values)
     _shoppers(data).to_parquet(partial / "shoppers.parquet", index=False)
     if ground_truth is not None:
         (partial / "ground_truth").mkdir()

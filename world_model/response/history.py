@@ -38,6 +38,16 @@ def history_units_and_multiplier(prices: Path, store_codes: Sequence[str], produ
     the seasonal market too averages the history exactly. Rows with no paid price are left out (no
     multiplier); the mean is over every training week with a paid price at any store, so a
     store-product the history never sold has 0 units and multiplier 1."""
+    units, (multiplier,) = history_units_and_multipliers(prices, store_codes, product_codes, elasticity, lift,
+                                                         reference, [season])  # fmt: skip
+    return units, multiplier
+
+
+def history_units_and_multipliers(prices: Path, store_codes: Sequence[str], product_codes: Sequence[str],
+                                  elasticity: np.ndarray, lift: np.ndarray, reference: np.ndarray,
+                                  seasons: Sequence[np.ndarray | None]) -> tuple[np.ndarray, list[np.ndarray]]:  # fmt: skip
+    """``history_units_and_multiplier`` for several ``seasons`` (each None or [P, weeks + 1]) from one
+    scan of the table: the units and one multiplier per season."""
     with duckdb.connect() as con:
         n_weeks = con.execute(
             f"""SELECT count(DISTINCT week_index) FROM read_parquet({sql_string(prices)})
@@ -56,15 +66,18 @@ def history_units_and_multiplier(prices: Path, store_codes: Sequence[str], produ
     weeks = weeks[keep].assign(s=s[keep].astype(int), p=p[keep].astype(int))
     e, lift_p = np.asarray(elasticity)[weeks["p"]], np.asarray(lift)[weeks["p"]]
     ratio = weeks["actual_price"].to_numpy(np.float64) / np.asarray(reference)[weeks["s"], weeks["p"]].astype(np.float64)
-    weeks["multiplier"] = ratio**e * np.where(weeks["promo_flag"].to_numpy(bool), lift_p, 1.0)
-    if season is not None:
-        weeks["multiplier"] *= np.asarray(season)[weeks["p"], weeks["week_index"]]
+    response = ratio**e * np.where(weeks["promo_flag"].to_numpy(bool), lift_p, 1.0)
+    columns = [f"multiplier_{i}" for i in range(len(seasons))]
+    for column, season in zip(columns, seasons):
+        weeks[column] = response if season is None else response * np.asarray(season)[weeks["p"], weeks["week_index"]]
     shape = (len(store_codes), len(product_codes))
-    units, multiplier = np.zeros(shape), np.ones(shape)
-    grouped = weeks.groupby(["s", "p"]).agg(units=("units", "sum"), multiplier=("multiplier", "mean")).reset_index()
+    grouped = weeks.groupby(["s", "p"]).agg(units=("units", "sum"), **{c: (c, "mean") for c in columns}).reset_index()
+    units = np.zeros(shape)
     units[grouped["s"], grouped["p"]] = grouped["units"] / max(n_weeks, 1)
-    multiplier[grouped["s"], grouped["p"]] = grouped["multiplier"]
-    return units, multiplier
+    multipliers = [np.ones(shape) for _ in columns]
+    for column, multiplier in zip(columns, multipliers):
+        multiplier[grouped["s"], grouped["p"]] = grouped[column]
+    return units, multipliers
 
 
 def history_level(units: np.ndarray, multiplier: np.ndarray, model_units: np.ndarray) -> np.ndarray:

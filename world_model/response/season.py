@@ -13,8 +13,9 @@ weeks without a sale included, so no week is missing from the sums):
 with m the response multiplier at the week's paid price and promotion (``price ** elasticity x lift **
 promoted``: the pair's reference price is a constant of the pair, taken into a) and a the pair's level,
 by alternating the two closed-form Poisson maximum-likelihood updates (a given S, S given a). The weekly
-ratios S are then taken to the 52 weeks of a year (``WEEKS_OF_YEAR``; a week's bin is its Monday's day
-of the year // 7, the 53rd partial week in the 52nd):
+ratios S are then taken to the 52 weeks of a year (``WEEKS_OF_YEAR``; ``week_of_year`` bins a week by
+its distance to the Christmas week or from the New Year week, so Christmas, the weeks before it and the
+quiet week after it keep their bins from year to year, which days of the year // 7 do not):
 
 1. training weeks in the same week of the year (data over several years) pool their units and expected
    units (a x m summed);
@@ -73,11 +74,35 @@ class SeasonConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
 
 
+A_MONDAY = np.datetime64("1970-01-05", "D")
+HALF_YEAR_WEEKS = WEEKS_OF_YEAR // 2
+
+
+def _monday_of(days: np.ndarray) -> np.ndarray:
+    """The Monday of the Monday..Sunday week holding each day (``datetime64[D]``)."""
+    return days - (days - A_MONDAY).astype(np.int64) % 7
+
+
+def _christmas_monday(years: np.ndarray) -> np.ndarray:
+    """The Monday of the week holding 25 December of each calendar year."""
+    december = (np.asarray(years, np.int64) - 1970).astype("datetime64[Y]").astype("datetime64[M]") + 11
+    return _monday_of(december.astype("datetime64[D]") + 24)
+
+
 def week_of_year(mondays: np.ndarray) -> np.ndarray:
-    """[...] the week-of-year bin 0..51 of each Monday (``datetime64``): its day of the year // 7."""
-    mondays = np.asarray(mondays, dtype="datetime64[D]")
-    day = (mondays - mondays.astype("datetime64[Y]")).astype(np.int64)
-    return np.minimum(day // 7, WEEKS_OF_YEAR - 1)
+    """[...] the week-of-year bin 0..51 of the week starting each Monday (``datetime64``; another day is
+    taken to its week's Monday), anchored on the holidays rather than on 1 January, so the weeks that
+    differ most keep their bin from year to year: bin 51 is the week holding Christmas day, 50 the one
+    before it and so on back to 26; bin 0 is the week after it (holding New Year's day), 1 the next and so
+    on up to 25. The weeks from one Christmas week to the next are 52 or 53; in a 53-week year bin 25
+    takes two weeks, in midsummer, where seasons change slowest."""
+    mondays = _monday_of(np.asarray(mondays, dtype="datetime64[D]"))
+    year = mondays.astype("datetime64[Y]").astype(np.int64) + 1970
+    christmas = _christmas_monday(year)
+    since_new_year = (mondays - (_christmas_monday(year - 1) + 7)).astype(np.int64) // 7
+    to_christmas = (christmas - mondays).astype(np.int64) // 7
+    bins = np.where(since_new_year < HALF_YEAR_WEEKS, since_new_year, WEEKS_OF_YEAR - 1 - to_christmas)
+    return np.where(mondays > christmas, 0, bins)
 
 
 def week_bins(first_monday: np.datetime64 | str, weeks: np.ndarray) -> np.ndarray:

@@ -46,10 +46,20 @@ def _normalized(season: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return season / season[:, bins].mean(1, keepdims=True)
 
 
-def test_week_of_year_is_the_mondays_day_of_the_year_over_seven() -> None:
-    mondays = np.array(["2006-01-02", "2006-01-09", "2006-04-10", "2006-12-25", "2007-12-31"], dtype="datetime64[D]")
-    assert week_of_year(mondays).tolist() == [0, 1, 14, 51, 51]  # 2007-12-31: day 364, the 53rd partial week in the 52nd
-    assert week_bins(FIRST_MONDAY, np.array([1, 2, 39])).tolist() == [14, 15, 0]  # week 39: 2007-01-01
+def test_week_of_year_counts_back_from_christmas_week_and_on_from_new_year_week() -> None:
+    """Christmas week is bin 51 and the New Year week bin 0 every year, whatever the weekday of 25 December
+    (2006: a Monday, 2007: a Tuesday, 2008: a Thursday); day of the year // 7 would put 2007-12-31 with
+    Christmas and 2008's Christmas week in bin 50. A 53-week year doubles bin 25, in midsummer."""
+    mondays = np.array(["2006-12-18", "2006-12-25", "2007-01-01", "2007-12-17", "2007-12-24", "2007-12-31",
+                        "2008-01-07", "2008-12-22", "2008-12-29", "2006-04-10"], dtype="datetime64[D]")  # fmt: skip
+    assert week_of_year(mondays).tolist() == [50, 51, 0, 50, 51, 0, 1, 51, 0, 15]
+    assert week_of_year(np.array(["2006-12-31"], dtype="datetime64[D]")).tolist() == [51]  # a Sunday: its week's bin
+    year = np.arange(np.datetime64("2005-12-26"), np.datetime64("2006-12-26"), 7)  # 2006: 53 weeks
+    counts = np.bincount(week_of_year(year), minlength=WEEKS_OF_YEAR)
+    assert counts[25] == 2 and np.delete(counts, 25).tolist() == [1] * (WEEKS_OF_YEAR - 1)
+    year = np.arange(np.datetime64("2006-12-25"), np.datetime64("2007-12-24"), 7)  # 52 weeks: one each
+    assert np.bincount(week_of_year(year)).tolist() == [1] * WEEKS_OF_YEAR
+    assert week_bins(FIRST_MONDAY, np.array([1, 2, 39])).tolist() == [15, 16, 0]  # week 39: 2007-01-01
 
 
 def test_a_year_of_weeks_recovers_the_season_and_its_christmas_peak() -> None:
