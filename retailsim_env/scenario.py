@@ -353,7 +353,15 @@ class Scenario:
         """The categories' week-of-year index (``world_model.response.season``), or None for a bundle built
         before it was written (the learned market then has no seasons of its own)."""
         path = self.path / SEASON_INDEX
-        return SeasonIndex.from_frame(pd.read_parquet(path)) if path.exists() else None
+        if not path.exists():
+            return None
+        if not (self.path / HISTORY_SEASONAL_MULTIPLIER).exists():  # the seasonal market's level needs it
+            raise RetailSimError(f"{path}: the bundle has no {HISTORY_SEASONAL_MULTIPLIER} beside it; rebuild it "
+                                 "(retailsim scenario build)")  # fmt: skip
+        try:
+            return SeasonIndex.from_frame(pd.read_parquet(path))
+        except ValueError as error:
+            raise RetailSimError(f"{path}: {error}") from None
 
     @cached_property
     def catalog_by_row(self) -> pd.DataFrame:

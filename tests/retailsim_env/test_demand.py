@@ -292,9 +292,13 @@ def test_learned_forecast_follows_the_season_index(tiny_scenario_dir, tmp_path) 
         "season_index.parquet", "history_multiplier_seasonal.npy"))  # fmt: skip
     before = _demand(old, products=4, propensities="fixed")
     assert before.season is None and np.array_equal(before.forecast(weeks, reference, zero), without)
-    env = RetailSimEnv(scenario=tiny_scenario_dir, products=4, config=EnvConfig(seasons=False), propensities="fixed")
-    assert env.market.backend.season is None and seasonal.season is not None
-    env.close()
+    envs = [RetailSimEnv(scenario=tiny_scenario_dir, products=4, config=EnvConfig(seasons=on), propensities="fixed")
+            for on in (True, False)]  # fmt: skip
+    assert envs[1].market.backend.season is None and envs[0].market.backend.season is not None
+    on, off = (env.market for env in envs)  # the reward's scale has no season: only the levels differ
+    assert np.allclose(on.reference_units / off.reference_units, on.backend.level / off.backend.level)
+    for env in envs:
+        env.close()
 
 
 @pytest.mark.parametrize("quantities", [True, False])

@@ -10,7 +10,9 @@ from world_model.errors import RetailSimError
 from world_model.response.model import PriceResponse
 from world_model.response.season import estimate_seasons
 
-from retailsim_env.scenario import FORMAT, Scenario, build_scenario, default_scenario_path, resolve_scenario
+from retailsim_env.scenario import (
+    FORMAT, HISTORY_SEASONAL_MULTIPLIER, SEASON_INDEX, Scenario, build_scenario, default_scenario_path, resolve_scenario,
+)  # fmt: skip
 from tests.retailsim_env.conftest import tiny_models
 
 
@@ -49,6 +51,16 @@ def test_bundle_holds_the_workdirs_season_index(tiny_scenario_dir, tiny_workdir)
     assert 0 < index.covered.sum() < index.covered.size  # the tiny market's weeks cover part of a year
     plain, seasonal = scenario.history_levels[1], scenario.history_seasonal_multiplier
     assert seasonal.shape == plain.shape and not np.allclose(seasonal, plain)
+
+
+def test_a_season_index_without_its_history_multiplier_or_malformed_is_refused(tiny_scenario_dir, tmp_path) -> None:
+    copy = shutil.copytree(tiny_scenario_dir, tmp_path / "copy")
+    pd.read_parquet(copy / SEASON_INDEX).iloc[1:].to_parquet(copy / SEASON_INDEX, index=False)
+    with pytest.raises(RetailSimError, match=rf"{SEASON_INDEX}: a season table needs each WEEK_OF_YEAR"):
+        Scenario(copy).season_index
+    (copy / HISTORY_SEASONAL_MULTIPLIER).unlink()
+    with pytest.raises(RetailSimError, match=rf"{SEASON_INDEX}: the bundle has no {HISTORY_SEASONAL_MULTIPLIER}"):
+        Scenario(copy).season_index
 
 
 def test_damaged_bundle_is_detected(tiny_scenario_dir, tmp_path) -> None:

@@ -139,13 +139,21 @@ class SeasonIndex:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> SeasonIndex:
+        """The index from ``to_frame``'s table; ValueError naming what is wrong with a table that is not
+        one (a missing column, a category without each week of the year once, a season <= 0 or not finite)."""
+        missing = [c for c in SEASON_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"a season table needs the columns {list(SEASON_COLUMNS)}, missing {missing}")
         frame = frame.sort_values(["PROD_CODE_20", "WEEK_OF_YEAR"])
         categories = tuple(frame["PROD_CODE_20"].drop_duplicates())
         shape = (len(categories), WEEKS_OF_YEAR)
-        if len(frame) != shape[0] * shape[1]:
-            raise ValueError(f"a season table needs {WEEKS_OF_YEAR} weeks of the year per category, got {len(frame)} "
-                             f"rows for {len(categories)} categories")  # fmt: skip
+        every_week = np.tile(np.arange(WEEKS_OF_YEAR), shape[0])
+        if len(frame) != every_week.size or not np.array_equal(frame["WEEK_OF_YEAR"].to_numpy(), every_week):
+            raise ValueError(f"a season table needs each WEEK_OF_YEAR 0..{WEEKS_OF_YEAR - 1} once per category, "
+                             f"got {len(frame)} rows for {len(categories)} categories")  # fmt: skip
         season = frame["season"].to_numpy(np.float64).reshape(shape)
+        if not (np.isfinite(season) & (season > 0)).all():
+            raise ValueError("a season table's season must be finite and positive")
         return cls(categories, season, frame["covered"].to_numpy(bool).reshape(shape))
 
 

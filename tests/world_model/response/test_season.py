@@ -122,8 +122,16 @@ def test_the_index_table_round_trips_and_unknown_categories_get_one() -> None:
     assert np.array_equal(back.season, index.season) and np.array_equal(back.covered, index.covered)
     of = back.of(["DEP2", "NEW", "DEP1"])
     assert np.array_equal(of[0], index.season[1]) and np.all(of[1] == 1.0) and np.array_equal(of[2], index.season[0])
-    with pytest.raises(ValueError, match="52 weeks of the year per category"):
-        SeasonIndex.from_frame(index.to_frame().iloc[:-1])
+    frame = index.to_frame()
+    with pytest.raises(ValueError, match=r"each WEEK_OF_YEAR 0..51 once per category, got 103 rows"):
+        SeasonIndex.from_frame(frame.iloc[:-1])
+    with pytest.raises(ValueError, match="each WEEK_OF_YEAR 0..51 once per category"):  # the rows right, a week twice
+        SeasonIndex.from_frame(frame.assign(WEEK_OF_YEAR=frame["WEEK_OF_YEAR"].replace(7, 8)))
+    with pytest.raises(ValueError, match=r"missing \['covered'\]"):
+        SeasonIndex.from_frame(frame.drop(columns="covered"))
+    for bad in (0.0, np.nan):
+        with pytest.raises(ValueError, match="finite and positive"):
+            SeasonIndex.from_frame(frame.assign(season=frame["season"].where(frame.index != 5, bad)))
 
 
 @pytest.mark.parametrize("field, value", [("bandwidth_weeks", 0.0), ("spike_z", -1.0), ("iterations", 0)])
