@@ -57,9 +57,9 @@ SEASON_COLUMNS = ("PROD_CODE_20", "WEEK_OF_YEAR", "season", "covered")
 class SeasonConfig:
     """Choices of the season fit (module docstring)."""
 
-    bandwidth_weeks: float = 2.0
+    bandwidth_weeks: float = 3.0
     """Standard deviation of the smoothing kernel over weeks of the year (step 2)."""
-    spike_z: float = 3.0
+    spike_z: float = 2.0
     """A week's deviation from the smooth is dropped below this many standard deviations of its noise and
     kept in part above (step 3)."""
     iterations: int = 25
