@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from world_model.response.history import history_level, history_units_and_multiplier
+from world_model.response.history import history_level, history_units_and_multiplier, history_units_and_multipliers
 
 
 def test_units_and_multiplier_are_the_training_weeks_means(tmp_path) -> None:
@@ -29,17 +29,22 @@ def test_units_and_multiplier_are_the_training_weeks_means(tmp_path) -> None:
 
 
 def test_a_season_multiplies_each_weeks_multiplier_before_the_mean(tmp_path) -> None:
-    """With a season index [P, weeks + 1] by data week, the multiplier is the mean of response x season
-    over the cell's weeks: what the seasonal market's expected units average at the history's prices."""
-    rows = [("S1", "A", 1, "train", 2.0, 10, False), ("S1", "A", 2, "train", 1.5, 20, True)]
+    """With a season index [P, weeks + 1] by product and data week, the multiplier is the mean of response
+    x season over the cell's weeks: what the seasonal market's expected units average at the history's
+    prices. One scan gives the plain and the seasonal multiplier alike (``history_units_and_multipliers``)."""
+    rows = [("S1", "A", 1, "train", 2.0, 10, False), ("S1", "A", 2, "train", 1.5, 20, True),
+            ("S1", "B", 1, "train", 1.0, 4, False), ("S1", "B", 2, "train", 1.0, 6, False)]  # fmt: skip
     table = pd.DataFrame(rows, columns=["STORE_CODE", "PROD_CODE", "week_index", "split", "actual_price", "units", "promo_flag"])
     table.to_parquet(tmp_path / "prices.parquet")
-    season = np.array([[np.nan, 0.8, 1.25]])
-    args = (tmp_path / "prices.parquet", ["S1"], ["A"], np.array([-2.0]), np.array([1.5]), np.array([[2.0]]))
+    season = np.array([[np.nan, 0.8, 1.25], [np.nan, 2.0, 0.5]])
+    args = (tmp_path / "prices.parquet", ["S1"], ["A", "B"], np.array([-2.0, -1.0]), np.array([1.5, 1.2]), np.array([[2.0, 1.0]]))
     units, multiplier = history_units_and_multiplier(*args, season=season)
-    assert units.tolist() == [[15.0]]
-    assert multiplier[0, 0] == pytest.approx((1.0 * 0.8 + 0.75**-2.0 * 1.5 * 1.25) / 2)
-    assert history_units_and_multiplier(*args)[1][0, 0] == pytest.approx((1.0 + 0.75**-2.0 * 1.5) / 2)
+    assert units.tolist() == [[15.0, 5.0]]
+    assert multiplier[0].tolist() == pytest.approx([(1.0 * 0.8 + 0.75**-2.0 * 1.5 * 1.25) / 2, (2.0 + 0.5) / 2])
+    plain = (1.0 + 0.75**-2.0 * 1.5) / 2
+    assert history_units_and_multiplier(*args)[1][0].tolist() == pytest.approx([plain, 1.0])
+    both_units, both = history_units_and_multipliers(*args, [None, season])
+    assert np.array_equal(both_units, units) and np.allclose(both[0], [[plain, 1.0]]) and np.array_equal(both[1], multiplier)
 
 
 def test_the_level_is_one_where_either_side_has_no_units() -> None:
