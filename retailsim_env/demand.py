@@ -33,8 +33,8 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    given the week's trips, variance / mean = E[Q^2] / E[Q] (1.3-6.1 for the shipped scenario's top 10 products,
    1.0-5.5 among the real sample's 15 most bought). With the trips' own variance, the shipped
    scenario's top 10 at its busiest store, reference prices, week 20, 2,000 weekly draws each, side by
-   side: 1.5-6.8, against the oracle's 1.3-5.6 and 1.1-1.5 with Poisson units (the 95th percentile over
-   the mean: 1.6-2.6, the oracle's 1.5-2.6, Poisson units' 1.3-1.8). Drawn as independent Poisson
+   side: 1.5-6.5 (seasons on or off), against the oracle's 1.3-5.6 and 1.1-1.5 with Poisson units
+   (the 95th percentile over the mean: 1.6-2.6, the oracle's 1.5-2.6, Poisson units' 1.3-1.8). Drawn as independent Poisson
    counts of the lines holding each quantity q (Poisson thinning), at rates expected x share_q / E[Q],
    so the draw stays one vectorized inversion, from uniforms the copy's generator gives in the same call
    as its trips' (one generator call a copy and week). It costs a Poisson count per quantity: with the
@@ -54,7 +54,8 @@ own prices and promotions the expected units average to the history's (without t
 channel, which the level does not model). In the shipped scenario's busiest store, top 10 products:
 0.87-1.56; the learned market's units at reference prices are then 0.98-1.27 times the oracle's per
 product, 1.09 in all (0.71-1.14 and 0.91 with the models' own level; measured before the seasons, which
-make it 0.99-1.25 and 1.09 at week 20). Bundles built without those files keep the models' own level.
+make it 0.98-1.24 and 1.09 at week 20: ``benchmarks/seasons.py``). Bundles built without those files
+keep the models' own level.
 
 Seasons (``world_model.response.season``). The basket model reads the date, but learned next to no season
 from it (the shipped scenario's top 10 at its busiest store, weekly over fixed-propensity units in six
