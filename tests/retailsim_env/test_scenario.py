@@ -145,7 +145,7 @@ def test_make_default_rebuilds_the_shipped_data_around_its_models(tmp_path) -> N
     assert set(rebuilt.meta["files"]) == set(source.meta["files"])
     for name in source.meta["files"]:
         if name.endswith(".npy"):
-            assert np.array_equal(np.load(out / name), np.load(source.path / name)), name
+            assert np.array_equal(np.load(out / name), np.load(source.path / name), equal_nan=True), name
         elif name.endswith(".parquet"):
             pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(source.path / name))
     rebuilt_categories, source_categories = (r.response.to_dict()["categories"] for r in (rebuilt, source))
