@@ -30,11 +30,12 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    summed per store. Realized demand is compound Poisson around it: basket lines of k arrive as a
    Poisson count, and each holds Q units with the share of training baskets holding k that held Q
    (the bundle's ``basket_quantities``), so multipacks and bulk buys make weekly units overdispersed:
-   given the week's trips, variance / mean = E[Q^2] / E[Q] (1.3-6.1 for the shipped scenario's top 10 products,
-   1.0-5.5 among the real sample's 15 most bought). With the trips' own variance, the shipped
-   scenario's top 10 at its busiest store, reference prices, week 20, 2,000 weekly draws each, side by
-   side: 1.5-6.5 (seasons on or off), against the oracle's 1.3-5.6 and 1.1-1.5 with Poisson units
-   (the 95th percentile over the mean: 1.6-2.6, the oracle's 1.5-2.6, Poisson units' 1.3-1.8). Drawn as independent Poisson
+   given the week's trips, variance / mean = E[Q^2] / E[Q] (1.5-6.4 for the shipped scenario's top 10
+   products, 1.0-5.5 among the real sample's 15 most bought). With the trips' own variance, the shipped
+   scenario's top 10 at its busiest store, reference prices, week 33 (the data's middle), 2,000 weekly
+   draws each, side by side: 1.5-6.7 (seasons on or off), against the oracle's 1.2-5.4 and 1.0-1.5 with
+   Poisson units (the 95th percentile over the mean: 1.6-3.0, the oracle's 1.5-2.8, Poisson units'
+   1.4-2.0). Drawn as independent Poisson
    counts of the lines holding each quantity q (Poisson thinning), at rates expected x share_q / E[Q],
    so the draw stays one vectorized inversion, from uniforms the copy's generator gives in the same call
    as its trips' (one generator call a copy and week). It costs a Poisson count per quantity: with the
@@ -52,15 +53,15 @@ weeks' mean weekly units, every basket) over the models' units at the reference 
 ``history_multiplier`` (the mean of those weeks' response multipliers), so that at the training weeks'
 own prices and promotions the expected units average to the history's (without the store-switching
 channel, which the level does not model). In the shipped scenario's busiest store, top 10 products:
-0.87-1.56; the learned market's units at reference prices are then 0.98-1.27 times the oracle's per
-product, 1.09 in all (0.71-1.14 and 0.91 with the models' own level; measured before the seasons, which
-make it 0.98-1.24 and 1.09 at week 20: ``benchmarks/seasons.py``). Bundles built without those files
-keep the models' own level.
+0.97-1.38; the learned market's units at reference prices in week 33 are then 0.73-1.10 times the
+oracle's per product, 1.01 in all (0.66-0.93 and 0.84 with the models' own level), with the seasons
+0.69-1.11 and 0.99 (``benchmarks/seasons.py``). Bundles built without those files keep the models' own
+level.
 
 Seasons (``world_model.response.season``). The basket model reads the date, but learned next to no season
-from it (the shipped scenario's top 10 at its busiest store, weekly over fixed-propensity units in six
-weeks from May to January, 256 draws each: 0.96-1.04 per category, 1.007 in December for the category the
-truth raises 2.65 times then): the market multiplies the expected units by the bundle's week-of-year index
+from it (the earlier 40-week default's top 10 at its busiest store, weekly over fixed-propensity units
+in six weeks from May to January, 256 draws each: 0.96-1.04 per category, 1.007 in December for the
+category the truth raises 2.65 times then): the market multiplies the expected units by the bundle's week-of-year index
 of the product's category (its training weeks' demand net of prices and promotions; weeks of the year they
 do not cover interpolated), in both propensity modes and in the forecast. With seasons the level divides
 the history multiplier of response x season (``history_multiplier_seasonal``), so the history's own weeks
@@ -81,8 +82,8 @@ cannot exploit a network's extrapolation. Shopper histories stay as in the data;
 prices at the managed cells and the generator's own calendar elsewhere; realized demand is drawn by the
 generator's own law at the managed cells (``SyntheticMarket.simulate_units``: each visit's mission,
 basket-size scale and multipacks), so it is as overdispersed as the generated data (variance / mean of
-the top 10 products' weekly units 1.3-6.0 in the shipped scenario over 2,000 draws, 1.3-5.6 in another
-2,000 at week 20, where a Poisson draw of units gives 1), and the visits are the realized visits to the
+the top 10 products' weekly units 1.2-5.4 in the shipped scenario over 2,000 draws in week 33, where a
+Poisson draw of units gives 1), and the visits are the realized visits to the
 managed stores.
 """
 
@@ -259,8 +260,8 @@ def _nonzero_poisson(uniform: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray,
     """The nonzero counts of ``_poisson_inverse_cdf(uniform, rate)`` for 2-D arrays (``uniform`` may be a
     view), as (row, column, count) in row-major order, with only those cells inverted: a count is
     nonzero where the uniform is at or above P(X = 0), which for weekly trips is a small share of the
-    cells (on 2 cores at 256 x 595 cells: 0.12 ms to find them where ``np.nonzero`` of the dense counts
-    took 0.65)."""
+    cells (on 2 cores at 256 x 595 cells, the earlier default's shoppers: 0.12 ms to find them where
+    ``np.nonzero`` of the dense counts took 0.65)."""
     rate = np.asarray(rate, dtype=np.float64)
     if uniform.ndim != 2 or uniform.shape != rate.shape:
         raise ValueError(f"uniform and rate must be 2-D arrays of one shape, got {uniform.shape} and {rate.shape}")

@@ -29,7 +29,7 @@ class ResponseConfig:
     max_loyalty: float = 0.9
     """Loyalty the store-choice sensitivity ``-elasticity / (1 - loyalty)`` is derived with, at most: near 1
     the formula grows without bound (0.98 turned -2 into 100, a 1% dearer store losing 63% of its
-    visits). The real sample's is 0.81, the shipped scenario's 0.72."""
+    visits). The real sample's is 0.81, the shipped scenario's 0.73."""
     max_elasticity: float = 0.0
     """Upper bound of the elasticity used by the simulator: demand never rises with price."""
     min_lift: float = 1.0

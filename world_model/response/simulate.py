@@ -17,9 +17,9 @@ store-choice sensitivity (``StoreResponse``). ``level_v`` is the history level o
 (``world_model.response.history``): the models learned from card holders and from the training weeks'
 average prices and promotions, so their units at reference prices are off by a factor per product; with
 the level, the units at the training weeks' own prices and promotions average to what the store sold
-then (on the shipped scenario's work directory, busiest store, training split's trips, top 10 products:
-1.04-1.33 times the generator's exact units at reference prices, 0.57-0.99 without; docs/price_response.md
-has the test split's). The models run once per store (``StoreDemand``); every
+then (on the earlier 40-week default's work directory, busiest store, training split's trips, top 10
+products: 1.04-1.33 times the generator's exact units at reference prices, 0.57-0.99 without;
+docs/price_response.md has the test split's). The models run once per store (``StoreDemand``); every
 price scenario after that is two matrix-vector products, so demand curves and placebo checks are cheap.
 Weekly figures divide by the split's number of weeks: the split's trips are the population of one week
 on average. Everything here is an expectation (no sampling), so equal inputs give equal outputs.

@@ -32,7 +32,7 @@ expected units is exactly the department's ``eps`` (and the promotion multiplies
 lift); the only other channel is store choice: raising ``price[s, p]`` raises ``level[s]`` by the share
 ``g_p`` and moves ``-eta * sensitivity_c * g_p * (1 - P_c(s))`` of store-s visits elsewhere, which is
 small for a typical product (g_p ~ 1/P), not for a top seller (docs/synthetic_market.md: -1.67 against
--1.45 for the shipped scenario's top product) and matters for store-wide price moves.
+-1.45 for the earlier 40-week default's top product) and matters for store-wide price moves.
 A visit whose item draws are all zero leaves no basket (a shopper who bought nothing we sell).
 """
 
