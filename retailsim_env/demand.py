@@ -540,7 +540,7 @@ class LearnedDemand:
         """[G, M, K] realized units around ``expected`` [G, M, K] from ``uniform`` [G, M x K x Q]: the
         Poisson counts of basket lines holding each quantity (step 4), summed per cell in quantity order.
         Dense: inverting only the nonzero counts (``_nonzero_poisson``) was slower here (on 2 cores, the
-        shipped scenario's 10 x 20 cells a week: 0.40 against 0.28 ms a single-copy fixed-propensity
+        earlier 40-week default's 10 x 20 cells a week: 0.40 against 0.28 ms a single-copy fixed-propensity
         draw, 2.77 against 2.53 ms for 64 copies), as the zero test costs an exp per cell as well."""
         rates = expected[..., None] * self.quantity_rates  # [G, M, K, Q]
         return (_poisson_inverse_cdf(uniform.reshape(rates.shape), rates) * self.quantity_values).sum(-1)
