@@ -40,7 +40,8 @@ from retailsim_env.scenario import FEATURE_FILES, MODELS, PREPARED_FILES, BuildC
 class DefaultScenarioConfig:
     """The shipped scenario's market and training: small enough for a few MB and a CPU. The training
     weeks (53 from 2006-04-10) cover a whole year, so the season index has every week of the year, the
-    December peak included, from data; 480 shoppers keep the 66 weeks' bundle under 10 MiB (8.7 MB)."""
+    December peak included, from data; 480 customers (477 with a history) keep the 66 weeks' bundle under
+    10 MiB (8.6 MB)."""
 
     customers: int = 480
     products: int = 200
