@@ -204,7 +204,7 @@ def _history_levels(data: PreparedData, workdir: Path, catalog: pd.DataFrame, re
     full = [np.zeros(reference.shape, np.float32)] + [np.ones(reference.shape, np.float32) for _ in multipliers]
     for target, values in zip(full, [units, *multipliers]):
         target[1:, rows] = values
-    return full[0], full[1], full[2]
+    return full[0], full[1], full[2]  # units, plain multiplier, seasonal multiplier
 
 
 def _seasons_by_week(seasons: SeasonIndex, catalog: pd.DataFrame, calendar: dict) -> np.ndarray:
