@@ -26,7 +26,9 @@ quiet week after it keep their bins from year to year, which days of the year //
    (expected x smooth), the category's dispersion from the median of the weeks' squared Pearson
    residuals (over the median of a chi-square with one degree of freedom, at least 1: Poisson); so a
    three-week Christmas peak stays while week-to-week sampling noise goes (a small market's category
-   weeks vary by about 8% at random, more than its real seasons over most of the year);
+   weeks vary by about 8% at random, more than its real seasons over most of the year); the weeks with
+   z >= 2 x spike_z are then left out of a new smooth (steps 2-3 again, ``robust_passes``), so a peak
+   does not spill into the weeks beside it;
 4. weeks of the year the training weeks never cover are interpolated linearly in log between the
    nearest covered weeks on either side, circularly: no evidence, so no season of their own (in
    particular none of a December peak that only weeks outside the training split hold);
@@ -51,6 +53,9 @@ WEEKS_OF_YEAR = 52
 CHI2_1_MEDIAN = 0.454936
 """Median of a chi-square variable with one degree of freedom: a squared standard normal."""
 SEASON_COLUMNS = ("PROD_CODE_20", "WEEK_OF_YEAR", "season", "covered")
+LEFT_OUT_WEIGHT = 1e-6
+"""A spike week's weight in the smooth that leaves it out (not 0: a week with no other covered week
+within the kernel's reach keeps its own ratio)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class SeasonConfig:
     kept in part above (step 3)."""
     iterations: int = 25
     """Alternating updates of the pair levels and the weekly ratios."""
+    robust_passes: int = 5
+    """Smooths at most (step 3): after each, the weeks standing out by 2 x ``spike_z`` or more are left out
+    of the next one, until that set stops changing; 1 smooths every week once."""
 
     def __post_init__(self) -> None:
         if not self.bandwidth_weeks > 0:
@@ -72,6 +80,8 @@ class SeasonConfig:
             raise ValueError(f"spike_z must be >= 0, got {self.spike_z}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.robust_passes < 1:
+            raise ValueError(f"robust_passes must be >= 1, got {self.robust_passes}")
 
 
 A_MONDAY = np.datetime64("1970-01-05", "D")
@@ -195,13 +205,20 @@ def _category_season(units: np.ndarray, expected: np.ndarray, training_bins: np.
     covered = expected > 0
     if not covered.any():
         return np.ones(WEEKS_OF_YEAR), covered
-    smooth = np.where(covered, kernel @ units / np.maximum(kernel @ expected, 1e-300), 1.0)
-    fitted = expected * smooth
-    pearson = (units - fitted)[covered] ** 2 / np.maximum(fitted[covered], 1e-300)
-    dispersion = max(float(np.median(pearson)) / CHI2_1_MEDIAN, 1.0)
-    deviation = np.log(np.maximum(units, 0.5) / np.maximum(fitted, 1e-300))
-    z_squared = deviation**2 * fitted / dispersion
-    keep = np.clip(1.0 - config.spike_z**2 / np.maximum(z_squared, 1e-300), 0.0, 1.0)
+    left_out = np.zeros(WEEKS_OF_YEAR, bool)
+    for _ in range(config.robust_passes):
+        weight = np.where(left_out, LEFT_OUT_WEIGHT, 1.0)
+        smooth = np.where(covered, kernel @ (weight * units) / np.maximum(kernel @ (weight * expected), 1e-300), 1.0)
+        fitted = expected * smooth
+        pearson = (units - fitted)[covered] ** 2 / np.maximum(fitted[covered], 1e-300)
+        dispersion = max(float(np.median(pearson)) / CHI2_1_MEDIAN, 1.0)
+        deviation = np.log(np.maximum(units, 0.5) / np.maximum(fitted, 1e-300))
+        z_squared = deviation**2 * fitted / dispersion
+        keep = np.clip(1.0 - config.spike_z**2 / np.maximum(z_squared, 1e-300), 0.0, 1.0)
+        spikes = covered & (z_squared >= (2.0 * config.spike_z) ** 2) if config.spike_z > 0 else left_out
+        if np.array_equal(spikes, left_out):
+            break
+        left_out = spikes
     log_season = np.where(covered & (smooth > 0), np.log(np.maximum(smooth, 1e-300)) + deviation * keep, 0.0)
     season = np.exp(_interpolate_gaps(log_season, covered & (smooth > 0)))
     return season / season[training_bins].mean(), covered

@@ -132,6 +132,17 @@ def test_the_christmas_peak_keeps_its_height() -> None:
     assert np.abs(np.log(season[0, peak] / _normalized(truth, panel["bins"])[0, peak])).mean() < 0.04
 
 
+def test_the_christmas_peak_does_not_spill_into_its_neighbours() -> None:
+    """The peak weeks stand out by far more than 2 x spike_z, so the next smooth leaves them out: the
+    three weeks on either side stay within 2.5% of the truth (smoothed over the peak once, the week
+    before it is 5.7% off and the New Year weeks 3%)."""
+    truth = _true_season(60)
+    panel = _panel(60, truth)
+    season, _ = _fit(panel)
+    around = [45, 46, 47, 51, 0, 1]  # the peak is in bins 48-50
+    assert np.abs(np.log(season[0, around] / _normalized(truth, panel["bins"])[0, around])).max() < 0.025
+
+
 def test_pairs_seen_in_part_of_the_weeks_do_not_bend_the_season() -> None:
     """Three pairs in four sold only in weeks 28-39 (October-December, the peak included): their levels
     and the weekly ratios are fitted jointly, so those weeks stay within 4.5% of the truth; a single
@@ -191,7 +202,8 @@ def test_the_index_table_round_trips_and_unknown_categories_get_one() -> None:
             SeasonIndex.from_frame(frame.assign(season=frame["season"].where(frame.index != 5, bad)))
 
 
-@pytest.mark.parametrize("field, value", [("bandwidth_weeks", 0.0), ("spike_z", -1.0), ("iterations", 0)])
+@pytest.mark.parametrize("field, value", [("bandwidth_weeks", 0.0), ("spike_z", -1.0), ("iterations", 0),
+                                          ("robust_passes", 0)])
 def test_config_rejects_bad_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         SeasonConfig(**{field: value})
