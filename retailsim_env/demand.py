@@ -34,7 +34,7 @@ Two backends with one interface (``sample`` for a week's realized demand, ``fore
    products, 1.0-5.5 among the real sample's 15 most bought). With the trips' own variance, the shipped
    scenario's top 10 at its busiest store, reference prices, week 33 (the data's middle), 2,000 weekly
    draws each, side by side: 1.5-6.7 (seasons on or off), against the oracle's 1.2-5.4 and 1.0-1.5 with
-   Poisson units (the 95th percentile over the mean: 1.6-3.0, the oracle's 1.5-2.8, Poisson units'
+   Poisson units (the 95th percentile over the mean: 1.6-3.1, the oracle's 1.5-2.8, Poisson units'
    1.4-2.0). Drawn as independent Poisson
    counts of the lines holding each quantity q (Poisson thinning), at rates expected x share_q / E[Q],
    so the draw stays one vectorized inversion, from uniforms the copy's generator gives in the same call
@@ -53,9 +53,9 @@ weeks' mean weekly units, every basket) over the models' units at the reference 
 ``history_multiplier`` (the mean of those weeks' response multipliers), so that at the training weeks'
 own prices and promotions the expected units average to the history's (without the store-switching
 channel, which the level does not model). In the shipped scenario's busiest store, top 10 products:
-0.97-1.38; the learned market's units at reference prices in week 33 are then 0.73-1.10 times the
+0.97-1.37; the learned market's units at reference prices in week 33 are then 0.73-1.10 times the
 oracle's per product, 1.01 in all (0.66-0.93 and 0.84 with the models' own level), with the seasons
-0.69-1.11 and 0.99 (``benchmarks/seasons.py``). Bundles built without those files keep the models' own
+0.69-1.08 and 0.97 (``benchmarks/seasons.py``). Bundles built without those files keep the models' own
 level.
 
 Seasons (``world_model.response.season``). The basket model reads the date, but learned next to no season

@@ -79,8 +79,8 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     price / reference price - 1, depth / max_promo_depth, stock, last week's units sold, the model's
     forecast of next week's demand at the current prices, units on order (the last four divided by the
     product's expected weekly units at reference prices in the data's middle week, in the learned market
-    without its season: the index averages 1 over the training weeks, so the scale is the same with
-    ``seasons`` on or off, to the history level's 1%); then ``GLOBAL_FEATURES`` = sin and cos of the
+    without its season: the index averages 1 over the training weeks, so the scale stays put when
+    ``seasons`` is turned on or off, but for the history level's small move); then ``GLOBAL_FEATURES`` = sin and cos of the
     week of year and the episode's progress t / episode_length.
 
     ## Rewards
