@@ -57,7 +57,6 @@ from world_model.errors import RetailSimError
 from world_model.models.predictors import check_world_model
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 from world_model.pipeline.loader import PreparedData
-from world_model.pipeline.model_inputs import shop_dates
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
 from world_model.pipeline.tensor_cache import BASKET_COLUMN, PRODUCT_SPECIALS, VOCAB
 from world_model.response.history import history_units_and_multipliers
@@ -248,12 +247,7 @@ def _shoppers(data: PreparedData) -> pd.DataFrame:
 
 
 def _calendar(data: PreparedData) -> dict:
-    table = np.asarray(data.basket_table)
-    weeks = table[:, BASKET_COLUMN["week_index"]]
-    dates = shop_dates(table[:, BASKET_COLUMN["shop_date"]])
-    monday = dates - ((dates.astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
-    first_monday = monday - (weeks.astype(np.int64) - 1) * 7
-    return {"first_monday": str(np.min(first_monday)), "weeks": int(weeks.max()), "train_end": data.train_end}
+    return {"first_monday": str(data.first_monday), "weeks": data.n_weeks, "train_end": data.train_end}
 
 
 def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Path | str, out: Path | str,

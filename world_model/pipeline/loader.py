@@ -94,6 +94,19 @@ class PreparedData:
     def n_stores(self) -> int:
         return len(self.vocab["stores"]["codes"]) + 1
 
+    @property
+    def first_monday(self) -> np.datetime64:
+        """The Monday of data week 1 (``week_index`` 1), from the baskets' dates and week indices."""
+        table = np.asarray(self.basket_table)
+        dates = shop_dates(table[:, _COLUMN["shop_date"]])
+        monday = dates - ((dates.astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
+        return np.min(monday - (table[:, _COLUMN["week_index"]].astype(np.int64) - 1) * 7)
+
+    @property
+    def n_weeks(self) -> int:
+        """The last data week index of the baskets."""
+        return int(np.asarray(self.basket_table[:, _COLUMN["week_index"]]).max())
+
     def basket(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Vocabulary rows [k] and raw price inputs [k, 6] of one basket."""
         start, stop = self.basket_offsets[row], self.basket_offsets[row + 1]

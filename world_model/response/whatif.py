@@ -7,7 +7,11 @@ the expected weekly demand of ``response.simulate`` times ``weeks``, for the cha
 categories and the whole store (which also carries the store-choice effect of the new price level).
 Units are leveled to the store's training-week sales (``world_model.response.history``): the baseline, at
 reference prices without promotions, is those sales less the effect of the prices and promotions they
-were sold at. Unit costs are not in LGSR data: cost = (1 - margin) x reference price.
+were sold at. Without ``from_week`` that is an average week of the training weeks; with it, the change
+runs over data weeks ``from_week .. from_week + weeks - 1`` and each product's units are multiplied by
+its category's season index over those weeks (``world_model.response.season``, fitted on the work
+directory's training weeks, as the scenario bundles' is), so a December promotion is weighed against
+December's baseline. Unit costs are not in LGSR data: cost = (1 - margin) x reference price.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 
 from world_model.errors import RetailSimError
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
+from world_model.response.season import estimate_seasons, week_bins
 from world_model.response.simulate import DemandSimulator
 
 MAX_PRODUCT_ROWS = 20
@@ -58,10 +63,24 @@ def parse_moves(specs: list[str], option: str, simulator: DemandSimulator) -> di
     return moves
 
 
+def season_over(simulator: DemandSimulator, from_week: int, weeks: int) -> np.ndarray:
+    """[V] each vocabulary row's mean season index over data weeks ``from_week .. from_week + weeks - 1``
+    (its category's; 1 for the special rows and products outside the response)."""
+    if from_week < 1:
+        raise RetailSimError(f"--from-week must be a data week index >= 1, got {from_week}")
+    data = simulator.data
+    index = estimate_seasons(data.workdir / "processed" / "prices_derived.parquet", simulator.response, data.first_monday)
+    categories = [simulator.response.product_category.get(code, "") for code in simulator.product_codes]
+    bins = week_bins(data.first_monday, np.arange(from_week, from_week + weeks))
+    return np.r_[np.ones(PRODUCT_SPECIALS), index.of(categories)[:, bins].mean(1)]
+
+
 def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[int, float],
-               promo_depths: dict[int, float], weeks: int = 1, margin: float = 0.3) -> pd.DataFrame:  # fmt: skip
+               promo_depths: dict[int, float], weeks: int = 1, margin: float = 0.3,
+               season: np.ndarray | None = None) -> pd.DataFrame:  # fmt: skip
     """Rows per changed product, per touched category and for the store: baseline and scenario units,
-    revenue and profit over ``weeks``."""
+    revenue and profit over ``weeks``, each product's units times ``season`` [V] (``season_over``) when
+    given."""
     if weeks < 1:
         raise RetailSimError(f"--weeks must be >= 1, got {weeks}")
     if not 0.0 <= margin < 1.0:
@@ -82,8 +101,9 @@ def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[in
     for row, depth in promo_depths.items():
         ratio[row] *= 1.0 - depth
         promoted[row] = True
-    base_units = demand.expected_units() * weeks
-    new_units = demand.expected_units(ratio, promoted) * weeks
+    scale = weeks * (1.0 if season is None else np.asarray(season, np.float64))
+    base_units = demand.expected_units() * scale
+    new_units = demand.expected_units(ratio, promoted) * scale
     ref = demand.reference_price
     cost = (1.0 - margin) * ref
     frame = pd.DataFrame({
@@ -107,10 +127,11 @@ def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[in
     return table
 
 
-def format_whatif(table: pd.DataFrame, weeks: int) -> str:
+def format_whatif(table: pd.DataFrame, weeks: int, from_week: int | None = None) -> str:
     """A plain-text table for the terminal."""
+    span = f"over {weeks} week{'s' if weeks > 1 else ''}" + (f" from data week {from_week}" if from_week else "")
     lines = [f"{'level':<9} {'product / category':<22} {'price':>13} {'units':>21} {'change':>8} "
-             f"{'revenue change':>15} {'profit change':>14}   (over {weeks} week{'s' if weeks > 1 else ''})"]  # fmt: skip
+             f"{'revenue change':>15} {'profit change':>14}   ({span})"]  # fmt: skip
     for _, r in table.iterrows():
         name = r["product"] if r["level"] != "category" else r["category"]
         price = f"{r['reference_price']:.2f}->{r['price']:.2f}" if r["level"] == "product" else ""
@@ -120,6 +141,7 @@ def format_whatif(table: pd.DataFrame, weeks: int) -> str:
         change = f"{r['units_change']:+.1%}" if np.isfinite(r["units_change"]) else "n/a"
         lines.append(f"{r['level']:<9} {name:<22} {price:>13} {units:>21} {change:>8} "
                      f"{r['revenue_after'] - r['revenue_before']:>+15.2f} {r['profit_after'] - r['profit_before']:>+14.2f}")  # fmt: skip
+    seasons = "with the season index of those weeks" if from_week else "an average training week, no season"
     lines.append("* on promotion; costs = (1 - margin) x reference price; units leveled to the store's training-week "
-                 "sales (docs/price_response.md)")
+                 f"sales, {seasons} (docs/price_response.md)")
     return "\n".join(lines)

@@ -39,7 +39,11 @@ def test_whatif_prints_the_change(checkpoints, capsys) -> None:
     assert main(["whatif", work, "--world-model", wm, "--store-visit", sv, "--store", store, "--set", f"{product}=+10%",
                  "--weeks", "2", "--device", "cpu"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    assert product in printed and "store" in printed and "over 2 weeks" in printed
+    assert product in printed and "store" in printed and "over 2 weeks" in printed and "no season" in printed
+    assert main(["whatif", work, "--world-model", wm, "--store-visit", sv, "--store", store, "--set", f"{product}=+10%",
+                 "--weeks", "2", "--from-week", "3", "--device", "cpu"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "over 2 weeks from data week 3" in printed and "with the season index of those weeks" in printed
 
 
 def test_whatif_bad_store_is_a_one_line_error(checkpoints, capsys) -> None:

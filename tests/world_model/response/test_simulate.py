@@ -12,7 +12,7 @@ from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
 from world_model.response.checks import evaluate_response, monotonicity, unchanged_price_placebo
 from world_model.response.model import PriceResponse
 from world_model.response.simulate import DemandSimulator
-from world_model.response.whatif import parse_moves, run_whatif
+from world_model.response.whatif import parse_moves, run_whatif, season_over
 from world_model.training.tasks import trip_classes
 
 
@@ -105,6 +105,29 @@ def test_whatif_reports_products_categories_and_the_store(simulator, demand) -> 
     assert row["price"] == pytest.approx(1.1 * row["reference_price"])
     assert row["units_after"] < row["units_before"]
     assert row["units_before"] == pytest.approx(4 * demand.expected_units()[top])
+
+
+def test_whatif_from_a_week_follows_the_season_index_of_its_weeks(simulator, demand) -> None:
+    """With the weeks' season (``season_over``): each product's units times its category's mean index over
+    those weeks, before and after the change alike (so a product's own change in % stays), and the
+    category and store rows the sums of the seasonal product units; weeks of the year the index moves
+    between give different seasons."""
+    code = simulator.store_codes[demand.store_row - 1]
+    top = int(np.argmax(demand.expected_units()))
+    moves = {top: 0.1}
+    early, late = season_over(simulator, 1, 4), season_over(simulator, 20, 4)
+    assert early[:PRODUCT_SPECIALS].tolist() == [1.0] * PRODUCT_SPECIALS and not np.allclose(early, late)
+    plain = run_whatif(simulator, code, moves, {}, weeks=4)
+    seasonal = run_whatif(simulator, code, moves, {}, weeks=4, season=early)
+    for column in ("units_before", "units_after"):
+        assert seasonal.iloc[0][column] == pytest.approx(plain.iloc[0][column] * early[top])
+    assert seasonal.iloc[0]["units_change"] == pytest.approx(plain.iloc[0]["units_change"])
+    store_units = 4 * (demand.expected_units() * early).sum()
+    assert seasonal.iloc[-1]["units_before"] == pytest.approx(store_units)
+    from world_model.errors import RetailSimError
+
+    with pytest.raises(RetailSimError, match="--from-week must be a data week index >= 1"):
+        season_over(simulator, 0, 4)
 
 
 def test_whatif_rejects_bad_arguments_in_one_line(simulator) -> None:
