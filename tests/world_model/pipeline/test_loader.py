@@ -87,6 +87,18 @@ def test_store_visit_batch_labels_are_the_target_store(data: PreparedData) -> No
     assert batch["previous_store"].tolist() == previous
 
 
+def test_first_monday_is_the_monday_of_data_week_one(data: PreparedData) -> None:
+    """Every basket's date lies in the Monday..Sunday week of ``first_monday + 7 (week_index - 1)``."""
+    from world_model.pipeline.model_inputs import shop_dates
+
+    monday = data.first_monday
+    assert (monday - np.datetime64("1970-01-05")).astype(np.int64) % 7 == 0
+    dates = shop_dates(data.basket_column("shop_date", np.arange(len(data.basket_table))))
+    offset = (dates - (monday + 7 * (data.basket_column("week_index", np.arange(len(dates))).astype(np.int64) - 1)))
+    assert offset.astype(np.int64).min() >= 0 and offset.astype(np.int64).max() <= 6
+    assert data.n_weeks == int(data.basket_column("week_index", np.arange(len(dates))).max())
+
+
 def test_missing_split_is_one_clear_error(data: PreparedData) -> None:
     with pytest.raises(RetailSimError, match="holdout_next_basket.parquet"):
         NextBasketDataset(data, "holdout")
