@@ -345,7 +345,9 @@ class Scenario:
     @cached_property
     def season_index(self) -> SeasonIndex | None:
         """The categories' week-of-year index (``world_model.response.season``), or None for a bundle built
-        before it was written (the learned market then has no seasons of its own)."""
+        before it was written (the learned market then has no seasons of its own). ``RetailSimError``
+        naming the file where the table is malformed or the bundle lacks the seasonal history multiplier
+        the learned market's level needs beside it."""
         path = self.path / SEASON_INDEX
         if not path.exists():
             return None

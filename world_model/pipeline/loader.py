@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from world_model.errors import RetailSimError
-from world_model.pipeline.model_inputs import one_hot, shop_dates, temporal_features, trip_features
+from world_model.pipeline.model_inputs import monday_of, one_hot, shop_dates, temporal_features, trip_features
 from world_model.pipeline.price_features import PriceFeatureEncoder
 from world_model.pipeline.tensor_cache import (
     BASKET_ITEM_PRICES,
@@ -94,15 +95,14 @@ class PreparedData:
     def n_stores(self) -> int:
         return len(self.vocab["stores"]["codes"]) + 1
 
-    @property
+    @cached_property
     def first_monday(self) -> np.datetime64:
         """The Monday of data week 1 (``week_index`` 1), from the baskets' dates and week indices."""
         table = np.asarray(self.basket_table)
-        dates = shop_dates(table[:, _COLUMN["shop_date"]])
-        monday = dates - ((dates.astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
+        monday = monday_of(shop_dates(table[:, _COLUMN["shop_date"]]))
         return np.min(monday - (table[:, _COLUMN["week_index"]].astype(np.int64) - 1) * 7)
 
-    @property
+    @cached_property
     def n_weeks(self) -> int:
         """The last data week index of the baskets."""
         return int(np.asarray(self.basket_table[:, _COLUMN["week_index"]]).max())

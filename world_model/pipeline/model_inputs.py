@@ -151,6 +151,12 @@ def shop_dates(yyyymmdd: np.ndarray) -> np.ndarray:
     ).astype("datetime64[D]") + (days - 1)
 
 
+def monday_of(days: np.ndarray) -> np.ndarray:
+    """The Monday of the Monday..Sunday week holding each day (``datetime64[D]``; 1970-01-05 was a Monday)."""
+    days = np.asarray(days, dtype="datetime64[D]")
+    return days - (days - np.datetime64("1970-01-05", "D")).astype(np.int64) % 7
+
+
 def temporal_features(
     dates: np.ndarray,
     weekday: np.ndarray,

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from world_model.data.duckdb_util import sql_string
+from world_model.pipeline.model_inputs import monday_of
 from world_model.response.model import PriceResponse
 
 WEEKS_OF_YEAR = 52
@@ -71,7 +72,8 @@ class SeasonConfig:
     """Alternating updates of the pair levels and the weekly ratios."""
     robust_passes: int = 5
     """Smooths at most (step 3): after each, the weeks standing out by 2 x ``spike_z`` or more are left out
-    of the next one, until that set stops changing; 1 smooths every week once."""
+    of the next one, until that set stops changing; 1 smooths every week once, as does ``spike_z`` 0
+    (every deviation is kept whole then, so there is nothing to leave out)."""
 
     def __post_init__(self) -> None:
         if not self.bandwidth_weeks > 0:
@@ -84,19 +86,13 @@ class SeasonConfig:
             raise ValueError(f"robust_passes must be >= 1, got {self.robust_passes}")
 
 
-A_MONDAY = np.datetime64("1970-01-05", "D")
 HALF_YEAR_WEEKS = WEEKS_OF_YEAR // 2
-
-
-def _monday_of(days: np.ndarray) -> np.ndarray:
-    """The Monday of the Monday..Sunday week holding each day (``datetime64[D]``)."""
-    return days - (days - A_MONDAY).astype(np.int64) % 7
 
 
 def _christmas_monday(years: np.ndarray) -> np.ndarray:
     """The Monday of the week holding 25 December of each calendar year."""
     december = (np.asarray(years, np.int64) - 1970).astype("datetime64[Y]").astype("datetime64[M]") + 11
-    return _monday_of(december.astype("datetime64[D]") + 24)
+    return monday_of(december.astype("datetime64[D]") + 24)
 
 
 def week_of_year(mondays: np.ndarray) -> np.ndarray:
@@ -106,7 +102,10 @@ def week_of_year(mondays: np.ndarray) -> np.ndarray:
     before it and so on back to 26; bin 0 is the week after it (holding New Year's day), 1 the next and so
     on up to 25. The weeks from one Christmas week to the next are 52 or 53; in a 53-week year bin 25
     takes two weeks, in midsummer, where seasons change slowest."""
-    mondays = _monday_of(np.asarray(mondays, dtype="datetime64[D]"))
+    mondays = np.asarray(mondays, dtype="datetime64[D]")
+    if np.isnat(mondays).any():
+        raise ValueError("week_of_year: a date is NaT")
+    mondays = monday_of(mondays)
     year = mondays.astype("datetime64[Y]").astype(np.int64) + 1970
     christmas = _christmas_monday(year)
     since_new_year = (mondays - (_christmas_monday(year - 1) + 7)).astype(np.int64) // 7
@@ -157,13 +156,17 @@ class SeasonIndex:
         frame = frame.sort_values(["PROD_CODE_20", "WEEK_OF_YEAR"])
         categories = tuple(frame["PROD_CODE_20"].drop_duplicates())
         shape = (len(categories), WEEKS_OF_YEAR)
-        every_week = np.tile(np.arange(WEEKS_OF_YEAR), shape[0])
-        if len(frame) != every_week.size or not np.array_equal(frame["WEEK_OF_YEAR"].to_numpy(), every_week):
-            raise ValueError(f"a season table needs each WEEK_OF_YEAR 0..{WEEKS_OF_YEAR - 1} once per category, "
-                             f"got {len(frame)} rows for {len(categories)} categories")  # fmt: skip
+        weeks = frame.groupby("PROD_CODE_20", sort=False)["WEEK_OF_YEAR"].agg(list)
+        wrong = [c for c, w in weeks.items() if w != list(range(WEEKS_OF_YEAR))]
+        if wrong:
+            raise ValueError(f"a season table needs each WEEK_OF_YEAR 0..{WEEKS_OF_YEAR - 1} once per category; "
+                             f"{wrong[0]} has {len(weeks[wrong[0]])} rows, not each week once")  # fmt: skip
         season = frame["season"].to_numpy(np.float64).reshape(shape)
-        if not (np.isfinite(season) & (season > 0)).all():
-            raise ValueError("a season table's season must be finite and positive")
+        bad = np.argwhere(~(np.isfinite(season) & (season > 0)))
+        if len(bad):
+            category, week = bad[0]
+            raise ValueError(f"a season table's season must be finite and positive; {categories[category]} has "
+                             f"{season[category, week]} in WEEK_OF_YEAR {week}")  # fmt: skip
         return cls(categories, season, frame["covered"].to_numpy(bool).reshape(shape))
 
 
