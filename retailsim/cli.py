@@ -275,15 +275,15 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
 
 
 def _cmd_whatif(args: argparse.Namespace) -> int:
-    from world_model.response.whatif import format_whatif, parse_moves, run_whatif, season_over
+    from world_model.response.whatif import format_whatif, parse_moves, run_whatif
 
     if not args.set and not args.promo:
         raise RetailSimError("whatif: give at least one --set or --promo")
     simulator = _demand_simulator(args)
     prices = parse_moves(args.set or [], "--set", simulator)
     promos = parse_moves(args.promo or [], "--promo", simulator)
-    season = None if args.from_week is None else season_over(simulator, args.from_week, args.weeks)
-    table = run_whatif(simulator, args.store, prices, promos, weeks=args.weeks, margin=args.margin, season=season)
+    table = run_whatif(simulator, args.store, prices, promos, weeks=args.weeks, margin=args.margin,
+                       from_week=args.from_week)  # fmt: skip
     print(format_whatif(table, args.weeks, args.from_week))
     return 0
 
@@ -716,8 +716,9 @@ def _add_response_commands(commands) -> None:
     whatif.add_argument("--promo", action="append", metavar="KEYS=DEPTH", help="promotion at a depth, e.g. PRD0900001=20%%")
     whatif.add_argument("--weeks", type=_positive_int, default=1, help="weeks the change lasts (default 1)")
     whatif.add_argument("--from-week", type=_positive_int, default=None,
-                        help="data week index the change starts at: units follow the categories' season index over "
-                        "those weeks (default: an average training week, no season)")  # fmt: skip
+                        help="data week index the change starts at (past the data: the calendar goes on): units "
+                        "follow the categories' season index over those weeks (default: an average training week, "
+                        "no season)")  # fmt: skip
     whatif.add_argument("--margin", type=float, default=0.3, help="gross margin at reference price for costs (default 0.3)")
     whatif.set_defaults(func=_cmd_whatif)
 

@@ -28,6 +28,7 @@ on average. Everything here is an expectation (no sampling), so equal inputs giv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -42,8 +43,9 @@ from world_model.models.batches import BatchBuilder, to_device
 from world_model.models.predictors import StoreVisitPredictor
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
-from world_model.response.history import history_level, history_units_and_multiplier
+from world_model.response.history import history_level, history_units_and_multiplier, history_units_and_multipliers
 from world_model.response.model import PriceResponse, demand_multiplier
+from world_model.response.season import SeasonIndex, estimate_seasons, week_bins
 
 MIN_STORE_PROBABILITY = 0.01
 """Trips less likely than this to go to the store are left out of its demand (their share is negligible
@@ -186,6 +188,36 @@ class DemandSimulator:
         level = np.ones(len(self.units_per_line))
         level[real] = history_level(units[0], multiplier[0], demand.expected_units()[real])
         return level
+
+    @cached_property
+    def season_index(self) -> SeasonIndex:
+        """The categories' season index fitted on the work directory's training weeks (as a scenario
+        bundle's; ``world_model.response.season``)."""
+        return estimate_seasons(self.data.workdir / "processed" / "prices_derived.parquet", self.response,
+                                self.data.first_monday)  # fmt: skip
+
+    def season_factor(self, demand: StoreDemand, from_week: int, weeks: int) -> np.ndarray:
+        """[V] what the store's units over data weeks ``from_week .. from_week + weeks - 1`` are multiplied
+        by in a seasonal market: each product's category index averaged over those weeks (weeks past the
+        data follow the calendar), times the level's correction for the season, ``history_multiplier`` of
+        the response over that of response x season (the bundles' seasonal level: the training weeks at
+        their own prices then still average to the store's sales); 1 on PAD/UNK/MASK."""
+        if from_week < 1:
+            raise RetailSimError(f"--from-week must be a data week index >= 1, got {from_week}")
+        if weeks < 1:
+            raise RetailSimError(f"--weeks must be >= 1, got {weeks}")
+        real = slice(PRODUCT_SPECIALS, None)
+        first_monday = self.data.first_monday
+        categories = [self.response.product_category.get(code, "") for code in self.product_codes]
+        index = self.season_index.of(categories)  # [P, 52]
+        by_week = index[:, week_bins(first_monday, np.arange(self.data.n_weeks + 1))]  # column 0 unused
+        units, (plain, seasonal) = history_units_and_multipliers(
+            self.data.workdir / "processed" / "prices_derived.parquet", [self.store_codes[demand.store_row - 1]],
+            self.product_codes, self.elasticity[real], self.lift[real], demand.reference_price[None, real],
+            [None, by_week])  # fmt: skip
+        correction = np.where(units[0] > 0, plain[0] / seasonal[0], 1.0) if self.history_level else 1.0
+        mean = index[:, week_bins(first_monday, np.arange(from_week, from_week + weeks))].mean(1)
+        return np.r_[np.ones(PRODUCT_SPECIALS), mean * correction]
 
     def reference_prices(self, store_row: int) -> np.ndarray:
         """[V] each product's regular (base) price at the store in the latest week it has one, else the

@@ -7,10 +7,10 @@ the expected weekly demand of ``response.simulate`` times ``weeks``, for the cha
 categories and the whole store (which also carries the store-choice effect of the new price level).
 Units are leveled to the store's training-week sales (``world_model.response.history``): the baseline, at
 reference prices without promotions, is those sales less the effect of the prices and promotions they
-were sold at. Without ``from_week`` that is an average week of the training weeks; with it, the change
-runs over data weeks ``from_week .. from_week + weeks - 1`` and each product's units are multiplied by
-its category's season index over those weeks (``world_model.response.season``, fitted on the work
-directory's training weeks, as the scenario bundles' is), so a December promotion is weighed against
+were sold at. Without a season that is an average week of the training weeks; with one
+(``from_week``, ``DemandSimulator.season_factor``), the change runs over data weeks ``from_week ..
+from_week + weeks - 1`` and each product's units follow its category's season index over those weeks,
+leveled as the scenario bundles' seasonal market is, so a December promotion is weighed against
 December's baseline. Unit costs are not in LGSR data: cost = (1 - margin) x reference price.
 """
 
@@ -23,7 +23,6 @@ import pandas as pd
 
 from world_model.errors import RetailSimError
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
-from world_model.response.season import estimate_seasons, week_bins
 from world_model.response.simulate import DemandSimulator
 
 MAX_PRODUCT_ROWS = 20
@@ -63,24 +62,12 @@ def parse_moves(specs: list[str], option: str, simulator: DemandSimulator) -> di
     return moves
 
 
-def season_over(simulator: DemandSimulator, from_week: int, weeks: int) -> np.ndarray:
-    """[V] each vocabulary row's mean season index over data weeks ``from_week .. from_week + weeks - 1``
-    (its category's; 1 for the special rows and products outside the response)."""
-    if from_week < 1:
-        raise RetailSimError(f"--from-week must be a data week index >= 1, got {from_week}")
-    data = simulator.data
-    index = estimate_seasons(data.workdir / "processed" / "prices_derived.parquet", simulator.response, data.first_monday)
-    categories = [simulator.response.product_category.get(code, "") for code in simulator.product_codes]
-    bins = week_bins(data.first_monday, np.arange(from_week, from_week + weeks))
-    return np.r_[np.ones(PRODUCT_SPECIALS), index.of(categories)[:, bins].mean(1)]
-
-
 def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[int, float],
                promo_depths: dict[int, float], weeks: int = 1, margin: float = 0.3,
-               season: np.ndarray | None = None) -> pd.DataFrame:  # fmt: skip
+               from_week: int | None = None) -> pd.DataFrame:  # fmt: skip
     """Rows per changed product, per touched category and for the store: baseline and scenario units,
-    revenue and profit over ``weeks``, each product's units times ``season`` [V] (``season_over``) when
-    given."""
+    revenue and profit over ``weeks`` (from data week ``from_week``, each product's units times its
+    ``DemandSimulator.season_factor``; None: an average training week)."""
     if weeks < 1:
         raise RetailSimError(f"--weeks must be >= 1, got {weeks}")
     if not 0.0 <= margin < 1.0:
@@ -101,7 +88,7 @@ def run_whatif(simulator: DemandSimulator, store_code: str, price_moves: dict[in
     for row, depth in promo_depths.items():
         ratio[row] *= 1.0 - depth
         promoted[row] = True
-    scale = weeks * (1.0 if season is None else np.asarray(season, np.float64))
+    scale = weeks * (1.0 if from_week is None else simulator.season_factor(demand, from_week, weeks))
     base_units = demand.expected_units() * scale
     new_units = demand.expected_units(ratio, promoted) * scale
     ref = demand.reference_price

@@ -11,8 +11,9 @@ from world_model.models.store_visit import StoreVisitConfig, StoreVisitModel
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
 from world_model.response.checks import evaluate_response, monotonicity, unchanged_price_placebo
 from world_model.response.model import PriceResponse
+from world_model.response.season import SeasonIndex
 from world_model.response.simulate import DemandSimulator
-from world_model.response.whatif import parse_moves, run_whatif, season_over
+from world_model.response.whatif import parse_moves, run_whatif
 from world_model.training.tasks import trip_classes
 
 
@@ -108,26 +109,37 @@ def test_whatif_reports_products_categories_and_the_store(simulator, demand) -> 
 
 
 def test_whatif_from_a_week_follows_the_season_index_of_its_weeks(simulator, demand) -> None:
-    """With the weeks' season (``season_over``): each product's units times its category's mean index over
-    those weeks, before and after the change alike (so a product's own change in % stays), and the
-    category and store rows the sums of the seasonal product units; weeks of the year the index moves
-    between give different seasons."""
+    """From a data week, each product's units are times its ``season_factor`` before and after the change
+    alike (so a product's own change in % stays), and the category and store rows are the sums of the
+    seasonal product units; weeks of the year the index moves between give different factors."""
     code = simulator.store_codes[demand.store_row - 1]
     top = int(np.argmax(demand.expected_units()))
-    moves = {top: 0.1}
-    early, late = season_over(simulator, 1, 4), season_over(simulator, 20, 4)
+    early, late = simulator.season_factor(demand, 1, 4), simulator.season_factor(demand, 20, 4)
     assert early[:PRODUCT_SPECIALS].tolist() == [1.0] * PRODUCT_SPECIALS and not np.allclose(early, late)
-    plain = run_whatif(simulator, code, moves, {}, weeks=4)
-    seasonal = run_whatif(simulator, code, moves, {}, weeks=4, season=early)
+    plain = run_whatif(simulator, code, {top: 0.1}, {}, weeks=4)
+    seasonal = run_whatif(simulator, code, {top: 0.1}, {}, weeks=4, from_week=1)
     for column in ("units_before", "units_after"):
         assert seasonal.iloc[0][column] == pytest.approx(plain.iloc[0][column] * early[top])
     assert seasonal.iloc[0]["units_change"] == pytest.approx(plain.iloc[0]["units_change"])
-    store_units = 4 * (demand.expected_units() * early).sum()
-    assert seasonal.iloc[-1]["units_before"] == pytest.approx(store_units)
+    assert seasonal.iloc[-1]["units_before"] == pytest.approx(4 * (demand.expected_units() * early).sum())
     from world_model.errors import RetailSimError
 
-    with pytest.raises(RetailSimError, match="--from-week must be a data week index >= 1"):
-        season_over(simulator, 0, 4)
+    for bad, message in (((0, 4), "--from-week must be a data week index >= 1"), ((1, 0), "--weeks must be >= 1")):
+        with pytest.raises(RetailSimError, match=message):
+            simulator.season_factor(demand, *bad)
+
+
+def test_a_flat_season_changes_nothing_the_level_corrects_for_it(simulator, demand, monkeypatch) -> None:
+    """An index of 2 in every week doubles the weeks' units, and the level, divided by the history's
+    multiplier of response x season instead of the response's, halves them back: the factor is 1 wherever
+    the store sold the product in training (the seasonal market's level makes the training weeks average
+    to the store's sales, whatever the index)."""
+    index = simulator.season_index
+    monkeypatch.setattr(simulator, "season_index", SeasonIndex(index.categories, np.full_like(index.season, 2.0),
+                                                               index.covered))  # fmt: skip
+    factor = simulator.season_factor(demand, 30, 3)
+    sold = demand.level != 1.0  # the level is 1 where the history has no units
+    assert sold.sum() > 10 and np.allclose(factor[sold], 1.0)
 
 
 def test_whatif_rejects_bad_arguments_in_one_line(simulator) -> None:
