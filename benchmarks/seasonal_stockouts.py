@@ -2,7 +2,8 @@
 
 For a ``retailsim agents train`` run (or ``retailsim demo``'s ``ppo`` folder) and the (s, S) baseline, on the
 evaluation's episodes (``agents.evaluate``: same seeds, same environment arguments), in each demand mode:
-the share of demand lost to stock-outs in the November-December weeks and in the other weeks. A policy
+the share of demand lost to stock-outs in the November-December weeks (a week counts by its Monday's
+month) and in the other weeks (null where the episodes have no such week), with the copy-weeks of each. A policy
 trained in a learned market whose season misses the December peak shows it as lost demand in the
 oracle's November-December.
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.evaluate import PPOPolicy
+from agents.evaluate import Policy, PPOPolicy
 from agents.policies import SSInventory
 from agents.train import CONFIG_FILE
 
@@ -25,8 +26,9 @@ from retailsim_env import RetailSimVectorEnv
 from retailsim_env.scenario import Scenario
 
 
-def lost_shares(policy, venv: RetailSimVectorEnv, seed: int) -> dict[str, float]:
-    """{"nov_dec", "other"}: lost / demand over the episodes' weeks in and outside November-December."""
+def lost_shares(policy: Policy, venv: RetailSimVectorEnv, seed: int) -> dict[str, float | int | None]:
+    """{"nov_dec", "other"}: lost / demand over the episodes' weeks in and outside November-December
+    (None without such weeks), and {"nov_dec_weeks", "other_weeks"}: how many copy-weeks each."""
     observation, _ = venv.reset(seed=seed)
     sim = venv.batch.sim
     lost, demand, holiday = [], [], []
@@ -37,8 +39,11 @@ def lost_shares(policy, venv: RetailSimVectorEnv, seed: int) -> dict[str, float]
         lost.append(info["stockout_units"])
         demand.append(info["demand"])
     lost, demand, holiday = np.array(lost), np.array(demand), np.array(holiday)
-    return {name: float(lost[part].sum() / max(demand[part].sum(), 1e-9))
-            for name, part in (("nov_dec", holiday), ("other", ~holiday))}  # fmt: skip
+    shares: dict[str, float | int | None] = {}
+    for name, part in (("nov_dec", holiday), ("other", ~holiday)):
+        shares[name] = float(lost[part].sum() / max(demand[part].sum(), 1e-9)) if part.any() else None
+        shares[f"{name}_weeks"] = int(part.sum())
+    return shares
 
 
 def main() -> None:

@@ -10,8 +10,11 @@ Three figures, all in mean absolute log ratio (0.05 = about 5% off):
   on) against the oracle's, at the busiest store's top ``products``, over ``weeks`` weeks from data week 1,
   once each product's mean log ratio over those weeks is divided out (so the level does not count, only
   the season's shape): over the weeks the training weeks' calendar holds and over December's.
-- ``level``: learned (seasons on) over oracle units at reference prices in the data's middle week per
-  product (the range) and summed over the products.
+- ``level_at_middle_week``: learned (seasons on) over oracle units at reference prices in the data's
+  middle week per product (the range) and summed over the products.
+
+A figure over weeks the run does not hold (December with ``--weeks`` too short, weeks after the training
+ones in a bundle whose data ends with them) is left out or null.
 
     python benchmarks/seasons.py [--scenario DIR] [--products 10] [--weeks 52]
 """
@@ -40,6 +43,8 @@ def index_error(scenario: Scenario) -> dict:
     calendar = scenario.meta["calendar"]
     weeks = np.arange(1, calendar["weeks"] + 1)  # data week t is the generator's week t - 1
     index = scenario.season_index
+    if index is None:
+        raise SystemExit(f"{scenario.path}: no season_index.parquet (a bundle built before seasons; rebuild it)")
     product_category = scenario.catalog.set_index("PROD_CODE")["PROD_CODE_20"]
     category = product_category.reindex(market.catalog.prod_code).to_numpy()
     truth = np.stack([[market.season(int(t) - 1)[category == c].mean() * market.traffic(int(t) - 1) for t in weeks]
@@ -78,7 +83,8 @@ def shape_and_level(scenario: Scenario, products: int, n_weeks: int) -> dict:
         log_ratio = np.log(_forecast(backend, weeks, reference) / truth)
         log_ratio -= log_ratio.mean(0, keepdims=True)
         shape["seasons_on" if on else "seasons_off"] = {
-            "training_weeks": float(np.abs(log_ratio[training]).mean()), "december": float(np.abs(log_ratio[december]).mean()),
+            name: float(np.abs(log_ratio[part]).mean()) if part.any() else None
+            for name, part in (("training_weeks", training), ("december", december))
         }  # fmt: skip
     middle = np.array([max(calendar["weeks"] // 2, 1)])
     units, oracle_units = _forecast(learned[True], middle, reference)[0], _forecast(oracle, middle, reference)[0]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.world_model.pipeline.conftest import SPLIT
+from tests.world_model.pipeline.conftest import SMALL_MARKET, SPLIT
 from world_model.errors import RetailSimError
 from world_model.pipeline.loader import (
     IGNORE_INDEX,
@@ -88,7 +88,8 @@ def test_store_visit_batch_labels_are_the_target_store(data: PreparedData) -> No
 
 
 def test_first_monday_is_the_monday_of_data_week_one(data: PreparedData) -> None:
-    """Every basket's date lies in the Monday..Sunday week of ``first_monday + 7 (week_index - 1)``."""
+    """Every basket's date lies in the Monday..Sunday week of ``first_monday + 7 (week_index - 1)``, and
+    ``n_weeks`` is the last week of the tiny market's calendar."""
     from world_model.pipeline.model_inputs import shop_dates
 
     monday = data.first_monday
@@ -96,7 +97,7 @@ def test_first_monday_is_the_monday_of_data_week_one(data: PreparedData) -> None
     dates = shop_dates(data.basket_column("shop_date", np.arange(len(data.basket_table))))
     offset = (dates - (monday + 7 * (data.basket_column("week_index", np.arange(len(dates))).astype(np.int64) - 1)))
     assert offset.astype(np.int64).min() >= 0 and offset.astype(np.int64).max() <= 6
-    assert data.n_weeks == int(data.basket_column("week_index", np.arange(len(dates))).max())
+    assert data.n_weeks == SMALL_MARKET.weeks
 
 
 def test_missing_split_is_one_clear_error(data: PreparedData) -> None:
