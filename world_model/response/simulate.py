@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -43,7 +44,7 @@ from world_model.models.batches import BatchBuilder, to_device
 from world_model.models.predictors import StoreVisitPredictor
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.tensor_cache import PRODUCT_SPECIALS
-from world_model.response.history import history_level, history_units_and_multiplier, history_units_and_multipliers
+from world_model.response.history import history_level, history_units_and_multiplier
 from world_model.response.model import PriceResponse, demand_multiplier
 from world_model.response.season import SeasonIndex, estimate_seasons, week_bins
 
@@ -175,26 +176,38 @@ class DemandSimulator:
         demand.revenue_weight = revenue / revenue.sum() if revenue.sum() > 0 else np.zeros_like(revenue)
         return demand
 
+    @property
+    def _prices(self) -> Path:
+        return self.data.workdir / "processed" / "prices_derived.parquet"
+
+    def _history(self, demand: StoreDemand, season: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """([P] training units, [P] multiplier) of the store (``world_model.response.history``); without a
+        ``season`` read once per store (it scans prices_derived)."""
+        real = slice(PRODUCT_SPECIALS, None)
+        args = (self._prices, [self.store_codes[demand.store_row - 1]], self.product_codes, self.elasticity[real],
+                self.lift[real], demand.reference_price[None, real])  # fmt: skip
+        if season is not None:
+            units, multiplier = history_units_and_multiplier(*args, season=season)
+            return units[0], multiplier[0]
+        cache = self.__dict__.setdefault("_history_cache", {})
+        if demand.store_row not in cache:
+            units, multiplier = history_units_and_multiplier(*args)
+            cache[demand.store_row] = units[0], multiplier[0]
+        return cache[demand.store_row]
+
     def _history_level(self, demand: StoreDemand) -> np.ndarray:
         """[V] the store's history level (1 on PAD/UNK/MASK and where the history has no units); the
-        history's side is read once per store (it scans prices_derived), the models' side every pass."""
-        real = slice(PRODUCT_SPECIALS, None)
-        cache = self.__dict__.setdefault("_history", {})
-        if demand.store_row not in cache:
-            cache[demand.store_row] = history_units_and_multiplier(
-                self.data.workdir / "processed" / "prices_derived.parquet", [self.store_codes[demand.store_row - 1]],
-                self.product_codes, self.elasticity[real], self.lift[real], demand.reference_price[None, real])  # fmt: skip
-        units, multiplier = cache[demand.store_row]
+        history's side is read once per store, the models' side every pass."""
+        units, multiplier = self._history(demand)
         level = np.ones(len(self.units_per_line))
-        level[real] = history_level(units[0], multiplier[0], demand.expected_units()[real])
+        level[PRODUCT_SPECIALS:] = history_level(units, multiplier, demand.expected_units()[PRODUCT_SPECIALS:])
         return level
 
     @cached_property
     def season_index(self) -> SeasonIndex:
         """The categories' season index fitted on the work directory's training weeks (as a scenario
         bundle's; ``world_model.response.season``)."""
-        return estimate_seasons(self.data.workdir / "processed" / "prices_derived.parquet", self.response,
-                                self.data.first_monday)  # fmt: skip
+        return estimate_seasons(self._prices, self.response, self.data.first_monday)
 
     def season_factor(self, demand: StoreDemand, from_week: int, weeks: int) -> np.ndarray:
         """[V] what the store's units over data weeks ``from_week .. from_week + weeks - 1`` are multiplied
@@ -206,18 +219,15 @@ class DemandSimulator:
             raise RetailSimError(f"--from-week must be a data week index >= 1, got {from_week}")
         if weeks < 1:
             raise RetailSimError(f"--weeks must be >= 1, got {weeks}")
-        real = slice(PRODUCT_SPECIALS, None)
         first_monday = self.data.first_monday
         categories = [self.response.product_category.get(code, "") for code in self.product_codes]
         index = self.season_index.of(categories)  # [P, 52]
-        by_week = index[:, week_bins(first_monday, np.arange(self.data.n_weeks + 1))]  # column 0 unused
-        units, (plain, seasonal) = history_units_and_multipliers(
-            self.data.workdir / "processed" / "prices_derived.parquet", [self.store_codes[demand.store_row - 1]],
-            self.product_codes, self.elasticity[real], self.lift[real], demand.reference_price[None, real],
-            [None, by_week])  # fmt: skip
-        correction = np.where(units[0] > 0, plain[0] / seasonal[0], 1.0) if self.history_level else 1.0
-        mean = index[:, week_bins(first_monday, np.arange(from_week, from_week + weeks))].mean(1)
-        return np.r_[np.ones(PRODUCT_SPECIALS), mean * correction]
+        factor = index[:, week_bins(first_monday, np.arange(from_week, from_week + weeks))].mean(1)
+        if self.history_level:
+            units, plain = self._history(demand)
+            by_week = index[:, week_bins(first_monday, np.arange(self.data.n_weeks + 1))]  # column 0 unused
+            factor = factor * np.where(units > 0, plain / self._history(demand, by_week)[1], 1.0)
+        return np.r_[np.ones(PRODUCT_SPECIALS), factor]
 
     def reference_prices(self, store_row: int) -> np.ndarray:
         """[V] each product's regular (base) price at the store in the latest week it has one, else the
@@ -229,7 +239,7 @@ class DemandSimulator:
 
     def _read_reference_prices(self, store_row: int) -> np.ndarray:
         store_code = self.store_codes[store_row - 1]
-        prices = self.data.workdir / "processed" / "prices_derived.parquet"
+        prices = self._prices
         with duckdb.connect() as con:
             pairs = con.execute(
                 f"""SELECT PROD_CODE, arg_max(base_price, week_index) FROM read_parquet({sql_string(prices)})
