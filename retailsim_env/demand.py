@@ -496,6 +496,13 @@ class LearnedDemand:
         base = np.einsum("bnm,mnk->bmk", trips, self.propensity)  # not BLAS: a copy's sums must not depend on B
         return base * self._multiplier(np.asarray(weeks), ratio, promoted, lift_scale)
 
+    def reference_units(self, week: int, price: np.ndarray) -> np.ndarray:
+        """[M, K] expected units at shelf prices ``price`` [M, K] without promotions in data week ``week``,
+        without the season index (it averages 1 over the training weeks): the units the market scales
+        observations and rewards by, the same with seasons on or off but for the level."""
+        weeks = np.array([week])
+        return self.forecast(weeks, price[None], np.zeros((1, *price.shape)))[0] / self.season_of(weeks)
+
     @torch.no_grad()
     def sample(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray, rngs: list[np.random.Generator],
                lift_scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -601,6 +608,11 @@ class OracleDemand:
         shelf[cells] = price * (1.0 - depth)
         scheduled_depth[cells] = depth
         return shelf, scheduled_depth, market_week, cells
+
+    def reference_units(self, week: int, price: np.ndarray) -> np.ndarray:
+        """[M, K] the generator's expected units at shelf prices ``price`` [M, K] without promotions in data
+        week ``week``, its season included (the truth has no season-free level)."""
+        return self.forecast(np.array([week]), price[None], np.zeros((1, *price.shape)))[0]
 
     def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
                  lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip

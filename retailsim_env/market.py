@@ -78,10 +78,7 @@ class RetailMarket:
             self.backend = LearnedDemand(scenario, self.store_rows, self.product_rows, device=device,
                                          propensities=propensities, seasons=config.seasons)  # fmt: skip
         self.data_weeks = int(scenario.meta["calendar"]["weeks"])
-        middle = np.array([max(self.data_weeks // 2, 1)])
-        self.reference_units = self.backend.forecast(middle, self.reference_price[None], np.zeros((1, *reference.shape)))[0]
-        if isinstance(self.backend, LearnedDemand):  # season-free (the index averages 1 over the training
-            self.reference_units /= self.backend.season_of(middle)  # weeks): one scale, seasons on or off
+        self.reference_units = self.backend.reference_units(max(self.data_weeks // 2, 1), self.reference_price)
         self.scale = np.maximum(self.reference_units, 1.0)  # [M, K] units that normalize observations
         margin = ((self.reference_price - self.unit_cost) * self.reference_units).sum(1)  # [M]
         self.store_profit_scale = np.maximum(margin, 1.0)
