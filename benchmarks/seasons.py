@@ -51,7 +51,7 @@ def index_error(scenario: Scenario) -> dict:
                       for c in index.categories])  # fmt: skip
     train = weeks <= calendar["train_end"]
     truth /= truth[:, train].mean(1, keepdims=True)
-    fitted = index.of(index.categories)[:, week_bins(calendar["first_monday"], weeks)]
+    fitted = index.season[:, week_bins(calendar["first_monday"], weeks)]
     return {
         f"{name}_weeks": {"index": _mean_abs_log(fitted[:, part] / truth[:, part]), "none": _mean_abs_log(1.0 / truth[:, part])}
         for name, part in (("training", train), ("later", ~train)) if part.any()
@@ -61,8 +61,7 @@ def index_error(scenario: Scenario) -> dict:
 def _forecast(backend, weeks: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """[weeks, K] expected units at the first managed store at reference prices without promotions."""
     price = np.broadcast_to(reference, (len(weeks), *reference.shape))
-    return np.concatenate([backend.forecast(weeks[i : i + 1], price[:1], np.zeros_like(price[:1]))[:, 0]
-                           for i in range(len(weeks))])  # fmt: skip
+    return backend.forecast(weeks, price, np.zeros_like(price))[:, 0]
 
 
 def shape_and_level(scenario: Scenario, products: int, n_weeks: int) -> dict:
