@@ -204,7 +204,7 @@ class BatchedRetailSim:
         return {
             "week": self.market.week - 1, "revenue": result.revenue.sum(axes), "profit": result.profit.sum(axes),
             "units": result.sold.sum(axes), "demand": result.demand.sum(axes), "stockout_units": result.lost.sum(axes),
-            "stockouts": (result.lost > 0).sum(axes), "price_violations": self.violations(decoded).sum(axes),
+            "stockouts": (result.sold < result.demand).sum(axes), "price_violations": self.violations(decoded).sum(axes),
             "edge_share": (np.abs(decoded.position) > 1.0 - 2.0 * self.config.edge_margin).mean(axes),
             "promo_share": (decoded.depth > 0).mean(axes), "clipped_actions": decoded.clipped,
             "visits": result.visits.sum(1),

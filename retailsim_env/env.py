@@ -24,7 +24,7 @@ def make_config(config: EnvConfig | dict | None, episode_length: int | None,
         config = EnvConfig(**{**config, **({"reward": RewardWeights(**reward)} if isinstance(reward, dict) else {})})
     config = config or EnvConfig()
     if episode_length is not None:
-        config = replace(config, episode_length=int(episode_length))
+        config = replace(config, episode_length=episode_length)
     if reward_weights is not None:
         weights = reward_weights if isinstance(reward_weights, RewardWeights) else RewardWeights(**reward_weights)
         config = replace(config, reward=weights)
@@ -108,8 +108,8 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Info
 
-    ``week``, ``revenue``, ``profit``, ``units``, ``demand``, ``stockout_units``, ``stockouts`` (products
-    short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``promo_share`` (products
+    ``week``, ``revenue``, ``profit``, ``units``, ``demand``, ``stockout_units`` (demand neither sold nor
+    substituted), ``stockouts`` (products whose stock fell short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``promo_share`` (products
     on promotion), ``clipped_actions``,
     ``visits`` (trips to the managed stores), ``holding_cost``, ``stockout_cost``
     and ``reward_profit``, ``reward_boundary_penalty``, ``reward_diversity_bonus``, ``reward_inventory_alignment``.
@@ -157,7 +157,6 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = spaces.Box(-1.0, 1.0, (self.sim.action_size,), np.float32)
         self.observation_space = spaces.Box(-OBSERVATION_CLIP, OBSERVATION_CLIP, (self.sim.observation_size,), np.float32)
         self.dashboard = Dashboard(self.sim)
-        self._closed = False
 
     @property
     def market(self) -> RetailMarket:
@@ -185,6 +184,4 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
         return None
 
     def close(self) -> None:
-        if not self._closed:
-            self.dashboard.close()
-            self._closed = True
+        self.dashboard.close()  # idempotent, and frees a figure a render after an earlier close drew

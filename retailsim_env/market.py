@@ -8,7 +8,7 @@ is one call here and one model forward in the demand backend. A week, per copy:
 2. demand is drawn at the week's shelf prices and promotion depths (``retailsim_env.demand``), the lift of
    a product promoted in k of the last ``promo_memory`` weeks raised to exp(-promo_fatigue x k);
 3. sales = min(demand, stock); with ``substitution`` > 0 a share of the lost units moves to managed
-   products of the same sub-commodity that still have stock;
+   products of the same sub-commodity that still have stock (and is then sold there, not lost);
 4. money: revenue = sold x price x (1 - depth); cost of goods = sold x unit cost; holding = stock left
    x unit cost x holding_rate; stock-out cost = lost units x effective price x stockout_rate;
 5. the forecast of next week's demand at the prices just set (what the observation shows).
@@ -34,7 +34,9 @@ class WeekResult:
 
     demand: np.ndarray
     sold: np.ndarray
+    """Units sold: of the product's own demand, plus what its siblings' shoppers took instead (substitution)."""
     lost: np.ndarray
+    """Units of the product's demand neither sold nor taken as a sibling (sold + lost sums to demand)."""
     revenue: np.ndarray
     cost_of_goods: np.ndarray
     holding_cost: np.ndarray
@@ -144,6 +146,21 @@ class RetailMarket:
         the forecast), whole units."""
         return np.round(order_fraction * self.config.max_order_multiple * self.forecast)
 
+    def _substitute(self, sold: np.ndarray, lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sold`` and ``lost`` [B, M, K] after a ``substitution`` share of each product's lost units
+        moved to its siblings with stock left, spread evenly over them. A sibling takes whole units, at most
+        its spare stock; where it cannot take all that was sent, each source gets back the same share of
+        what it sent. The units a sibling took are no longer lost at their source, so sold + lost = demand
+        still holds; lost may then be fractional (a source's share of a sibling's whole units)."""
+        spare = self.stock - sold
+        open_siblings = self.siblings * (spare > 0)[..., None, :]  # [B, M, K from, K to]
+        share = open_siblings / np.maximum(open_siblings.sum(-1, keepdims=True), 1.0)
+        sent = self.config.substitution * lost[..., :, None] * share  # elementwise: each copy as if alone
+        wanted = sent.sum(-2)
+        moved = np.minimum(np.floor(wanted), spare)
+        taken = np.divide(moved, wanted, out=np.zeros_like(moved), where=wanted > 0)
+        return sold + moved, np.maximum(lost - (sent * taken[..., None, :]).sum(-1), 0.0)
+
     def step(self, price: np.ndarray, depth: np.ndarray, order: np.ndarray) -> WeekResult:
         """Advance every copy one week with shelf ``price``, promotion ``depth`` and ``order`` units [B, M, K]."""
         if not self.started.all():
@@ -163,10 +180,7 @@ class RetailMarket:
         sold = np.minimum(demand, self.stock)
         lost = demand - sold
         if config.substitution > 0 and lost.any():
-            spare = self.stock - sold
-            share = self.siblings / np.maximum(self.siblings.sum(1, keepdims=True), 1.0)  # lost of k spread over its siblings
-            moved = np.minimum(np.floor(config.substitution * np.einsum("bmk,kj->bmj", lost, share)), spare)  # not BLAS: per copy as alone
-            sold += moved
+            sold, lost = self._substitute(sold, lost)
         self.stock -= sold
         effective = self.price * (1.0 - self.depth)
         result = WeekResult(

@@ -59,14 +59,33 @@ def test_substitution_moves_lost_units_to_siblings_with_stock(market) -> None:
     m.stock[:] = [[[4.0, 20.0, 20.0]]]
     result = m.step(m.reference_price[None], np.zeros((1, 1, 3)), np.zeros((1, 1, 3)))
     assert np.array_equal(result.sold[0, 0], [4.0, 6.0, 0.0])
+    assert np.array_equal(result.lost[0, 0], [0.0, 0.0, 0.0])  # the 6 short of product 0 were all bought as product 1
+    assert result.stockout_cost.sum() == 0.0
     without = market(EnvConfig(lead_time=0, substitution=0.0), [10.0, 0.0, 0.0])
     without.stock[:] = [[[4.0, 20.0, 20.0]]]
     assert np.array_equal(without.step(without.reference_price[None], np.zeros((1, 1, 3)), np.zeros((1, 1, 3))).sold[0, 0], [4.0, 0.0, 0.0])
 
 
+def test_substitution_capped_by_spare_stock_shares_what_is_taken_among_the_sources(market) -> None:
+    m = market(EnvConfig(lead_time=0, substitution=0.5), [10.0, 12.0, 0.0])
+    m.siblings = np.ones((3, 3)) - np.eye(3)  # one sub-commodity
+    m.stock[:] = [[[4.0, 6.0, 5.0]]]  # 6 and 6 short; 0.5 x (3 + 3) = 6 sent to product 2, which has 5 to spare
+    result = m.step(m.reference_price[None], np.zeros((1, 1, 3)), np.zeros((1, 1, 3)))
+    assert np.array_equal(result.sold[0, 0], [4.0, 6.0, 5.0])
+    assert np.allclose(result.lost[0, 0], [6.0 - 2.5, 6.0 - 2.5, 0.0])  # each source gets back 5/6 of its 3 sent
+    assert np.isclose(result.sold.sum() + result.lost.sum(), result.demand.sum())
+
+
 def test_invalid_configuration_names_the_field() -> None:
     with pytest.raises(ValueError, match="max_promo_depth=1.5"):
         EnvConfig(max_promo_depth=1.5)
+    for field in ("initial_stock_weeks", "holding_rate", "stockout_rate"):  # stock that earns, goodwill that pays
+        with pytest.raises(ValueError, match=f"invalid {field}=-1"):
+            EnvConfig(**{field: -1})
+    for field, value in (("episode_length", 2.7), ("lead_time", 1.5), ("promo_memory", True)):
+        with pytest.raises(ValueError, match=f"{field}={value} must be a whole number"):
+            EnvConfig(**{field: value})
+    assert EnvConfig(episode_length=np.int64(3)).episode_length == 3
 
 
 @pytest.mark.parametrize("demand", ["learned", "oracle"])
