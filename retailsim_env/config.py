@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,17 @@ class EnvConfig:
     reward: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:
+        counts = ("episode_length", "lead_time", "promo_memory")  # numpy's integers are Integral too
+        fractional = [n for n in counts if not isinstance(getattr(self, n), Integral) or isinstance(getattr(self, n), bool)]
+        if fractional:
+            raise ValueError(f"EnvConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in fractional)} must be a whole number")
         checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,
                   "max_promo_depth": 0 <= self.max_promo_depth < 1, "max_order_multiple": self.max_order_multiple > 0,
                   "min_promo_depth": 0 <= self.min_promo_depth <= self.max_promo_depth,
                   "promo_fatigue": self.promo_fatigue >= 0, "promo_memory": self.promo_memory >= 1,
-                  "substitution": 0 <= self.substitution <= 1, "edge_margin": 0 <= self.edge_margin < 0.5}  # fmt: skip
+                  "substitution": 0 <= self.substitution <= 1, "edge_margin": 0 <= self.edge_margin < 0.5,
+                  "initial_stock_weeks": self.initial_stock_weeks >= 0, "holding_rate": self.holding_rate >= 0,
+                  "stockout_rate": self.stockout_rate >= 0}  # fmt: skip
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"EnvConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")

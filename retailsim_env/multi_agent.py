@@ -54,7 +54,7 @@ class MultiAgentView:
         codes = market.store_codes
         if mode == "functions" and len(codes) != 1:
             raise ValueError("mode 'functions' runs one store; pass one store code")
-        if mode == "competition" and (len(codes) < 2 or len(set(codes)) != len(codes)):
+        if mode == "competition" and len(codes) < 2:  # distinct: Scenario.store_rows refuses a repeated code
             raise ValueError(f"stores / n_stores: mode 'competition' needs 2 or more distinct stores, got {codes}")
         self.agents = (list(FUNCTION_FEATURES) if mode == "functions"
                        else [f"store_{code}" for code in market.store_codes])  # fmt: skip
@@ -96,6 +96,9 @@ class MultiAgentView:
         missing = [a for a in self.agents if a not in actions]
         if missing:
             raise ValueError(f"actions: missing for agents {missing}")
+        unknown = [a for a in actions if a not in self.agents]
+        if unknown:
+            raise ValueError(f"actions: {unknown} are not agents of this env ({self.agents})")
         sim = self.sim
         m, k = sim.shape
         n = sim.market.n_copies
@@ -139,12 +142,13 @@ class MultiAgentView:
 
 class RetailSimParallelEnv(ParallelEnv):
     """The multi-agent market (module docstring). Keyword arguments as ``RetailSimEnv`` plus ``mode`` and
-    ``n_stores`` (competition: the ``n_stores`` stores with the most revenue unless ``stores`` names them)."""
+    ``n_stores`` (competition: the ``n_stores`` stores, default 2, with the most revenue unless ``stores``
+    names them; functions: one store, so only None or 1)."""
 
     metadata = {"render_modes": ["ansi"], "name": "retailsim_v0", "is_parallelizable": True}
 
     def __init__(self, mode: str = "functions", scenario: str | Scenario | None = None,
-                 stores: str | list[str] | None = None, n_stores: int = 2, products: int | str | list[str] = 10,
+                 stores: str | list[str] | None = None, n_stores: int | None = None, products: int | str | list[str] = 10,
                  episode_length: int | None = None, demand: str = "learned",
                  reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
                  start_week: int | None = None, device: str = "auto", render_mode: str | None = None,
@@ -154,7 +158,9 @@ class RetailSimParallelEnv(ParallelEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
-        count = 1 if mode == "functions" else n_stores
+        if mode == "functions" and n_stores not in (None, 1):
+            raise ValueError(f"n_stores: mode 'functions' runs one store, got n_stores={n_stores!r}")
+        count = 1 if mode == "functions" else 2 if n_stores is None else n_stores
         self.sim = open_sim(scenario, stores, count, products, episode_length, demand, reward_weights, config, device,
                             propensities)  # fmt: skip
         self.config = self.sim.config
@@ -192,8 +198,10 @@ class RetailSimParallelEnv(ParallelEnv):
 
     def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool],
                                                             dict[str, bool], dict[str, dict[str, Any]]]:  # fmt: skip
+        if not self.agents:
+            raise RuntimeError("step with no live agents: the episode ended (or never began); call reset() first")
         batched = {agent: check_action_shape(action, self.action_spaces[agent].shape, f"actions[{agent!r}]")[None]
-                   for agent, action in actions.items() if agent in self.action_spaces}  # fmt: skip
+                   if agent in self.action_spaces else action for agent, action in actions.items()}  # fmt: skip
         rewards, agent_infos, info = self.view.step(batched)
         self.dashboard.record({key: value[0].item() for key, value in info.items()})
         done = bool(self.sim.market.t[0] >= self.config.episode_length)

@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -398,7 +399,7 @@ class Scenario:
             if not 1 <= count <= len(self.stores):
                 raise RetailSimError(f"n_stores: {count} stores asked, the scenario has {len(self.stores)}")
             return self.stores.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(count).tolist()
-        codes = [stores] if isinstance(stores, str) else list(stores)
+        codes = _codes("stores", stores)
         known = dict(zip(self.stores["STORE_CODE"], self.stores["row"]))
         missing = [c for c in codes if c not in known]
         if missing:
@@ -409,14 +410,31 @@ class Scenario:
         """Managed products: the given codes (a string is one code), or the top ``products`` (int, default
         10) by training revenue."""
         catalog = self.catalog
+        if isinstance(products, (bool, np.bool_)):
+            raise RetailSimError(f"products: a count or product codes, got {products!r}")
         if products is None or isinstance(products, (int, np.integer)):
             k = 10 if products is None else int(products)
             if not 1 <= k <= len(catalog):
                 raise RetailSimError(f"products: {k} managed products asked, the scenario has {len(catalog)}")
             return catalog.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(k).to_numpy()
-        products = [products] if isinstance(products, str) else list(products)
+        products = _codes("products", products)
         known = dict(zip(catalog["PROD_CODE"], catalog["row"]))
         missing = [c for c in products if c not in known]
         if missing:
             raise RetailSimError(f"products: {', '.join(missing[:5])} not in scenario {self.name}")
         return np.array([known[c] for c in products], dtype=np.int64)
+
+
+def _codes(argument: str, codes: object) -> list[str]:
+    """``codes`` (one code or several) as a list, refused with the argument's name when it is empty, holds
+    something other than strings or names a code twice (a store or product counted twice would double
+    its trips or split its demand)."""
+    values = [codes] if isinstance(codes, str) else list(codes) if isinstance(codes, (list, tuple, np.ndarray)) else None
+    if values is None or not all(isinstance(code, str) for code in values):
+        raise RetailSimError(f"{argument}: one code or a list of codes, got {codes!r}")
+    if not values:
+        raise RetailSimError(f"{argument}: an empty list; name at least one code or pass None for the default")
+    repeated = sorted(code for code, n in Counter(values).items() if n > 1)
+    if repeated:
+        raise RetailSimError(f"{argument}: {', '.join(repeated[:5])} given more than once")
+    return values

@@ -108,6 +108,9 @@ class RetailSimVectorEnv(VectorEnv):
                  reward_weights: RewardWeights | dict | None = None, config: EnvConfig | dict | None = None,
                  start_week: int | None = None, device: str = "auto", render_mode: str | None = None,
                  propensities: str = "weekly") -> None:  # fmt: skip
+        if render_mode is not None:
+            raise ValueError(f"render_mode: the vector env does not render (got {render_mode!r}); render a "
+                             "RetailSimEnv, which replays copy i when seeded seed + i")
         self.batch = _Batch(num_envs, start_week, scenario=scenario, stores=stores, n_stores=n_stores, products=products,
                             episode_length=episode_length, demand=demand, reward_weights=reward_weights,
                             config=config, device=device, propensities=propensities)  # fmt: skip

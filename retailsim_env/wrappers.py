@@ -18,7 +18,8 @@ class DictActionWrapper(gym.ActionWrapper):
 
     A promo depth of 0 is no promotion; any depth above 0 is one, and a promotion is never shallower than
     ``EnvConfig.min_promo_depth``: depths between 0 and it are raised to it (the promo Box starts at 0 so
-    that "none" stays in it)."""
+    that "none" stays in it). Values outside their Box are clipped to it and counted in
+    ``info["clipped_actions"]``, as the flat env counts its own."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
@@ -31,6 +32,20 @@ class DictActionWrapper(gym.ActionWrapper):
             "promo": spaces.Box(0.0, sim.config.max_promo_depth, (m * k,), np.float32),
             "order": spaces.Box(0.0, 1.0, (m * k,), np.float32),
         })  # fmt: skip
+
+    def step(self, action: dict) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["clipped_actions"] += self._outside(action)
+        return obs, reward, terminated, truncated, info
+
+    def _outside(self, action: dict) -> int:
+        """Values of ``action`` outside their Box (by more than float32 rounding of its bounds)."""
+        count = 0
+        for name in ACTION_KEYS:
+            box, value = self.action_space[name], np.ravel(action[name]).astype(np.float64)
+            tolerance = 1e-6 * np.maximum(np.abs(box.high), 1.0)
+            count += int(((value < box.low - tolerance) | (value > box.high + tolerance)).sum())
+        return count
 
     def action(self, action: dict) -> np.ndarray:
         sim = self.env.unwrapped.sim

@@ -238,6 +238,13 @@ def test_render_modes_and_double_close(default_scenario) -> None:
     for e in (env, image_env):
         e.close()
         e.close()
+    import matplotlib.pyplot as plt  # imported by the render above
+
+    open_figures = len(plt.get_fignums())
+    image_env.render()  # a render after close draws again; the next close frees that figure too
+    assert len(plt.get_fignums()) == open_figures + 1
+    image_env.close()
+    assert len(plt.get_fignums()) == open_figures
     with pytest.raises(ValueError, match="render_mode"):
         RetailSimEnv(scenario=default_scenario, render_mode="human")
 
@@ -255,6 +262,11 @@ def test_dict_action_wrapper_sets_absolute_prices(default_scenario) -> None:
     assert env.action_space["promo"].contains(np.full(3, low / 2, np.float32))
     env.step({"price": price, "promo": np.array([0.0, low / 2, low]), "order": np.full(3, 0.5)})
     assert np.allclose(market.depth[0, 0], [0.0, low, low])
+    _, _, _, _, info = env.step({"price": market.price_max, "promo": np.zeros(3), "order": np.ones(3)})
+    assert info["clipped_actions"] == 0  # the bounds themselves are inside, float64 or not
+    _, _, _, _, info = env.step({"price": 3 * market.price_max, "promo": np.array([0.9, 0.0, 0.0]),
+                                 "order": np.array([5.0, 0.5, -1.0])})  # fmt: skip
+    assert info["clipped_actions"] == 3 + 1 + 2 and np.allclose(market.price[0, 0], market.price_max, atol=0.011)
     with pytest.raises(InvalidActionError, match=r"action: missing \['promo', 'order'\]"):
         env.step({"price": price})
     with pytest.raises(InvalidActionError, match=r"action\['price'\]: expected shape \(3,\), got \(2,\)"):

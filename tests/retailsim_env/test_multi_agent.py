@@ -7,6 +7,7 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 
 import retailsim_env
 from retailsim_env import InvalidActionError
+from world_model.errors import RetailSimError
 
 MODES = ("functions", "competition")
 
@@ -71,12 +72,24 @@ def test_mode_and_store_count_are_checked(default_scenario) -> None:
         retailsim_env.parallel_env("auction", scenario=default_scenario)
     kwargs = dict(scenario=default_scenario, products=3, propensities="fixed")
     code = default_scenario.stores["STORE_CODE"].iloc[0]
-    for stores in (None, code, [code], [code, code]):  # one store would compete with nobody: NaN observations
+    for stores in (None, code, [code]):  # one store would compete with nobody: NaN observations
         with pytest.raises(ValueError, match="stores / n_stores: mode 'competition' needs 2 or more distinct stores"):
             retailsim_env.parallel_env("competition", stores=stores, n_stores=1, **kwargs)
-    env = retailsim_env.parallel_env("functions", **kwargs)
+    with pytest.raises(RetailSimError, match=f"stores: {code} given more than once"):
+        retailsim_env.parallel_env("competition", stores=[code, code], **kwargs)
+    with pytest.raises(ValueError, match="n_stores: mode 'functions' runs one store, got n_stores=4"):
+        retailsim_env.parallel_env("functions", n_stores=4, **kwargs)
+    env = retailsim_env.parallel_env("functions", episode_length=1, **kwargs)
+    actions = {agent: np.zeros(3) for agent in env.possible_agents}
     with pytest.raises(RuntimeError, match=r"call reset\(\) first"):
-        env.step({agent: np.zeros(3) for agent in env.possible_agents})
+        env.step(actions)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions: \['bogus'\] are not agents of this env"):
+        env.step({**actions, "bogus": np.zeros(3)})
+    env.step(actions)  # the last week: no agents remain
+    assert env.agents == []
+    with pytest.raises(RuntimeError, match=r"the episode ended \(or never began\); call reset\(\) first"):
+        env.step(actions)
 
 
 def test_spaces_are_fixed_per_agent_and_the_env_is_freed(default_scenario) -> None:

@@ -130,6 +130,20 @@ def test_one_product_code_is_one_product_and_the_store_count_is_checked(default_
             default_scenario.store_rows(None, count=count)
 
 
+def test_code_lists_that_are_empty_repeated_or_not_codes_are_refused(default_scenario) -> None:
+    store = default_scenario.stores["STORE_CODE"].iloc[0]
+    product = default_scenario.catalog["PROD_CODE"].iloc[0]
+    cases = [("store_rows", [store, store], f"stores: {store} given more than once"),
+             ("store_rows", [], "stores: an empty list"),
+             ("product_rows", [product, product], f"products: {product} given more than once"),
+             ("product_rows", [], "products: an empty list"),
+             ("product_rows", 2.5, r"products: one code or a list of codes, got 2.5"),
+             ("product_rows", True, r"products: a count or product codes, got True")]  # fmt: skip
+    for method, codes, message in cases:
+        with pytest.raises(RetailSimError, match=message):
+            getattr(default_scenario, method)(codes)
+
+
 def test_make_default_rebuilds_the_shipped_data_around_its_models(tmp_path) -> None:
     """``--models-from``: generation, ingest and pipeline run, training does not. The shipped bundle is
     reproducible from the code: the same files with the same contents (arrays and tables compared by value,

@@ -85,6 +85,8 @@ def test_vector_reset_checks_seeds_and_honours_start_week_like_the_single_env(de
     single_obs, single_info = single.reset(seed=7, options={"start_week": 5})
     assert np.array_equal(obs[0], single_obs) and info["week"].tolist() == [5, 5] and info["_week"].all()
     assert np.allclose(info["profit_scale"], single_info["profit_scale"])
+    with pytest.raises(ValueError, match="render_mode: the vector env does not render"):
+        RetailSimVectorEnv(2, render_mode="ansi", **kwargs)
 
 
 def test_sb3_adapter_takes_options_and_shares_one_batch(default_scenario) -> None:
