@@ -19,16 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from world_model.devices import resolve_device
 from world_model.errors import RetailSimError
 from world_model.models.basket import BasketModelConfig, BasketWorldModel, top_k_products
 from world_model.models.batches import BatchBuilder, to_device
 from world_model.models.store_visit import StoreVisitConfig, StoreVisitModel
 from world_model.pipeline.loader import PreparedData
 from world_model.training.checkpoint import load_checkpoint
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
 
 
 MODEL_KINDS = {"basket": "a basket model trained with the next-basket objective", "store_visit": "a store-visit model"}

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from world_model.devices import resolve_device
+
 # Rank 0 validates and writes checkpoints while the other ranks wait in a collective; the defaults (10 min
 # for NCCL) would kill a job whose validation pass is long.
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
@@ -61,9 +63,7 @@ def _context_from_environment(device: str) -> DistributedContext:
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank)  # one GPU per process, as torchrun lays them out
     return DistributedContext(rank, world_size, local_rank, resolved, rank == 0)
