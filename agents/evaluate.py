@@ -27,6 +27,7 @@ import numpy as np
 
 from retailsim_env import RetailSimVectorEnv, Scenario
 from retailsim_env.core import BatchedRetailSim
+from world_model.files import write_json_atomic
 
 from agents.policies import BASELINES, HistoricalPricing
 
@@ -133,7 +134,7 @@ def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: 
     report["run"] = str(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = plot_report(report, out)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json_atomic(out / "report.json", report, indent=1)  # last: a report.json is a whole report
     return report
 
 

@@ -40,6 +40,7 @@ from agents.policies import HistoricalPricing
 from retailsim_env.env import open_sim
 from retailsim_env.scenario import Scenario
 from retailsim_env.multi_agent import MODES, MultiAgentView
+from world_model.files import write_json_atomic
 
 POLICIES_FILE = "policies.pt"
 
@@ -203,7 +204,8 @@ def _ppo_update(learners: AgentLearners, agent: str, batch: dict[str, torch.Tens
             logp = dist.log_prob(raw)[:, :size].sum(-1)
             ratio = (logp - batch["logp"][idx]).exp()
             adv = batch["adv"][idx]
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            if len(adv) > 1:  # a one-sample minibatch (a rollout's tail) has no spread: its std is NaN
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             policy_loss = -torch.min(ratio * adv, ratio.clamp(1 - config.clip_range, 1 + config.clip_range) * adv).mean()
             value_loss = ((net.value(batch["x"][idx]) - batch["ret"][idx]) ** 2).mean()
             entropy = dist.entropy()[:, :size].sum(-1).mean()
@@ -413,5 +415,5 @@ def evaluate_multi_run(run_dir: Path | str, out: Path | str, episodes: int = 8, 
     report = evaluate_multi(run_dir, episodes=episodes, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = plot_multi_report(report, out)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json_atomic(out / "report.json", report, indent=1)  # last: a report.json is a whole report
     return report

@@ -62,6 +62,7 @@ from world_model.data.schema import (
     layout_columns,
 )
 from world_model.errors import RetailSimError, check_output_dir
+from world_model.files import write_json_atomic
 
 log = logging.getLogger("retailsim")
 
@@ -215,13 +216,7 @@ def _prepare_workdir(work: Path, files: list[Path], calendar: Path | None, confi
         shutil.rmtree(work)
     for sub in ("_state", "_staging", "_quarantine", TRANSACTIONS):
         (work / sub).mkdir(parents=True)
-    _write_json_atomic(state_file, state)
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(state_file, state)
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -258,7 +253,7 @@ def _stage_job(job: tuple[Path, int, str, Path, IngestConfig]) -> dict:
     path, index, layout, work, config = job
     _remove_partial_file_outputs(work, index)
     result = _stage_one_file(_worker_connection(work, config), path, index, layout, work, config)
-    _write_json_atomic(_stage_marker(work, index), result)
+    write_json_atomic(_stage_marker(work, index), result)
     return result
 
 
@@ -538,7 +533,7 @@ def _finalize_job(job: tuple) -> dict:
     result = None if rebuild else _clean_week_result(work, week, span, summaries)
     if result is None:
         result = _finalize_week(work, week, span, rebuild, config)
-    _write_json_atomic(_week_marker(work, week), result)
+    write_json_atomic(_week_marker(work, week), result)
     _commit_week(work, week)
     return result
 
@@ -634,7 +629,7 @@ def _quarantine_late_rejections(work: Path, files: list[Path], config: IngestCon
         mine = late.filter(pc.equal(late.column("file"), index))
         table = reread_rows(files[index], mine.column("line").to_numpy(), mine.column("reason").to_pylist(), config.block_bytes)
         _write_parquet_atomic(table, work / "_quarantine" / f"late-f{index:05d}.parquet")
-    _write_json_atomic(done, {"parts": len(parts)})
+    write_json_atomic(done, {"parts": len(parts)})
 
 
 def _with_rebuilt_basket_ids(con: duckdb.DuckDBPyConnection, rows: pa.Table, destroyed: pa.Array) -> pa.Table:
@@ -737,7 +732,7 @@ def _publish(work: Path, out_dir: Path, report: dict) -> None:
     (work / "_state" / "inputs.json").unlink()  # first: an interrupted clean-up must not look resumable
     for scratch in ("_staging", "_quarantine", "_duckdb_tmp", "_state"):
         shutil.rmtree(work / scratch, ignore_errors=True)
-    _write_json_atomic(work / "ingest_report.json", report)
+    write_json_atomic(work / "ingest_report.json", report)
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

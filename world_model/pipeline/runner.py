@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from world_model.data.dataset import read_calendar_table, transactions_glob
 from world_model.data.duckdb_util import connect, sql_string
 from world_model.errors import RetailSimError
+from world_model.files import write_json_atomic
 from world_model.pipeline.config import PipelineConfig
 from world_model.pipeline.weeks import WeekIndex
 
@@ -127,7 +128,7 @@ def run_pipeline(
             continue
         results[stage.name] = _run_stage(stage, ingested, workdir, config, weeks, fingerprint)
     report = {"ingested": str(ingested), "weeks": len(weeks.shop_weeks), "stages": results}
-    _write_json_atomic(workdir / REPORT, report)
+    write_json_atomic(workdir / REPORT, report)
     return report
 
 
@@ -177,7 +178,7 @@ def _run_stage(
         "peak_rss_mb": round(memory.peak_bytes / 2**20, 1),
         "skipped": False,
     }
-    _write_json_atomic(workdir / MANIFESTS / f"{stage.name}.json", manifest)
+    write_json_atomic(workdir / MANIFESTS / f"{stage.name}.json", manifest)
     return manifest
 
 
@@ -192,12 +193,6 @@ def _outputs_exist(workdir: Path, stage: Stage) -> bool:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class PeakMemory:

@@ -12,19 +12,17 @@ a consumer does not execute pickled code from a checkpoint it did not write.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import random
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from world_model.errors import RetailSimError
+from world_model.files import atomic_write, write_json_atomic
 
 FORMAT = "retailsim.training/1"
 LAST = "last.pt"
@@ -40,37 +38,18 @@ def epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}.pt"
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    _atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+    atomic_write(path, lambda handle: torch.save(checkpoint, handle), durable=True)
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:
     """``last.pt`` and ``best.pt`` are copies of an epoch file: one serialisation per epoch, not three."""
     with open(source, "rb") as src:
-        _atomic_write(target, lambda handle: shutil.copyfileobj(src, handle, 1 << 24))
+        atomic_write(target, lambda handle: shutil.copyfileobj(src, handle, 1 << 24), durable=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda handle: handle.write(json.dumps(obj, indent=2).encode()))
+    write_json_atomic(path, obj, durable=True)
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
