@@ -55,6 +55,15 @@ def test_untrained_agents_are_the_runs_starting_point(tmp_path) -> None:
             assert all(torch.equal(value, saved[agent][key]) for key, value in net.state_dict().items())
 
 
+def test_a_one_sample_minibatch_leaves_the_weights_finite(tmp_path) -> None:
+    """2 x 9 = 18 samples in minibatches of 17 leave one alone: its advantage has no spread to normalize by."""
+    config = MultiAgentTrainConfig(mode="functions", env_kwargs=ENV, timesteps=18, num_envs=2, n_steps=9, n_epochs=2,
+                                   minibatch_size=17, report_episodes=1, progress=False)  # fmt: skip
+    train_multi(config, tmp_path)
+    saved = torch.load(tmp_path / "policies.pt", weights_only=True)["nets"]
+    assert all(torch.isfinite(value).all() for net in saved.values() for value in net.values())
+
+
 def test_bad_mode_and_sharing_are_rejected() -> None:
     with pytest.raises(ValueError, match="mode"):
         MultiAgentTrainConfig(mode="auction")
