@@ -62,6 +62,9 @@ class PPOTrainConfig:
     def __post_init__(self) -> None:
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
+        if self.batch_size < 2 or self.num_envs * self.n_steps < 2:  # a minibatch of one has no advantage spread
+            raise ValueError(f"batch_size and num_envs x n_steps must be 2 or more, got {self.batch_size} and "
+                             f"{self.num_envs} x {self.n_steps}")
 
 
 class RetailSimMetrics(BaseCallback):

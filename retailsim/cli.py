@@ -10,15 +10,19 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from retailsim.rundirs import check_out_arg, replacing
 from world_model.errors import RetailSimError
 
 EXIT_USER_ERROR = 2
+
+# What Ctrl-C leaves, said by the commands it applies to (the others: nothing is promised).
+RESUMES = "rerun the same command to resume"
+RESUMES_WITH_FLAG = "rerun with --resume to continue from OUT/last.pt"
+KEEPS_PREVIOUS = "nothing of this run was kept; a previous one in --out is as it was"
 
 
 class _OneLineWarnings(logging.Formatter):
@@ -132,7 +136,7 @@ def _train_config(args: argparse.Namespace):
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
                        amp=args.amp, device=args.device, progress=not args.quiet,
-                       max_steps_per_epoch=args.max_steps_per_epoch)  # fmt: skip
+                       max_steps_per_epoch=args.max_steps_per_epoch, min_lr_ratio=args.min_lr_ratio)  # fmt: skip
 
 
 def _print_training(summary: dict, out: Path) -> None:
@@ -326,31 +330,19 @@ def _env_kwargs(text: str | None) -> dict:
 
 def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) -> dict:
     """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs``. Nothing is left
-    half-written: a non-empty ``out`` is refused unless ``overwrite``; then the old run is moved aside (into
-    a fresh sibling directory) and removed only when the new one is complete, and a failed or interrupted
-    run is removed, the old one put back."""
+    half-written: a non-empty ``out`` is refused unless ``overwrite``; then the old run is replaced only
+    when the new one is complete (``retailsim.rundirs.replacing``)."""
     from agents.envargs import EnvKwargsError
 
     out_dir = Path(out)
-    aside = None
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise RetailSimError(f"--out: {out_dir} is not empty (a previous run?); use another directory or --overwrite")
-        aside = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.replaced-", dir=out_dir.parent)) / out_dir.name
-        os.replace(out_dir, aside)
+    check_out_arg(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise RetailSimError(f"--out: {out_dir} is not empty (a previous run?); use another directory or --overwrite")
     try:
-        summary = train(config, out)
-    except BaseException as error:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if aside is not None:
-            os.replace(aside, out_dir)
-            aside.parent.rmdir()
-        if isinstance(error, EnvKwargsError):
-            raise RetailSimError(f"--env-kwargs: {error.detail}") from None
-        raise
-    if aside is not None:
-        shutil.rmtree(aside.parent)
-    return summary
+        with replacing([out_dir]):
+            return train(config, out)
+    except EnvKwargsError as error:
+        raise RetailSimError(f"--env-kwargs: {error.detail}") from None
 
 
 def _cmd_agents_train(args: argparse.Namespace) -> int:
@@ -359,9 +351,12 @@ def _cmd_agents_train(args: argparse.Namespace) -> int:
     if args.env != "RetailSim-v0" or args.algo != "ppo":
         raise RetailSimError(f"--env/--algo: only RetailSim-v0 with ppo is available, got {args.env} / {args.algo}")
     defaults = PPOTrainConfig()
-    config = PPOTrainConfig(env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)}, timesteps=args.timesteps,
-                            num_envs=args.num_envs, n_steps=args.n_steps, batch_size=min(args.batch_size, args.num_envs * args.n_steps),
-                            seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet)  # fmt: skip
+    try:
+        config = PPOTrainConfig(env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)}, timesteps=args.timesteps,
+                                num_envs=args.num_envs, n_steps=args.n_steps, batch_size=min(args.batch_size, args.num_envs * args.n_steps),
+                                seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet)  # fmt: skip
+    except ValueError as error:  # the options' combination (each alone is checked by the parser)
+        raise RetailSimError(f"--batch-size / --num-envs / --n-steps: {error}") from None
     summary = _train_run(train_ppo, config, args.out, args.overwrite)
     print(f"trained {summary['timesteps']:,} steps in {summary['seconds']:.0f} s ({summary['steps_per_s']:.0f} steps/s)")
     print(f"run: {args.out}  (TensorBoard: tensorboard --logdir {summary['tensorboard']})")
@@ -387,6 +382,7 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
 
 def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
+    check_out_arg(Path(args.out))
     if (run / "policies.pt").exists():
         from agents.multi import evaluate_multi_run
 
@@ -443,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timesteps", type=_positive_int, default=500_000, help="PPO steps (default 500,000)")
     demo.add_argument("--episodes", type=_positive_int, default=8, help="evaluation episodes (default 8)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, interrupted=KEEPS_PREVIOUS)
 
     data = commands.add_parser("data", help="ingest, generate and inspect LGSR transaction data")
     data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -463,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--threads", type=_positive_int, help="DuckDB threads (default: all cores)")
     ingest.add_argument("--json", action="store_true", help="print the whole report as JSON")
     ingest.add_argument("--quiet", action="store_true", help="no progress bars")
-    ingest.set_defaults(func=_cmd_data_ingest)
+    ingest.set_defaults(func=_cmd_data_ingest, interrupted=RESUMES)
 
     generate = data_commands.add_parser(
         "generate",
@@ -476,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--products", type=_positive_int, default=5000, help="products (default: %(default)s)")
     generate.add_argument("--stores", type=_positive_int, default=760, help="stores (default: %(default)s)")
     generate.add_argument("--weeks", type=_positive_int, default=94, help="weeks of transactions (default: %(default)s)")
-    generate.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    generate.add_argument("--seed", type=_non_negative_int, default=0, help="generator seed (default: %(default)s)")
     generate.add_argument("--format", choices=["csv", "parquet"], default="csv", help="file format (default: %(default)s)")
     generate.add_argument("--dirty", type=_rate, default=0.0, help="share of rows given a defect (default 0)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -515,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--split", type=_split, default=(80, 95), help="TRAIN_END,VALID_END week indices (default 80,95)")
     run.add_argument("--memory-limit", default="4GB", help="DuckDB memory limit (default 4GB)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.set_defaults(func=_cmd_pipeline_run)
+    run.set_defaults(func=_cmd_pipeline_run, interrupted=RESUMES)
     _add_train_commands(commands)
     return parser
 
@@ -526,8 +522,10 @@ def _add_training_options(command: argparse.ArgumentParser, batch_size: int, lr:
     command.add_argument("--epochs", type=_positive_int, default=epochs, help=f"at most this many epochs (default {epochs})")
     command.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"per process (default {batch_size})")
     command.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    command.add_argument("--min-lr-ratio", type=_rate, default=0.1,
+                         help="the cosine schedule ends at this share of --lr (default %(default)s)")
     command.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs (0: off)")
-    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--seed", type=_non_negative_int, default=0)
     command.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                          help="mixed precision (auto: bf16 on CUDA, off on CPU)")
     command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -548,7 +546,7 @@ def _add_train_commands(commands) -> None:
     store_visit.add_argument("--label-smoothing", type=_rate, default=0.1, help="of the cross-entropy (default 0.1)")
     store_visit.add_argument("--class-weight-power", type=float, default=0.0,
                              help="class weight = (training trips of the store + 1)^-POWER (default 0: unweighted)")
-    store_visit.set_defaults(func=_cmd_train_store_visit)
+    store_visit.set_defaults(func=_cmd_train_store_visit, interrupted=RESUMES_WITH_FLAG)
     world_model = train_commands.add_parser(
         "world-model", help="the basket world model (Mamba encoder + Transformer decoder)",
         description="Train the basket model with the next-basket (the simulator's) or the masked-basket objective. "
@@ -563,7 +561,7 @@ def _add_train_commands(commands) -> None:
                              "encodes each history once) or encoder (it leads the Mamba sequence; the first layout)")  # fmt: skip
     world_model.add_argument("--sampled-negatives", type=_positive_int,
                              help="next basket: sampled softmax with this many drawn negatives (default: full softmax)")
-    world_model.set_defaults(func=_cmd_train_world_model)
+    world_model.set_defaults(func=_cmd_train_world_model, interrupted=RESUMES_WITH_FLAG)
 
     evaluate = commands.add_parser(
         "evaluate", help="next-basket and store-visit metrics of the world models and the baselines",
@@ -637,7 +635,7 @@ def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: 
                          help=f"environment steps (default {timesteps:,}), rounded up to whole rollouts of num-envs x n-steps")
     command.add_argument("--num-envs", type=_positive_int, default=8, help="copies stepped as one batch (default 8)")
     command.add_argument("--n-steps", type=_positive_int, default=n_steps, help=f"steps per copy per rollout (default {n_steps})")
-    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--seed", type=_non_negative_int, default=0)
     command.add_argument("--out", required=True, help="run directory (must be empty unless --overwrite)")
     command.add_argument("--overwrite", action="store_true", help="replace the run in --out (kept if the new one fails)")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -657,7 +655,7 @@ def _add_agent_commands(commands) -> None:
     train.add_argument("--batch-size", type=_positive_int, default=256)
     train.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
                        help="also save every N steps (default 0: only at the end)")
-    train.set_defaults(func=_cmd_agents_train)
+    train.set_defaults(func=_cmd_agents_train, interrupted=KEEPS_PREVIOUS)
 
     multi = agent_commands.add_parser(
         "train-multi", help="PPO for the PettingZoo agents (functions or competition)",
@@ -666,7 +664,7 @@ def _add_agent_commands(commands) -> None:
     multi.add_argument("--mode", choices=["functions", "competition"], required=True)
     _add_rl_options(multi, "parallel_env (but mode and render_mode)", timesteps=100_000, n_steps=128)
     multi.add_argument("--sharing", choices=["independent", "shared"], default="independent")
-    multi.set_defaults(func=_cmd_agents_train_multi)
+    multi.set_defaults(func=_cmd_agents_train_multi, interrupted=KEEPS_PREVIOUS)
 
     evaluate = agent_commands.add_parser(
         "evaluate", help="a trained run against the baselines, learned and oracle markets",
@@ -678,7 +676,7 @@ def _add_agent_commands(commands) -> None:
     )  # fmt: skip
     evaluate.add_argument("run_dir", help="directory written by 'agents train' or 'agents train-multi'")
     evaluate.add_argument("--episodes", type=_positive_int, default=8)
-    evaluate.add_argument("--seed", type=int, default=1000, help="episode i is seeded seed + i for every policy")
+    evaluate.add_argument("--seed", type=_non_negative_int, default=1000, help="episode i is seeded seed + i for every policy")
     evaluate.add_argument("--out", required=True, help="report directory")
     evaluate.set_defaults(func=_cmd_agents_evaluate)
 
@@ -738,7 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"retailsim: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("retailsim: interrupted; rerun the same command to resume", file=sys.stderr)
+        then = getattr(args, "interrupted", None)
+        print(f"retailsim: interrupted{f'; {then}' if then else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         try:  # only a reader of our stdout that left (``| head``); a worker's broken pipe is an error

@@ -12,10 +12,10 @@ the real sample's calibration facts.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from retailsim.rundirs import check_out_arg, replacing
 from world_model.data.facts import SCALE_FREE_FACTS, compute_facts, format_facts
 from world_model.data.ingest import IngestConfig, ingest, iter_report_lines
 from world_model.data.synthetic import MarketConfig, generate_market
@@ -67,13 +67,20 @@ class DemoConfig:
 
 
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
-    """Train, evaluate and report under ``out``; returns the evaluation report."""
+    """Train, evaluate and report under ``out``; returns the evaluation report. A previous demo there is
+    replaced when this one completes, and kept when it fails or is interrupted."""
+    check_out_arg(out)
+    run, report_dir = out / "ppo", out / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    # A rerun replaces the last demo, not merges into it (TensorBoard would show both runs).
+    with replacing([run, report_dir]):
+        return _train_and_report(run, report_dir, config, progress)
+
+
+def _train_and_report(run: Path, report_dir: Path, config: DemoConfig, progress: bool) -> dict:
     from agents.evaluate import evaluate_run, format_report
     from agents.train import PPOTrainConfig, train_ppo
 
-    run, report_dir = out / "ppo", out / "report"
-    for previous in (run, report_dir):  # a rerun replaces the last demo (TensorBoard would keep both runs)
-        shutil.rmtree(previous, ignore_errors=True)
     train_config = PPOTrainConfig(env_kwargs={"propensities": "fixed", "products": config.products},
                                   timesteps=config.timesteps, seed=config.seed, progress=progress)  # fmt: skip
     print(f"training PPO on RetailSim-v0 (default scenario, {config.products} products, {config.timesteps:,} steps) ...")

@@ -42,6 +42,48 @@ def test_demo_trains_evaluates_and_reports(tmp_path, capsys) -> None:
     assert "TensorBoard" in printed and "myopic_greedy" in printed
 
 
+def test_an_interrupted_demo_keeps_the_previous_one(tmp_path, monkeypatch) -> None:
+    import retailsim.demo
+
+    for part in ("ppo", "report"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "previous").write_text("the last demo")
+
+    def interrupted(run, report_dir, config, progress):
+        run.mkdir()
+        (run / "model.zip").write_text("half a run")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retailsim.demo, "_train_and_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path, DemoConfig(timesteps=64, episodes=1, products=3), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ppo", "report"]
+    assert all([p.name for p in (tmp_path / part).iterdir()] == ["previous"] for part in ("ppo", "report"))
+
+
+@pytest.mark.parametrize("command", [["agents", "train", "--quiet"], ["agents", "train-multi", "--mode", "competition"],
+                                     ["agents", "evaluate", "RUN"], ["demo", "--quiet"]])  # fmt: skip
+def test_an_out_path_that_is_a_file_is_a_one_line_error(command, tmp_path, capsys) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    args = [str(tmp_path) if a == "RUN" else a for a in command]
+    assert main([*args, "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"retailsim: error: --out: {tmp_path / 'file'} exists and is not a directory\n"
+
+
+@pytest.mark.parametrize("command", [["train"], ["train-multi"], ["evaluate", "RUN"]])
+def test_a_negative_seed_is_an_argument_error(command, tmp_path, capsys) -> None:
+    args = [str(tmp_path) if a == "RUN" else a for a in command]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["agents", *args, "--seed", "-1", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "--seed: must be a non-negative integer, got -1" in capsys.readouterr().err
+
+
+def test_a_rollout_too_small_for_ppo_is_a_one_line_error(tmp_path, capsys) -> None:
+    assert main(["agents", "train", "--num-envs", "1", "--n-steps", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "batch_size and num_envs x n_steps must be 2 or more" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("command", [["train"], ["train-multi", "--mode", "competition"]])
 @pytest.mark.parametrize("env_kwargs,message", [('{"produts": 3}', "--env-kwargs: unknown 'produts' (known: scenario, "),
                                                 ('{"demand": "foo"}', "--env-kwargs: demand must be one of")])  # fmt: skip

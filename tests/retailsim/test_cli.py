@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from retailsim import cli
 from retailsim.cli import build_parser, main
 from retailsim.demo import DataDemoConfig, run_data_demo
 
@@ -99,3 +100,26 @@ def test_training_result_is_printed_by_rank_0_only(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("RANK", "0")
     _print_training(summary, tmp_path)
     assert "epochs run: 2, best top1 = 0.5000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, handler, then", [
+    (["pipeline", "run", "in", "--out", "w"], "_cmd_pipeline_run", "; rerun the same command to resume"),
+    (["train", "world-model", "w", "--out", "c"], "_cmd_train_world_model", "; rerun with --resume to continue from OUT/last.pt"),
+    (["agents", "train", "--out", "r"], "_cmd_agents_train", "; nothing of this run was kept; a previous one in --out is as it was"),
+    (["data", "facts", "d"], "_cmd_data_facts", ""),
+])  # fmt: skip
+def test_an_interrupt_says_what_the_command_left(command, handler, then, monkeypatch, capsys) -> None:
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, handler, interrupted)
+    assert main(command) == 130
+    assert capsys.readouterr().err == f"retailsim: interrupted{then}\n"
+
+
+def test_the_learning_rate_floor_is_an_option() -> None:
+    """docs/world_models.md: the masked objective's design phases are --lr 5e-5 --min-lr-ratio 0.2."""
+    args = build_parser().parse_args(["train", "world-model", "w", "--out", "o", "--lr", "5e-5", "--min-lr-ratio", "0.2"])
+    config = cli._train_config(args)
+    assert config.lr * config.min_lr_ratio == pytest.approx(1e-5)
+    assert cli._train_config(build_parser().parse_args(["train", "store-visit", "w", "--out", "o"])).min_lr_ratio == 0.1

@@ -166,7 +166,7 @@ class BasketTaskConfig:
     mask_rates: tuple[float, float, float] = (0.15, 0.15, 0.20)
     """Masked objective: masking rate of the warmup, main and finetune phases (thirds of the epochs). The
     phases' learning rates (1e-5 / 5e-5 / 1e-5 in the design) come from the trainer's warmup + cosine:
-    ``--lr 5e-5`` with ``min_lr_ratio`` 0.2."""
+    ``--lr 5e-5 --min-lr-ratio 0.2`` (``TrainConfig.min_lr_ratio``; its default is 0.1)."""
     max_validation: int | None = 5_000
     """Validation targets scored each epoch (a fixed random subset); None: all."""
     seed: int = 0
