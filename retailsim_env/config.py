@@ -57,7 +57,8 @@ class EnvConfig:
     """Cost of each unit of demand lost to a stock-out, as a share of its effective price (goodwill)."""
     substitution: float = 0.0
     """Share of demand lost to a stock-out that moves to managed products of the same sub-commodity
-    (PROD_CODE_10) with stock left (0: none)."""
+    (PROD_CODE_10) with stock left, spread evenly over them (0: none). What a sibling sells that way is
+    its revenue and no longer counts as lost (``stockout_units``, stock-out cost)."""
     edge_margin: float = 0.05
     """A price within this share of its range from a bound counts as at the edge."""
     seasons: bool = True
