@@ -7,7 +7,7 @@ Monday wins), so a stray row dated in another week is still caught.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -62,3 +62,35 @@ def lgsr_weeks_between(first: int, last: int) -> list[int]:
         year, number = divmod(week, 100)
         week = (year + 1) * 100 + 1 if number >= 52 else week + 1
     return weeks
+
+
+def is_lgsr_week(week: int) -> bool:
+    """``week`` is a fiscal yyyyww with ww in 1..53 (200699 or 2006 is a typo, not a week)."""
+    year, number = divmod(week, 100)
+    return 1900 <= year <= 2999 and 1 <= number <= 53
+
+
+def complete_inferred_calendar(calendar: pa.Table) -> pa.Table:
+    """An inferred calendar (a row per week with data) with what a ``time.csv`` would have in between.
+
+    Weeks that are not LGSR weeks are dropped, so their rows are quarantined as ``date_outside_week``,
+    as they are when a given calendar lacks the week. Every LGSR week between two weeks with data gets
+    a row, its span counted on in whole weeks from the week before the gap, so a week without data keeps
+    its place in the week index (the pipeline numbers the calendar's weeks) and the gap stays a gap.
+    Where the next week with data is not reached by LGSR numbering (a week 53), nothing is filled in.
+    """
+    rows = sorted((week, start) for week, start in zip(calendar.column("shop_week").to_pylist(),
+                                                     calendar.column("date_from").to_pylist()) if is_lgsr_week(week))
+    weeks: list[int] = []
+    starts: list[date] = []
+    for i, (week, start) in enumerate(rows):
+        if i:
+            previous_week, previous_start = rows[i - 1]
+            between = lgsr_weeks_between(previous_week, week)
+            if between[-1] == week:
+                for k, missing in enumerate(between[1:-1], start=1):
+                    weeks.append(missing)
+                    starts.append(previous_start + timedelta(weeks=k))
+        weeks.append(week)
+        starts.append(start)
+    return pa.table([weeks, starts, [s + timedelta(days=6) for s in starts]], schema=CALENDAR_SCHEMA)

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from world_model.data.calendar import CALENDAR_SCHEMA, lgsr_weeks_between, read_calendar
+from world_model.data.calendar import CALENDAR_SCHEMA, complete_inferred_calendar, lgsr_weeks_between, read_calendar
 from world_model.data.dataset import CALENDAR_FILE, PART_WRITE_OPTIONS, TRANSACTIONS, transactions_glob, week_dir
 from world_model.data.duckdb_util import connect, fetch_arrow, sql_string
 from world_model.data.reader import DEFAULT_BLOCK_BYTES, file_fingerprint, iter_chunks, read_header
@@ -414,7 +414,8 @@ def _staged_weeks(work: Path) -> list[int]:
 def _resolve_calendar(
     con: duckdb.DuckDBPyConnection, calendar: pa.Table | None, work: Path
 ) -> tuple[pa.Table, str]:
-    """The given calendar, or one inferred per staged week (its rows' most common Monday)."""
+    """The given calendar, or one inferred per staged week (its rows' most common Monday), completed with
+    the weeks between that have no data (``calendar.complete_inferred_calendar``)."""
     if calendar is not None:
         con.register("calendar", calendar)
         return calendar, "time.csv"
@@ -434,6 +435,7 @@ def _resolve_calendar(
                 WHERE rank = 1 ORDER BY 1
                 """,
             ).cast(CALENDAR_SCHEMA)
+            table = complete_inferred_calendar(table)
         _write_parquet_atomic(table, path)
     calendar = pq.read_table(path)
     con.register("calendar", calendar)

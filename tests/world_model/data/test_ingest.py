@@ -21,6 +21,7 @@ from world_model.data.dataset import read_calendar_table, read_transactions
 from world_model.data.ingest import IngestConfig, ingest
 from world_model.data.schema import CANONICAL_SCHEMA, Reason
 from world_model.errors import RetailSimError
+from world_model.pipeline.weeks import WeekIndex
 
 QUIET = IngestConfig(progress=False, workers=1)
 
@@ -235,6 +236,22 @@ def test_inferred_calendar_catches_a_row_dated_in_another_week(tmp_path: Path) -
     report = ingest(tmp_path / "transactions_200607.csv", tmp_path / "out", QUIET)
     assert report["calendar_source"] == "inferred"
     assert report["quarantine_reasons"] == {Reason.DATE_OUTSIDE_WEEK: 1}
+
+
+def test_an_inferred_calendar_keeps_a_week_without_data_and_holds_no_impossible_week(tmp_path: Path) -> None:
+    """Weeks 200607 and 200609 have rows, 200608 none: the calendar still spans 200608, so the pipeline's
+    week index leaves it a gap (200609 is week 3). A SHOP_WEEK of 200699 is no week: no span is invented
+    for it, and its row is quarantined as a week a given calendar lacks would be."""
+    write_lgsr(tmp_path / "in" / "transactions_200607.csv", [lgsr_row(), lgsr_row(SHOP_WEEK="200699", BASKET_ID="9")])
+    write_lgsr(tmp_path / "in" / "transactions_200609.csv", [lgsr_row(SHOP_WEEK="200609", SHOP_DATE="20060429", BASKET_ID="2")])
+    report = ingest(tmp_path / "in", tmp_path / "out", QUIET)
+    assert report["calendar_source"] == "inferred" and report["missing_weeks"] == [200608]
+    assert report["quarantine_reasons"] == {Reason.DATE_OUTSIDE_WEEK: 1}
+    calendar = read_calendar_table(tmp_path / "out")
+    assert WeekIndex.from_calendar(calendar, 200607, 200609, 1, 2).index(200609) == 3
+    assert [(row["shop_week"], row["date_from"], row["date_to"]) for row in calendar.to_pylist()] == [
+        (200607, date(2006, 4, 10), date(2006, 4, 16)), (200608, date(2006, 4, 17), date(2006, 4, 23)),
+        (200609, date(2006, 4, 24), date(2006, 4, 30))]  # fmt: skip
 
 
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
