@@ -33,6 +33,7 @@ def read_calendar(path: Path) -> pa.Table:
             raise RetailSimError(f"{path}: missing required column {column}")
     raw = raw.rename_columns(names)
     weeks, starts, ends = [], [], []
+    first_line: dict[int, int] = {}
     for line, (week, start, end) in enumerate(
         zip(*(raw.column(c).to_pylist() for c in CALENDAR_COLUMNS)), start=2
     ):
@@ -44,6 +45,13 @@ def read_calendar(path: Path) -> pa.Table:
             raise RetailSimError(f"{path}: line {line}: unparseable value in shop_week/date_from/date_to") from None
         if ends[-1] < starts[-1]:
             raise RetailSimError(f"{path}: line {line}: date_to is before date_from")
+        if weeks[-1] in first_line:  # the week would get two indices and its rows be joined twice
+            raise RetailSimError(f"{path}: line {line}: shop_week {weeks[-1]} again (first on line {first_line[weeks[-1]]})")
+        first_line[weeks[-1]] = line
+    spans = sorted(zip(starts, ends, weeks))
+    for (_, end, week), (start, _, later) in zip(spans, spans[1:]):
+        if start <= end:  # a date would belong to two weeks
+            raise RetailSimError(f"{path}: shop_week {later} starts on {start}, within shop_week {week} (to {end})")
     return pa.table([weeks, starts, ends], schema=CALENDAR_SCHEMA)
 
 

@@ -65,11 +65,16 @@ def read_header(path: Path) -> list[str]:
 
 
 def iter_chunks(path: Path, columns: list[str], block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Chunk]:
-    """Yield the rows of ``path`` in order as :class:`Chunk` objects of text columns ``columns``."""
-    if path.suffix == ".parquet":
-        yield from _iter_parquet(path, columns)
-    else:
-        yield from _iter_csv(path, columns, block_bytes)
+    """Yield the rows of ``path`` in order as :class:`Chunk` objects of text columns ``columns``. A file
+    that breaks off after its header (a truncated gzip stream, a damaged parquet page) is a one-line
+    error naming it, wherever the damage lies."""
+    try:
+        if path.suffix == ".parquet":
+            yield from _iter_parquet(path, columns)
+        else:
+            yield from _iter_csv(path, columns, block_bytes)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise RetailSimError(f"{path}: cannot read file ({exc})") from None
 
 
 def _iter_csv(path: Path, columns: list[str], block_bytes: int) -> Iterator[Chunk]:
@@ -159,13 +164,15 @@ def _as_text(array: pa.Array) -> pa.Array:
     """Parquet columns may be typed; validation works on LGSR's text, with '' for a missing value.
 
     Dates become yyyymmdd and whole-number floats integers (a float BASKET_ID 9.941001e14 is the id
-    994100100398294, not a destroyed one); other values are cast as they are.
+    994100100398294, not a destroyed one) where every one is exact in a float (below 2**53; 1e20 as a
+    QUANTITY stays "1e+20", which the row checks quarantine); other values are cast as they are.
     """
     if pa.types.is_date(array.type) or pa.types.is_timestamp(array.type):
         array = pc.strftime(array, format="%Y%m%d")
     elif pa.types.is_floating(array.type):
         valid = pc.drop_null(array)
-        if len(valid) and pc.all(pc.equal(pc.floor(valid), valid)).as_py():
+        if (len(valid) and pc.all(pc.equal(pc.floor(valid), valid)).as_py()
+                and pc.max(pc.abs(valid)).as_py() < 2.0**53):  # fmt: skip
             array = pc.cast(array, pa.int64())
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         array = pc.cast(array, pa.string())

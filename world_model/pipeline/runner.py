@@ -89,6 +89,8 @@ def run_pipeline(
     if not report_path.exists():
         raise RetailSimError(f"{ingested}: not an ingested directory (no ingest_report.json)")
     ingest_report = json.loads(report_path.read_text())
+    if not ingest_report.get("rows_accepted"):
+        raise RetailSimError(f"{ingested}: ingest accepted no rows (their reasons: {ingested / 'quarantine.parquet'})")
     weeks = WeekIndex.from_calendar(
         read_calendar_table(ingested),
         ingest_report["first_week"],

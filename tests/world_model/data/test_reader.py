@@ -36,3 +36,31 @@ def test_gzip_and_crlf(tmp_path: Path) -> None:
     chunks = list(iter_chunks(path, read_header(path)))
     assert chunks[0].table.column("b").to_pylist() == ["2", "4"]
     assert chunks[0].lines.tolist() == [2, 3]
+
+
+def test_a_gzip_cut_off_after_its_header_is_a_one_line_error(tmp_path: Path) -> None:
+    import gzip
+    import random
+
+    from world_model.errors import RetailSimError
+
+    rng = random.Random(0)  # incompressible digits: the stream breaks off well after the first block
+    body = "".join(f"{rng.randrange(10**9)},{rng.randrange(10**9)}\n" for _ in range(40_000))
+    whole = gzip.compress(("a,b\n" + body).encode())
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(whole[: int(len(whole) * 0.9)])
+    assert read_header(path) == ["a", "b"]
+    with pytest.raises(RetailSimError, match=r"x.csv.gz: cannot read file \("):
+        for _ in iter_chunks(path, ["a", "b"], block_bytes=1 << 16):
+            pass
+
+
+def test_float_columns_become_integers_only_where_a_float_holds_them_exactly(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"ids": [9.941001e14, 3.0], "quantity": [2.0, 1e20]}), path)
+    (chunk,) = iter_chunks(path, ["ids", "quantity"])
+    assert chunk.table.column("ids").to_pylist() == ["994100100000000", "3"]
+    assert chunk.table.column("quantity").to_pylist() == ["2", "1e+20"]  # the row checks quarantine the second

@@ -101,6 +101,18 @@ def test_a_split_past_the_data_warns_of_the_empty_split(ingested_market: Path, t
         assert [r.getMessage().split("so the ")[1] for r in caplog.records] == ["validation split is empty", "test split is empty"]
 
 
+def test_an_ingest_that_accepted_no_row_is_a_one_line_error(tmp_path: Path) -> None:
+    from tests.conftest import lgsr_row, write_lgsr
+    from world_model.data.ingest import IngestConfig, ingest
+
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(QUANTITY="0")])
+    report = ingest(source, tmp_path / "ingested", IngestConfig(progress=False, workers=1))
+    assert report["rows_accepted"] == 0 and report["first_week"] is None
+    with pytest.raises(RetailSimError, match=r"ingested: ingest accepted no rows \(their reasons: .*quarantine.parquet\)"):
+        run_pipeline(tmp_path / "ingested", tmp_path / "work", [counting_stage("a", [])], SPLIT)
+    assert not (tmp_path / "work").exists()
+
+
 def test_spill_files_left_by_a_killed_run_are_cleared(ingested_market: Path, tmp_path: Path) -> None:
     leftover = tmp_path / SPILL / "duckdb_temp_123_storage_0.tmp"
     leftover.parent.mkdir(parents=True)
