@@ -16,13 +16,14 @@ import pyarrow.compute as pc
 
 from world_model.data.schema import CANONICAL_SCHEMA, INTEGER_COLUMNS, Reason, layout_columns
 
-# The text hashed to find duplicate-line candidates: enough to make candidates rare, few enough to hash
-# fast. Candidates are confirmed on every canonical value (later_exact_copies).
+# The values hashed to find duplicate-line candidates: enough to make candidates rare, few enough to hash
+# fast; the numbers and the date as parsed, so `07` and `7`, `0.340` and `0.34` hash the same (the text
+# columns are compared as they are). Candidates are confirmed on every canonical value (later_exact_copies).
 DUPLICATE_CANDIDATE_KEY = (
-    "BASKET_ID", "PROD_CODE", "SPEND", "QUANTITY", "SHOP_DATE", "SHOP_HOUR", "CUST_CODE", "STORE_CODE"
+    "BASKET_ID", "PROD_CODE", "t_spend", "t_quantity", "t_date", "t_hour", "CUST_CODE", "STORE_CODE"
 )
 TYPED_COLUMNS = ("SHOP_WEEK", "SHOP_DATE", "SHOP_WEEKDAY", "SHOP_HOUR", "QUANTITY", "SPEND")
-# What the streaming pass keeps next to each canonical row: a hash of its key text and its line.
+# What the streaming pass keeps next to each canonical row: a hash of its key values and its line.
 ROW_ID_SCHEMA = pa.schema([("_hash", pa.uint64()), ("_line", pa.int64())])
 
 
@@ -30,7 +31,7 @@ def row_check_sql(layout: str, table: str = "chunk") -> str:
     """SQL that types and checks every row of ``table`` (text columns of ``layout`` plus ``_line``).
 
     Returns, in input order, ``reason`` (null when the row passed), the six typed columns, ``_hash``
-    and ``_line``; the text columns are taken over from the input by :func:`canonical_rows`.
+    (of :data:`DUPLICATE_CANDIDATE_KEY`) and ``_line``; the text columns are taken over from the input by :func:`canonical_rows`.
     Integers must be plain decimal digits with an optional minus: TRY_CAST alone would also take
     ``1.5`` (rounded), ``0x10`` and ``1_000``, so any other character marks the row.
     """
@@ -128,7 +129,7 @@ def late_reasons(
 def later_exact_copies(hashes: np.ndarray, rows: RowLoader) -> np.ndarray:
     """True for each row repeating an earlier row (rows in input order).
 
-    The 64-bit hash of the row's key text (:data:`DUPLICATE_CANDIDATE_KEY`) picks candidates cheaply;
+    The 64-bit hash of the row's key (:data:`DUPLICATE_CANDIDATE_KEY`) picks candidates cheaply;
     candidates are then compared on the hash and every canonical value, so neither a hash collision
     nor a shared key alone quarantines a distinct row.
     """

@@ -254,6 +254,15 @@ def test_an_inferred_calendar_keeps_a_week_without_data_and_holds_no_impossible_
         (200609, date(2006, 4, 24), date(2006, 4, 30))]  # fmt: skip
 
 
+def test_a_copy_that_differs_only_in_number_formatting_is_a_duplicate(tmp_path: Path) -> None:
+    """docs/ingest.md: the same value in every column after parsing (07 and 7 are the same hour)."""
+    row = lgsr_row(SHOP_HOUR="8", QUANTITY="3", SPEND="0.34")
+    copies = [lgsr_row(SHOP_HOUR="08", QUANTITY="3", SPEND="0.34"), lgsr_row(SHOP_HOUR="8", QUANTITY="03", SPEND="0.340")]
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [row, *copies, lgsr_row(SHOP_HOUR="9", QUANTITY="3", SPEND="0.34")])
+    report = ingest(source, tmp_path / "out", QUIET)
+    assert report["quarantine_reasons"] == {Reason.DUPLICATE_LINE: 2} and report["rows_accepted"] == 2
+
+
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row()])
     ingest(source, tmp_path / "out", QUIET)
