@@ -106,16 +106,16 @@ def _split(text: str) -> tuple[int, int]:
 
 
 def _cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from world_model.data.ingest import IngestConfig, ingest
+    from world_model.data.ingest import IngestConfig, ingest, ingest_is_current
     from world_model.pipeline.config import PipelineConfig
     from world_model.pipeline.runner import run_pipeline
     from world_model.pipeline.stages import ALL_STAGES
 
     source, workdir = Path(args.input), Path(args.out)
-    if not (source / "ingest_report.json").exists():  # raw LGSR input: ingest it first
+    if not (source / "ingest_report.json").exists():  # raw LGSR input: ingest it first (again, if it changed)
         ingested = workdir / "ingested"
-        if not (ingested / "ingest_report.json").exists():
-            ingest(source, ingested, IngestConfig(progress=not args.quiet))
+        if not ingest_is_current(source, ingested):
+            ingest(source, ingested, IngestConfig(progress=not args.quiet, overwrite=True))
         source = ingested
     train_end, valid_end = args.split
     config = PipelineConfig(train_end=train_end, valid_end=valid_end, memory_limit=args.memory_limit, progress=not args.quiet)

@@ -201,6 +201,18 @@ def _check_headers(files: list[Path]) -> list[str]:
 # --------------------------------------------------------------------------------------------- work dir
 
 
+def ingest_is_current(input_spec: str | Path, out_dir: Path) -> bool:
+    """``out_dir`` holds a finished ingest of exactly these inputs: the same transaction files and calendar,
+    none changed since (by size and modification time), none added or removed."""
+    report_path = out_dir / "ingest_report.json"
+    if not report_path.exists():
+        return False
+    report = json.loads(report_path.read_text())
+    files, found_calendar = discover_inputs(input_spec)
+    calendar = file_fingerprint(found_calendar) if found_calendar else None
+    return report.get("inputs") == [file_fingerprint(p) for p in files] and report.get("calendar", calendar) == calendar
+
+
 def _prepare_workdir(work: Path, files: list[Path], calendar: Path | None, config: IngestConfig) -> None:
     """Reuse ``work`` from a crashed run of the same inputs, else start it afresh."""
     state = {
@@ -665,6 +677,7 @@ def _build_report(
     calendar_source: str,
     destroyed: int,
 ) -> dict:
+    state = json.loads((work / "_state" / "inputs.json").read_text())
     reasons: Counter[str] = Counter()
     for part in staged + list(weekly.values()):
         reasons.update(part["quarantine_reasons"])
@@ -709,7 +722,7 @@ def _build_report(
         "anonymous_rows": anonymous,
         "basket_ids_reconstructed": destroyed > 0,
         "destroyed_basket_ids": destroyed,
-        "inputs": json.loads((work / "_state" / "inputs.json").read_text())["inputs"],
+        **{key: state[key] for key in ("inputs", "calendar")},
     }
 
 

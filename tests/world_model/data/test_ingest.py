@@ -263,6 +263,23 @@ def test_a_copy_that_differs_only_in_number_formatting_is_a_duplicate(tmp_path: 
     assert report["quarantine_reasons"] == {Reason.DUPLICATE_LINE: 2} and report["rows_accepted"] == 2
 
 
+def test_an_ingest_is_current_until_an_input_file_is_added_changed_or_the_calendar_is(tmp_path: Path) -> None:
+    """What `pipeline run RAW` asks before reusing WORKDIR/ingested (it reused a stale one)."""
+    from world_model.data.ingest import ingest_is_current
+
+    source = tmp_path / "in"
+    write_lgsr(source / "transactions_200607.csv", [lgsr_row()])
+    assert not ingest_is_current(source, tmp_path / "out")
+    ingest(source, tmp_path / "out", QUIET)
+    assert ingest_is_current(source, tmp_path / "out")
+    write_calendar(source / "time.csv", CALENDAR_200607_200609)
+    assert not ingest_is_current(source, tmp_path / "out")
+    ingest(source, tmp_path / "out", IngestConfig(progress=False, workers=1, overwrite=True))
+    assert ingest_is_current(source, tmp_path / "out")
+    write_lgsr(source / "transactions_200608.csv", [lgsr_row(SHOP_WEEK="200608", SHOP_DATE="20060422")])
+    assert not ingest_is_current(source, tmp_path / "out")
+
+
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row()])
     ingest(source, tmp_path / "out", QUIET)
