@@ -13,6 +13,7 @@ record is split into malformed lines, which are quarantined, not lost.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ def read_header(path: Path) -> list[str]:
         raise RetailSimError(f"{path}: cannot read file ({exc})") from None
     if not head.strip():
         raise RetailSimError(f"{path}: file is empty (no header line)")
-    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    first = re.split(rb"\r\n?|\n", head, maxsplit=1)[0]  # LF, CRLF or a lone CR (old Mac spreadsheets)
     try:
         text = first.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError:
@@ -80,17 +81,17 @@ def iter_chunks(path: Path, columns: list[str], block_bytes: int = DEFAULT_BLOCK
 def _iter_csv(path: Path, columns: list[str], block_bytes: int) -> Iterator[Chunk]:
     with pa.input_stream(str(path), compression="detect") as stream:
         buffered = b""
-        while (newline := buffered.find(b"\n")) < 0:
+        while (header_end := _first_line_end(buffered)) < 0:
             more = stream.read(block_bytes)
             if not more:  # header only, no data line
                 return
             buffered += more
-        pending = buffered[newline + 1 :]
+        pending = buffered[header_end:]
         next_line = 2
         while True:
             more = stream.read(block_bytes)
             if more:
-                cut = more.rfind(b"\n") + 1
+                cut = _last_line_end(more)
                 if cut == 0:  # no line ends in this block: keep reading
                     pending += more
                     continue
@@ -104,6 +105,24 @@ def _iter_csv(path: Path, columns: list[str], block_bytes: int) -> Iterator[Chun
                     yield chunk
             if not more:
                 return
+
+
+def _first_line_end(data: bytes) -> int:
+    """Index just past the first line's end (LF, CRLF or a lone CR); -1 while none is sure (none yet, or
+    a CR as the last byte, which may be half of a CRLF)."""
+    lf, cr = data.find(b"\n"), data.find(b"\r")
+    if cr < 0 or 0 <= lf < cr:
+        return lf + 1 if lf >= 0 else -1
+    if cr + 1 == len(data):
+        return -1
+    return cr + 2 if data[cr + 1] == ord("\n") else cr + 1
+
+
+def _last_line_end(block: bytes) -> int:
+    """Index just past the block's last sure line end, 0 if it has none: its last LF, else (a file that
+    ends lines with a lone CR) its last CR but a final one, which may be half of a CRLF."""
+    lf = block.rfind(b"\n")
+    return lf + 1 if lf >= 0 else block.rfind(b"\r", 0, len(block) - 1) + 1
 
 
 def _count_lines(data: bytes) -> int:

@@ -11,10 +11,13 @@ from world_model.data.reader import iter_chunks, read_header
 TEXT = "a,b,c\n1,2,3\n4,5\n\n6,7,8\n9,10,11,12\n13,14,15"  # no newline at the end
 
 
-@pytest.mark.parametrize("block_bytes", [3, 8, 13, 1 << 20])
-def test_lines_and_malformed_rows_do_not_depend_on_block_size(tmp_path: Path, block_bytes: int) -> None:
+@pytest.mark.parametrize("block_bytes", [1, 3, 4, 8, 13, 1 << 20])
+@pytest.mark.parametrize("line_end", ["\n", "\r", "\r\n"])
+def test_lines_and_malformed_rows_do_not_depend_on_block_size_or_line_ends(tmp_path: Path, block_bytes: int,
+                                                                            line_end: str) -> None:  # fmt: skip
+    """A lone CR ends lines in an old Mac spreadsheet's CSV (its header was read as the whole file)."""
     path = tmp_path / "x.csv"
-    path.write_text(TEXT)
+    path.write_bytes(line_end.join(TEXT.split("\n")).encode())
     columns = read_header(path)
     values, lines, malformed = [], [], []
     for chunk in iter_chunks(path, columns, block_bytes):
