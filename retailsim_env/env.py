@@ -109,8 +109,8 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Info
 
     ``week``, ``revenue``, ``profit``, ``units``, ``demand``, ``stockout_units`` (demand neither sold nor
-    substituted), ``stockouts`` (products whose stock fell short), ``price_violations``, ``edge_share`` (prices within 5% of a bound), ``promo_share`` (products
-    on promotion), ``clipped_actions``,
+    substituted), ``stockouts`` (products whose stock fell short), ``price_violations``, ``edge_share``
+    (prices within 5% of a bound), ``promo_share`` (products on promotion), ``clipped_actions``,
     ``visits`` (trips to the managed stores), ``holding_cost``, ``stockout_cost``
     and ``reward_profit``, ``reward_boundary_penalty``, ``reward_diversity_bonus``, ``reward_inventory_alignment``.
 

@@ -30,8 +30,9 @@ ROW_ID_SCHEMA = pa.schema([("_hash", pa.uint64()), ("_line", pa.int64())])
 def row_check_sql(layout: str, table: str = "chunk") -> str:
     """SQL that types and checks every row of ``table`` (text columns of ``layout`` plus ``_line``).
 
-    Returns, in input order, ``reason`` (null when the row passed), the six typed columns, ``_hash``
-    (of :data:`DUPLICATE_CANDIDATE_KEY`) and ``_line``; the text columns are taken over from the input by :func:`canonical_rows`.
+    Returns, in input order, ``reason`` (null when the row passed), the six typed columns, ``_hash`` (of
+    :data:`DUPLICATE_CANDIDATE_KEY`) and ``_line``; the text columns are taken over from the input by
+    :func:`canonical_rows`.
     Integers must be plain decimal digits with an optional minus: TRY_CAST alone would also take
     ``1.5`` (rounded), ``0x10`` and ``1_000``, so any other character marks the row.
     """
