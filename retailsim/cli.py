@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from retailsim.rundirs import check_out_arg, replacing
-from world_model.errors import RetailSimError
+from retailsim.rundirs import replacing
+from world_model.errors import RetailSimError, check_output_dir
 
 EXIT_USER_ERROR = 2
 
@@ -335,9 +335,7 @@ def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) ->
     from agents.envargs import EnvKwargsError
 
     out_dir = Path(out)
-    check_out_arg(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise RetailSimError(f"--out: {out_dir} is not empty (a previous run?); use another directory or --overwrite")
+    check_output_dir(out_dir, overwrite, flag="--out")
     try:
         with replacing([out_dir]):
             return train(config, out)
@@ -382,7 +380,7 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
 
 def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
-    check_out_arg(Path(args.out))
+    check_output_dir(Path(args.out), overwrite=True, flag="--out")  # a file, not a report directory
     if (run / "policies.pt").exists():
         from agents.multi import evaluate_multi_run
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retailsim.rundirs import check_out_arg, replacing
+from retailsim.rundirs import replacing
 from world_model.data.facts import SCALE_FREE_FACTS, compute_facts, format_facts
 from world_model.data.ingest import IngestConfig, ingest, iter_report_lines
 from world_model.data.synthetic import MarketConfig, generate_market
+from world_model.errors import check_output_dir
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class DemoConfig:
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     """Train, evaluate and report under ``out``; returns the evaluation report. A previous demo there is
     replaced when this one completes, and kept when it fails or is interrupted."""
-    check_out_arg(out)
+    check_output_dir(out, overwrite=True, flag="--out")
     run, report_dir = out / "ppo", out / "report"
     out.mkdir(parents=True, exist_ok=True)
     # A rerun replaces the last demo, not merges into it (TensorBoard would show both runs).

@@ -15,20 +15,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from world_model.errors import RetailSimError
-
-
-def check_out_arg(out: Path, flag: str = "--out") -> None:
-    """Refuse an output path that exists as something other than a directory, before any work."""
-    if out.exists() and not out.is_dir():
-        raise RetailSimError(f"{flag}: {out} exists and is not a directory")
+from world_model.errors import check_output_dir
 
 
 @contextmanager
 def replacing(dirs: Sequence[Path]) -> Iterator[None]:
     """Run the block with every directory of ``dirs`` absent; keep what it wrote only if it completes."""
-    for target in dirs:
-        check_out_arg(target)
+    for target in dirs:  # all before anything moves
+        check_output_dir(target, overwrite=True, flag="--out")
     asides: list[tuple[Path, Path]] = []
     for target in dirs:
         if target.exists():

@@ -68,10 +68,11 @@ class EnvConfig:
     reward: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:
-        counts = ("episode_length", "lead_time", "promo_memory")  # numpy's integers are Integral too
-        fractional = [n for n in counts if not isinstance(getattr(self, n), Integral) or isinstance(getattr(self, n), bool)]
+        counts = {name: getattr(self, name) for name in ("episode_length", "lead_time", "promo_memory")}
+        fractional = [f"{name}={value!r}" for name, value in counts.items()  # numpy's integers are Integral too
+                      if isinstance(value, bool) or not isinstance(value, Integral)]  # fmt: skip
         if fractional:
-            raise ValueError(f"EnvConfig: {', '.join(f'{n}={getattr(self, n)!r}' for n in fractional)} must be a whole number")
+            raise ValueError(f"EnvConfig: {', '.join(fractional)} must be a whole number")
         checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,
                   "max_promo_depth": 0 <= self.max_promo_depth < 1, "max_order_multiple": self.max_order_multiple > 0,
                   "min_promo_depth": 0 <= self.min_promo_depth <= self.max_promo_depth,

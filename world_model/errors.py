@@ -9,9 +9,11 @@ class RetailSimError(Exception):
     """A problem with the user's input or arguments (a file, a column, an option), not a bug."""
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an output path that is a file, or a non-empty directory unless ``overwrite``."""
+def check_output_dir(out: Path, overwrite: bool, flag: str | None = None) -> None:
+    """Refuse an output path that is a file, or a non-empty directory unless ``overwrite``; ``flag`` names
+    the option the path came from (``--out``) in the message."""
+    named = f"{flag}: {out}" if flag else f"{out}:"
     if out.exists() and not out.is_dir():
-        raise RetailSimError(f"{out}: exists and is not a directory")
+        raise RetailSimError(f"{named} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RetailSimError(f"{out}: output directory exists and is not empty (pass --overwrite)")
+        raise RetailSimError(f"{named} output directory exists and is not empty (pass --overwrite)")

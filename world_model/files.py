@@ -36,7 +36,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
             os.close(directory)
 
 
-def write_json_atomic(path: Path, payload: Any, indent: int = 2, durable: bool = False, **dumps: Any) -> None:
-    """``payload`` as indented JSON with a final newline, all or nothing (``dumps``: ``json.dumps`` options)."""
-    text = json.dumps(payload, indent=indent, **dumps) + "\n"
+def write_json_atomic(path: Path, payload: Any, indent: int = 2, durable: bool = False) -> None:
+    """``payload`` as indented JSON with a final newline, all or nothing."""
+    text = json.dumps(payload, indent=indent) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode()), durable)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from retailsim.rundirs import check_out_arg, replacing
+from retailsim.rundirs import replacing
 from world_model.errors import RetailSimError
 
 
@@ -35,9 +35,8 @@ def test_a_failed_block_puts_the_old_directories_back(tmp_path, error) -> None:
 
 def test_an_output_path_that_is_a_file_is_refused_before_anything_moves(tmp_path) -> None:
     (tmp_path / "file").write_text("not a run")
-    with pytest.raises(RetailSimError, match=r"--out: .*file exists and is not a directory"):
-        check_out_arg(tmp_path / "file")
     kept = _run(tmp_path, "a", "old a")
-    with pytest.raises(RetailSimError), replacing([kept, tmp_path / "file"]):
+    with pytest.raises(RetailSimError, match=r"--out: .*file exists and is not a directory"), \
+            replacing([kept, tmp_path / "file"]):
         pass
     assert (kept / "result").read_text() == "old a"
