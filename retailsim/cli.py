@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from retailsim.rundirs import replacing
 from world_model.errors import RetailSimError, check_output_dir
+from world_model.files import replacing
 
 EXIT_USER_ERROR = 2
 
@@ -296,7 +296,8 @@ def _cmd_scenario_build(args: argparse.Namespace) -> int:
     from retailsim_env.scenario import BuildConfig, Scenario, build_scenario
 
     out = build_scenario(args.workdir, args.world_model, args.store_visit, args.out, ground_truth=args.ground_truth,
-                         config=BuildConfig(name=args.name or Path(args.out).name, cost_ratio=args.cost_ratio))  # fmt: skip
+                         config=BuildConfig(name=args.name or Path(args.out).name, cost_ratio=args.cost_ratio),
+                         overwrite=args.overwrite)  # fmt: skip
     scenario = Scenario(out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"scenario {scenario.name}: {len(scenario.catalog)} products, {len(scenario.stores)} stores, "
@@ -331,13 +332,13 @@ def _env_kwargs(text: str | None) -> dict:
 def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) -> dict:
     """``train(config, out)``, its bad env keyword arguments reported as ``--env-kwargs``. Nothing is left
     half-written: a non-empty ``out`` is refused unless ``overwrite``; then the old run is replaced only
-    when the new one is complete (``retailsim.rundirs.replacing``)."""
+    when the new one is complete (``world_model.files.replacing``)."""
     from agents.envargs import EnvKwargsError
 
     out_dir = Path(out)
     check_output_dir(out_dir, overwrite, flag="--out")
     try:
-        with replacing([out_dir]):
+        with replacing([out_dir], flag="--out"):
             return train(config, out)
     except EnvKwargsError as error:
         raise RetailSimError(f"--env-kwargs: {error.detail}") from None
@@ -593,6 +594,7 @@ def _add_environment_commands(commands) -> None:
     build.add_argument("--name", help="scenario name (default: the --out directory's name)")
     build.add_argument("--cost-ratio", type=float, default=0.7,
                        help="unit cost / reference price where no ground truth gives costs (default 0.7)")
+    build.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (once the new one is complete)")
     build.set_defaults(func=_cmd_scenario_build)
 
     bench = commands.add_parser("bench", help="benchmarks")

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retailsim.rundirs import replacing
 from world_model.data.facts import SCALE_FREE_FACTS, compute_facts, format_facts
 from world_model.data.ingest import IngestConfig, ingest, iter_report_lines
 from world_model.data.synthetic import MarketConfig, generate_market
 from world_model.errors import check_output_dir
+from world_model.files import replacing
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     run, report_dir = out / "ppo", out / "report"
     out.mkdir(parents=True, exist_ok=True)
     # A rerun replaces the last demo, not merges into it (TensorBoard would show both runs).
-    with replacing([run, report_dir]):
+    with replacing([run, report_dir], flag="--out"):
         return _train_and_report(run, report_dir, config, progress)
 
 

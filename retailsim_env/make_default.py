@@ -111,7 +111,8 @@ def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultS
         for kind, name in MODELS.items():  # copied first: ``out`` may be ``models_from``
             shutil.copyfile(Path(models_from) / name, work / f"{kind}.pt")
         return build_scenario(work / "work", work / "basket.pt", work / "store_visit.pt", out,
-                              ground_truth=work / "raw" / "ground_truth", config=BuildConfig(name="default"))  # fmt: skip
+                              ground_truth=work / "raw" / "ground_truth", config=BuildConfig(name="default"),
+                              overwrite=True)  # fmt: skip
     quiet = {"progress": progress, "seed": config.seed}
     store_task = StoreVisitTask(data, StoreVisitConfig(n_stores=data.n_stores), StoreVisitTaskConfig(seed=config.seed))
     train(store_task, TrainConfig(epochs=config.store_visit_epochs, **quiet), work / "store_visit")
@@ -119,7 +120,8 @@ def make_default(work: Path, out: Path, config: DefaultScenarioConfig = DefaultS
     basket_task = BasketTask(data, basket_config, BasketTaskConfig(seed=config.seed), epochs=config.basket_epochs)
     train(basket_task, TrainConfig(epochs=config.basket_epochs, **quiet), work / "basket")
     return build_scenario(work / "work", work / "basket", work / "store_visit", out,
-                          ground_truth=work / "raw" / "ground_truth", config=BuildConfig(name="default"))  # fmt: skip
+                          ground_truth=work / "raw" / "ground_truth", config=BuildConfig(name="default"),
+                          overwrite=True)  # fmt: skip
 
 
 def main() -> None:

@@ -33,7 +33,8 @@
 
 Unit costs: the generator's true costs when ground truth is given, otherwise ``cost_ratio`` (default 0.7)
 times the reference price, recorded as ``cost_source`` in scenario.json. The write goes to
-``SCENARIO_DIR.partial`` and is renamed when complete, so a scenario directory is never half-written.
+``SCENARIO_DIR.partial`` and is renamed when complete (``world_model.files.replacing``), so a scenario
+directory is never half-written, and a previous one is replaced (``overwrite``) only by a whole new one.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ import pandas as pd
 import torch
 
 from world_model.data.duckdb_util import sql_string
-from world_model.errors import RetailSimError
+from world_model.errors import RetailSimError, check_output_dir
+from world_model.files import recover_replaced, replacing
 from world_model.models.predictors import check_world_model
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 from world_model.pipeline.loader import PreparedData
@@ -252,9 +254,13 @@ def _calendar(data: PreparedData) -> dict:
 
 
 def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Path | str, out: Path | str,
-                   ground_truth: Path | str | None = None, config: BuildConfig = BuildConfig()) -> Path:  # fmt: skip
-    """Write the bundle (module docstring) to ``out``; returns ``out``."""
+                   ground_truth: Path | str | None = None, config: BuildConfig = BuildConfig(),
+                   overwrite: bool = False) -> Path:  # fmt: skip
+    """Write the bundle (module docstring) to ``out``; returns ``out``. A non-empty ``out`` is refused
+    unless ``overwrite`` (RetailSimError)."""
     workdir, out = Path(workdir), Path(out)
+    recover_replaced(out)
+    check_output_dir(out, overwrite, flag="--out")
     checkpoints = {"basket": check_world_model(world_model, "basket"),  # before anything is written
                    "store_visit": check_world_model(store_visit, "store_visit")}  # fmt: skip
     data = PreparedData(workdir)
@@ -303,9 +309,8 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
         "files": {str(p.relative_to(partial)): file_sha256(p) for p in files},
     }  # fmt: skip
     (partial / "scenario.json").write_text(json.dumps(meta, indent=1) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    with replacing([out]):
+        os.replace(partial, out)
     return out
 
 

@@ -1,18 +1,31 @@
-"""Writing a file so that a crash leaves either the old file or the whole new one, never a part.
+"""Writing files and directories so that a crash leaves either the old one or the whole new one, never a part.
 
-The new content goes to ``NAME.tmp`` beside the target and replaces it by ``os.replace`` (atomic on POSIX
-and Windows within one file system); a failed write removes the temporary file. ``durable`` also syncs
-the file and its directory to disk, for what must survive a power cut (checkpoints), at the price of a
-disk flush per file (too dear for the ingest's many small markers).
+Files (``atomic_write``): the new content goes to ``NAME.tmp`` beside the target and replaces it by
+``os.replace`` (atomic on POSIX and Windows within one file system); a failed write removes the temporary
+file. ``durable`` also syncs the file and its directory to disk, for what must survive a power cut
+(checkpoints), at the price of a disk flush per file (too dear for the ingest's many small markers).
+
+Directories (``replacing``): a directory cannot be swapped for another in one portable rename, so the old
+one is first moved aside to ``.NAME.replaced`` beside it, and deleted only once the new one is complete.
+A failure or Ctrl-C puts it back at once; a hard crash (power cut, kill -9) leaves it aside, and
+``recover_replaced`` (which ``replacing`` also calls first) puts it back on the next run. So at every
+moment either the previous output or the whole new one can be found.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from world_model.errors import check_output_dir
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool = False) -> None:
@@ -40,3 +53,54 @@ def write_json_atomic(path: Path, payload: Any, indent: int = 2, durable: bool =
     """``payload`` as indented JSON with a final newline, all or nothing."""
     text = json.dumps(payload, indent=indent) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode()), durable)
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.replaced")
+
+
+def _discarded(target: Path) -> Path:
+    return target.with_name(f".{target.name}.discarded")
+
+
+def recover_replaced(target: Path) -> bool:
+    """Undo what a hard crash inside ``replacing`` left: the previous ``target`` back in place, and the
+    crashed run's partial one deleted. Returns whether there was anything to put back."""
+    shutil.rmtree(_discarded(target), ignore_errors=True)  # a crash while deleting a replaced directory
+    aside = _aside(target)
+    if not aside.is_dir():
+        return False
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(aside, target)
+    log.warning("%s: put back the previous output, which an interrupted run had moved aside", target)
+    return True
+
+
+@contextmanager
+def replacing(dirs: Sequence[Path], flag: str | None = None) -> Iterator[None]:
+    """Run the block with every directory of ``dirs`` absent; keep what it wrote only if it completes.
+
+    Each existing directory is moved aside first (``flag`` names the option in the message if one is a
+    file). On success the old ones are deleted; on any exception the partial new ones are deleted and the
+    old ones put back."""
+    for target in dirs:  # all checked before anything moves
+        check_output_dir(target, overwrite=True, flag=flag)
+    for target in dirs:
+        recover_replaced(target)
+    moved = []
+    for target in dirs:
+        if target.exists():
+            os.replace(target, _aside(target))
+            moved.append(target)
+    try:
+        yield
+    except BaseException:
+        for target in dirs:
+            shutil.rmtree(target, ignore_errors=True)
+        for target in moved:
+            os.replace(_aside(target), target)
+        raise
+    for target in moved:  # renamed first, so an interrupted deletion is never taken for a kept output
+        os.replace(_aside(target), _discarded(target))
+        shutil.rmtree(_discarded(target))

@@ -80,6 +80,19 @@ def test_costs_fall_back_to_the_cost_ratio_without_ground_truth(tiny_workdir, tm
     assert np.allclose(catalog["unit_cost"], catalog["base_price"] * 0.7)
 
 
+def test_a_non_empty_out_is_refused_unless_overwrite_and_then_replaced_whole(tiny_workdir, tmp_path) -> None:
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    out = tmp_path / "scenario"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RetailSimError, match=r"--out: .*not empty \(pass --overwrite\)"):
+        build_scenario(tiny_workdir.workdir, basket, store, out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    Scenario(build_scenario(tiny_workdir.workdir, basket, store, out, overwrite=True)).verify()
+    assert not (out / "notes.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "scenario"]  # no partial or aside left
+
+
 def test_bad_inputs_name_the_argument(tiny_workdir, tmp_path) -> None:
     with pytest.raises(RetailSimError, match=r"scenario: .* \(no scenario.json\)"):
         resolve_scenario(tmp_path)

@@ -62,7 +62,7 @@ from world_model.data.schema import (
     layout_columns,
 )
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import write_json_atomic
+from world_model.files import recover_replaced, replacing, write_json_atomic
 
 log = logging.getLogger("retailsim")
 
@@ -120,6 +120,7 @@ def ingest(input_spec: str | Path, out_dir: str | Path, config: IngestConfig | N
     config = config or IngestConfig()
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    recover_replaced(out_dir)  # a crash while publishing the last ingest left its output aside
     check_output_dir(out_dir, config.overwrite)
     connect(config.memory_limit).close()  # a bad --memory-limit fails now, not after the first pass
     files, found_calendar = discover_inputs(input_spec)
@@ -748,13 +749,7 @@ def _publish(work: Path, out_dir: Path, report: dict) -> None:
     for scratch in ("_staging", "_quarantine", "_duckdb_tmp", "_state"):
         shutil.rmtree(work / scratch, ignore_errors=True)
     write_json_atomic(work / "ingest_report.json", report)
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(work, out_dir)
-        shutil.rmtree(old)
-    else:
+    with replacing([out_dir]):
         os.replace(work, out_dir)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -375,6 +377,29 @@ def test_a_crash_in_any_late_step_resumes_to_the_same_result(tmp_path: Path, mon
     assert read_output(tmp_path / "out").equals(read_output(tmp_path / "fresh"))
     quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
     assert [(r["line"], r["reason"]) for r in quarantine] == [(4, Reason.DUPLICATE_LINE)]
+
+
+def test_a_hard_crash_between_the_publishing_renames_keeps_the_previous_output(tmp_path: Path) -> None:
+    """A rerun with --overwrite that dies (power cut) after moving the old output aside and before the new
+    one is renamed into place: the next run finds the old output where it was."""
+    src = _two_week_source(tmp_path)
+    out = tmp_path / "out"
+    ingest(src, out, QUIET)
+    before = read_output(out)
+    script = f"""
+import os
+from world_model.data.ingest import IngestConfig, ingest
+real = os.replace
+os.replace = lambda a, b: os._exit(3) if str(a).endswith(".partial") else real(a, b)
+ingest({str(src)!r}, {str(out)!r}, IngestConfig(progress=False, workers=1, overwrite=True))
+"""
+    assert subprocess.run([sys.executable, "-c", script], check=False).returncode == 3
+    assert not out.exists()  # the moment of the crash: the old output aside, the new one not yet in place
+    with pytest.raises(RetailSimError, match="not empty"):  # put back first, so it is not overwritten unasked
+        ingest(src, out, QUIET)
+    assert read_output(out).equals(before)
+    ingest(src, out, IngestConfig(progress=False, workers=1, overwrite=True))
+    assert read_output(out).equals(before) and sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
 def test_a_crash_at_any_file_operation_of_the_late_quarantine_step_loses_no_row(tmp_path: Path, monkeypatch) -> None:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from world_model.errors import check_output_dir
+from world_model.files import recover_replaced, replacing
 
 from ..schema import Reason
 from .config import MarketConfig
@@ -100,16 +101,6 @@ def _defect_positions(shop_week: int, rows: dict[str, np.ndarray], order: np.nda
     })
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
 def generate_market(
     config: MarketConfig,
     out_dir: str | os.PathLike[str],
@@ -130,6 +121,7 @@ def generate_market(
     if not 0.0 <= dirty_rate <= 1.0:
         raise ValueError("dirty_rate must be in [0, 1]")
     out = Path(out_dir)
+    recover_replaced(out)
     check_output_dir(out, overwrite)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +144,8 @@ def generate_market(
         }
         defect_rows = pa.concat_tables([w.pop("defect_rows") for w in weeks])
         write_ground_truth(market, tmp / "ground_truth", promotions, defects, defect_rows)
-        _replace_dir(tmp, out)
+        with replacing([out]):
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
