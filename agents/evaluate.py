@@ -27,7 +27,6 @@ import numpy as np
 
 from retailsim_env import RetailSimVectorEnv, Scenario
 from retailsim_env.core import BatchedRetailSim
-from world_model.files import write_json_atomic
 
 from agents.policies import BASELINES, HistoricalPricing
 
@@ -124,7 +123,7 @@ def evaluate_policies(policies: list[Policy], env_kwargs: dict[str, Any], episod
 def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000,
                  baselines: tuple[str, ...] = tuple(BASELINES)) -> dict:  # fmt: skip
     """Evaluate a ``retailsim agents train`` run against ``baselines``; write report.json and the plots."""
-    from agents.plots import plot_report
+    from agents.plots import plot_report, write_report
     from agents.train import CONFIG_FILE
 
     run_dir, out = Path(run_dir), Path(out)
@@ -132,9 +131,7 @@ def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: 
     policies: list[Policy] = [BASELINES[name] for name in baselines] + [PPOPolicy(run_dir)]
     report = evaluate_policies(policies, config["env_kwargs"], episodes=episodes, seed=seed)
     report["run"] = str(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = plot_report(report, out)
-    write_json_atomic(out / "report.json", report, indent=1)  # last: a report.json is a whole report
+    write_report(report, out, plot_report)
     return report
 
 

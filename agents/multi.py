@@ -40,7 +40,6 @@ from agents.policies import HistoricalPricing
 from retailsim_env.env import open_sim
 from retailsim_env.scenario import Scenario
 from retailsim_env.multi_agent import MODES, MultiAgentView
-from world_model.files import write_json_atomic
 
 POLICIES_FILE = "policies.pt"
 
@@ -409,11 +408,9 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
 
 def evaluate_multi_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
     """``evaluate_multi`` of a ``train_multi`` run; write ``out``/report.json and agent_returns.png."""
-    from agents.plots import plot_multi_report
+    from agents.plots import plot_multi_report, write_report
 
     out = Path(out)
     report = evaluate_multi(run_dir, episodes=episodes, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = plot_multi_report(report, out)
-    write_json_atomic(out / "report.json", report, indent=1)  # last: a report.json is a whole report
+    write_report(report, out, plot_multi_report)
     return report

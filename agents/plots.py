@@ -1,10 +1,23 @@
-"""The evaluation report's PNG plots (matplotlib, Agg backend: no display needed)."""
+"""The evaluation reports' files: report.json and its PNG plots (matplotlib, Agg backend: no display needed).
+
+``write_report`` keeps a report directory consistent, which matters because ``--out`` may be a directory
+shared with other files (even ``.``), so it is never replaced whole: the previous report.json goes first
+and the new one is written last, so a report.json found there always describes the plots beside it; each
+plot is written atomically; and report plots the new report did not draw (a single-agent report written
+where a multi-agent one was, or the reverse) are removed rather than left to be taken for its own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from world_model.files import atomic_write, write_json_atomic
+
+REPORT_FILE = "report.json"
+REPORT_PLOTS = ("profit_lift.png", "weekly_profit.png", "pricing_behaviour.png", "agent_returns.png")
 
 
 def _pyplot():
@@ -14,6 +27,24 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def write_report(report: dict, out: Path, plot: Callable[[dict, Path], list[str]]) -> None:
+    """Write ``plot(report, out)``'s plots (recorded as ``report["plots"]``), then ``out``/report.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_FILE).unlink(missing_ok=True)
+    report["plots"] = plot(report, out)
+    drawn = {Path(path).name for path in report["plots"]}
+    for name in REPORT_PLOTS:
+        if name not in drawn:
+            (out / name).unlink(missing_ok=True)
+    write_json_atomic(out / REPORT_FILE, report, indent=1)
+
+
+def _save(plt, figure, path: Path) -> str:
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    plt.close(figure)
+    return str(path)
 
 
 def plot_report(report: dict, out: Path) -> list[str]:
@@ -34,9 +65,7 @@ def plot_report(report: dict, out: Path) -> list[str]:
     axis.set_title("Profit lift: learned market vs the generator's truth (oracle)")
     axis.legend()
     figure.tight_layout()
-    paths.append(str(out / "profit_lift.png"))
-    figure.savefig(paths[-1], dpi=100)
-    plt.close(figure)
+    paths.append(_save(plt, figure, out / "profit_lift.png"))
 
     figure, axis = plt.subplots(figsize=(8, 4))
     for name, weekly in report["weekly_profit"][modes[0]].items():
@@ -45,9 +74,7 @@ def plot_report(report: dict, out: Path) -> list[str]:
     axis.set_ylabel(f"mean weekly profit ({modes[0]} market)")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    paths.append(str(out / "weekly_profit.png"))
-    figure.savefig(paths[-1], dpi=100)
-    plt.close(figure)
+    paths.append(_save(plt, figure, out / "weekly_profit.png"))
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     results = report["modes"][modes[0]]
@@ -58,9 +85,7 @@ def plot_report(report: dict, out: Path) -> list[str]:
     axes[0].axhline(10, color="red", linestyle="--", linewidth=0.8)
     figure.suptitle(f"Pricing behaviour ({modes[0]} market)")
     figure.tight_layout()
-    paths.append(str(out / "pricing_behaviour.png"))
-    figure.savefig(paths[-1], dpi=100)
-    plt.close(figure)
+    paths.append(_save(plt, figure, out / "pricing_behaviour.png"))
     return paths
 
 
@@ -88,7 +113,4 @@ def plot_multi_report(report: dict, out: Path) -> list[str]:
         axis.legend(fontsize=8)
     figure.suptitle(f"Multi-agent ({report['mode']}): return over each agent's historical counterpart")
     figure.tight_layout()
-    path = str(out / "agent_returns.png")
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return [path]
+    return [_save(plt, figure, out / "agent_returns.png")]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import replacing
+from world_model.files import replacing, write_text_atomic
 
 EXIT_USER_ERROR = 2
 
@@ -254,10 +254,8 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
     report = evaluate_response(simulator, Path(args.ground_truth) if args.ground_truth else None, args.store)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
-    os.replace(tmp, out)
     figure = plot_response(report, out.with_suffix(".png"))
+    write_text_atomic(out, json.dumps(report, indent=1, default=float) + "\n")  # last: the report is of this plot
     ident = report["identifiability"]
     print(f"{ident['categories']} categories, {ident['estimated']} estimated, "
           f"{ident['elasticity_data_weight_over_half']} with elasticity data weight > 0.5")  # fmt: skip

@@ -49,10 +49,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
             os.close(directory)
 
 
+def write_text_atomic(path: Path, text: str, durable: bool = False) -> None:
+    """``text`` as UTF-8, all or nothing."""
+    atomic_write(path, lambda handle: handle.write(text.encode()), durable)
+
+
 def write_json_atomic(path: Path, payload: Any, indent: int = 2, durable: bool = False) -> None:
     """``payload`` as indented JSON with a final newline, all or nothing."""
-    text = json.dumps(payload, indent=indent) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode()), durable)
+    write_text_atomic(path, json.dumps(payload, indent=indent) + "\n", durable)
 
 
 def _aside(target: Path) -> Path:

@@ -62,7 +62,7 @@ from world_model.data.schema import (
     layout_columns,
 )
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import recover_replaced, replacing, write_json_atomic
+from world_model.files import atomic_write, recover_replaced, replacing, write_json_atomic
 
 log = logging.getLogger("retailsim")
 
@@ -233,9 +233,7 @@ def _prepare_workdir(work: Path, files: list[Path], calendar: Path | None, confi
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
 # ----------------------------------------------------------------------------------- pass 1: stage

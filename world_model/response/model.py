@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from world_model.errors import RetailSimError
+from world_model.files import write_text_atomic
 from world_model.response.config import ResponseConfig
 
 RESPONSE_FILE = "price_response.json"
@@ -123,11 +123,8 @@ class PriceResponse:
                    ResponseConfig(**payload["config"]))  # fmt: skip
 
     def save(self, path: Path | str) -> None:
-        """Write atomically (a temporary sibling renamed over ``path``)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
-        os.replace(tmp, path)
+        """Write atomically (``world_model.files``)."""
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
 
     @classmethod
     def load(cls, path: Path | str) -> PriceResponse:

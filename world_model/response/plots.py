@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from world_model.files import atomic_write  # noqa: E402
 
 
 def _values(rows: list[dict], key: str) -> np.ndarray:
@@ -83,8 +84,6 @@ def plot_response(report: dict, path: Path | str) -> Path:
     axes[1, 1].set_title("how much each category leans on the prior")
     axes[1, 1].legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
