@@ -30,8 +30,9 @@ quiet week after it keep their bins from year to year, which days of the year //
    z >= 2 x spike_z are then left out of a new smooth (steps 2-3 again, ``robust_passes``), so a peak
    does not spill into the weeks beside it;
 4. weeks of the year the training weeks never cover are interpolated linearly in log between the
-   nearest covered weeks on either side, circularly: no evidence, so no season of their own (in
-   particular none of a December peak that only weeks outside the training split hold);
+   smooth of the nearest covered weeks on either side, circularly: no evidence, so no season of their
+   own (in particular none of a December peak that only weeks outside the training split hold, nor one
+   spread from a spike in the last covered week);
 5. scaled so that the index averages 1 over the training weeks, the weeks the bundle's history level
    averages (``world_model.response.history``), so that level stays the training weeks' mean.
 """
@@ -181,15 +182,17 @@ def _alternate(units: np.ndarray, multiplier: np.ndarray, pair: np.ndarray, cell
     return expected
 
 
-def _interpolate_gaps(log_season: np.ndarray, covered: np.ndarray) -> np.ndarray:
+def _interpolate_gaps(log_season: np.ndarray, log_smooth: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """``log_season`` [52] with the uncovered weeks interpolated linearly between the nearest covered
-    weeks on either side, circularly (all 0 when none is covered)."""
+    weeks on either side, circularly (all 0 when none is covered). The line runs between those weeks'
+    ``log_smooth``, not their own index: a spike in the last covered week before a gap (training weeks
+    ending on a pre-Christmas peak) is that week's alone, and would otherwise be spread over the gap."""
     known = np.flatnonzero(covered)
     if len(known) == 0:
         return np.zeros_like(log_season)
     weeks = np.arange(WEEKS_OF_YEAR)
     extended = np.r_[known - WEEKS_OF_YEAR, known, known + WEEKS_OF_YEAR]
-    values = np.tile(log_season[known], 3)
+    values = np.tile(log_smooth[known], 3)
     return np.where(covered, log_season, np.interp(weeks, extended, values))
 
 
@@ -222,8 +225,9 @@ def _category_season(units: np.ndarray, expected: np.ndarray, training_bins: np.
         if np.array_equal(spikes, left_out):
             break
         left_out = spikes
-    log_season = np.where(covered & (smooth > 0), np.log(np.maximum(smooth, 1e-300)) + deviation * keep, 0.0)
-    season = np.exp(_interpolate_gaps(log_season, covered & (smooth > 0)))
+    known = covered & (smooth > 0)
+    log_smooth = np.where(known, np.log(np.maximum(smooth, 1e-300)), 0.0)
+    season = np.exp(_interpolate_gaps(np.where(known, log_smooth + deviation * keep, 0.0), log_smooth, known))
     return season / season[training_bins].mean(), covered
 
 

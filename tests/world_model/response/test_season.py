@@ -178,10 +178,21 @@ def test_weeks_of_the_year_outside_the_data_are_interpolated_in_log() -> None:
     season, covered = _fit(panel)
     first, last = int(panel["bins"][0]), int(panel["bins"][-1])
     assert covered[0].tolist() == [first <= w <= last for w in range(WEEKS_OF_YEAR)]
-    gap = np.r_[last:WEEKS_OF_YEAR, 0:first + 1]  # fmt: skip
-    expected = np.interp(np.arange(len(gap)), [0, len(gap) - 1], np.log(season[0, [last, first]]))
-    assert np.allclose(np.log(season[0, gap]), expected)
+    gap = np.log(season[0, np.r_[last + 1:WEEKS_OF_YEAR, 0:first]])  # fmt: skip
+    assert np.allclose(np.diff(gap, 2), 0.0, atol=1e-12)  # a straight line in log
     assert season[0].max() < 1.3
+
+
+def test_a_spike_in_the_last_covered_week_is_not_spread_over_the_gap_after_it() -> None:
+    """36 weeks from April end on the second of the three x2.5 weeks before Christmas: those two keep
+    their peak, and the 17 uncovered weeks after them run from the smooth there (before this, from the
+    peak: a gap mean of 1.64)."""
+    panel = _panel(36, _true_season(36), seed=3)
+    season, _ = _fit(panel)
+    first, last = int(panel["bins"][0]), int(panel["bins"][-1])
+    assert season[0, [last - 1, last]].min() > 2.0
+    gap = season[0, np.r_[last + 1:WEEKS_OF_YEAR, 0:first]]  # fmt: skip
+    assert gap.max() < 1.2 and abs(gap.mean() - 1.0) < 0.1
 
 
 def test_the_index_table_round_trips_and_unknown_categories_get_one() -> None:
