@@ -16,19 +16,14 @@ import json
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 
 from retailsim_env import RetailSimEnv, RetailSimVectorEnv
+from retailsim_env.bench import ROUND_BUDGET, round_steps, side_by_side
 from retailsim_env.scenario import default_scenario_path
 
-STEP_BUDGET = 3_000
-"""Copy-steps a round times per environment with fixed propensities (at least 20 steps each; with weekly
-ones a fifteenth, at least 5): about a minute for the default sizes and rounds on 2 CPU cores."""
 
 
 def _make(n: int, scenario: Path, propensities: str):
@@ -36,31 +31,15 @@ def _make(n: int, scenario: Path, propensities: str):
     return RetailSimEnv(**kwargs) if n == 1 else RetailSimVectorEnv(n, **kwargs)
 
 
-def _copy_steps_per_s(env, n: int, action: np.ndarray, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(action)
-        if n == 1 and (terminated or truncated):  # the vector env resets its copies itself
-            env.reset()
-    return steps * n / (time.perf_counter() - start)
-
-
-def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, step_budget: int = STEP_BUDGET) -> list[dict]:
+def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, step_budget: int = ROUND_BUDGET) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         poisson = Path(shutil.copytree(default_scenario_path(), Path(scratch) / "poisson_units",
                                        ignore=shutil.ignore_patterns(BASKET_QUANTITIES)))  # fmt: skip
         results = []
         for n in sizes:
             envs = {"compound": _make(n, default_scenario_path(), propensities), "poisson": _make(n, poisson, propensities)}
-            action = np.random.default_rng(seed).uniform(-1, 1, envs["compound"].action_space.shape).astype(np.float32)
-            steps = max(step_budget // n, 20) if propensities == "fixed" else max(step_budget // (15 * n), 5)
-            rates = {name: [] for name in envs}
-            for env in envs.values():
-                env.reset(seed=seed)
-                _copy_steps_per_s(env, n, action, max(steps // 10, 2))  # warm-up
-            for _ in range(rounds):
-                for name, env in envs.items():
-                    rates[name].append(_copy_steps_per_s(env, n, action, steps))
+            steps = round_steps(n, propensities, step_budget)
+            rates = side_by_side(envs, n, steps, rounds, seed)
             for env in envs.values():
                 env.close()
             ratios = [c / p for c, p in zip(rates["compound"], rates["poisson"])]
@@ -76,7 +55,7 @@ def main() -> None:
     parser.add_argument("--num-envs", default="1,8,64", help="comma-separated sizes (1: the single env)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--propensities", choices=("fixed", "weekly"), default="fixed")
-    parser.add_argument("--step-budget", type=int, default=STEP_BUDGET, help="copy-steps a round times (fixed; "
+    parser.add_argument("--step-budget", type=int, default=ROUND_BUDGET, help="copy-steps a round times (fixed; "
                                                                             "a fifteenth of it weekly)")  # fmt: skip
     args = parser.parse_args()
     sizes = [int(n) for n in args.num_envs.split(",")]

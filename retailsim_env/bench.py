@@ -170,3 +170,43 @@ def bench_env(config: EnvBenchConfig = EnvBenchConfig()) -> dict:
         "beyond_forward": {"us_per_visit": 1e6 * beyond / max(visits_in_step, 1.0),
                            "visits_per_s": visits_in_step / beyond if beyond > 0 else None},
     }  # fmt: skip
+
+
+def copy_steps_per_s(env, n: int, action: np.ndarray, steps: int) -> float:
+    """Copy-steps/s of ``steps`` steps of ``env`` (the single env when ``n`` is 1, reset when its episode
+    ends; the vector env resets its copies itself), ``action`` every step."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(action)
+        if n == 1 and (terminated or truncated):
+            env.reset()
+    return steps * n / (time.perf_counter() - start)
+
+
+ROUND_BUDGET = 3_000
+"""Copy-steps a ``side_by_side`` round times per environment with fixed propensities by default
+(``round_steps``): about a minute for three sizes and 8 rounds of two envs on 2 CPU cores."""
+
+
+def round_steps(n: int, propensities: str, budget: int = ROUND_BUDGET) -> int:
+    """Steps a round of copies-``n`` envs takes: ``budget`` copy-steps (at least 20 steps); with weekly
+    propensities, a forward a step, a fifteenth of that (at least 5)."""
+    return max(budget // n, 20) if propensities == "fixed" else max(budget // (15 * n), 5)
+
+
+def side_by_side(envs: dict[str, object], n: int, steps: int, rounds: int, seed: int = 0) -> dict[str, list[float]]:
+    """Per env of ``envs`` (same size ``n``, same action space), its copy-steps/s in each of ``rounds``
+    rounds of ``steps`` steps that alternate the envs, after a warm-up of a tenth as many: the same seeded
+    action every step, so the ratio of two envs' rates in one round compares them under one machine load
+    (on a shared machine that load moves more between runs than many a difference does)."""
+    first = next(iter(envs.values()))
+    action = np.random.default_rng(seed).uniform(-1, 1, first.action_space.shape).astype(np.float32)
+    for env in envs.values():
+        env.reset(seed=seed)
+        copy_steps_per_s(env, n, action, max(steps // 10, 2))
+    rates: dict[str, list[float]] = {name: [] for name in envs}
+    for _ in range(rounds):
+        for name, env in envs.items():
+            rates[name].append(copy_steps_per_s(env, n, action, steps))
+    return rates
+

@@ -326,6 +326,9 @@ class LearnedDemand:
         index = scenario.season_index if seasons else None
         self.season = None if index is None else index.of(list(catalog.loc[self.product_rows, "PROD_CODE_20"])).T
         """[52, K] each managed product's category index by week of the year (None: no seasons)."""
+        self._season_by_week = np.ones((0, len(self.product_rows)))
+        """[W, K] ``season`` by data week 0..W-1 (``season_of``), grown by doubling: a week's bin costs
+        some 30 us of calendar arithmetic, several times a step."""
         self.level = self._history_level(scenario)
         self.quantity_values, self.quantity_rates = self._quantity_law(scenario)
         self.gaps = np.ones((0, self.n_shoppers))
@@ -484,7 +487,13 @@ class LearnedDemand:
         """[B, K] the managed products' season index in data weeks ``weeks`` [B] (1 without seasons)."""
         if self.season is None:
             return np.ones((len(weeks), len(self.product_rows)))
-        return self.season[week_bins(self.first_monday, weeks)]
+        weeks = np.asarray(weeks, np.int64)
+        if weeks.min() < 0:  # before the table's first week: no episode starts there, but the answer stands
+            return self.season[week_bins(self.first_monday, weeks)]
+        if weeks.max() >= len(self._season_by_week):
+            size = max(2 * len(self._season_by_week), int(weeks.max()) + 1, 128)
+            self._season_by_week = self.season[week_bins(self.first_monday, np.arange(size))]
+        return self._season_by_week[weeks]
 
     def forecast(self, weeks: np.ndarray, price: np.ndarray, depth: np.ndarray,
                  lift_scale: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip

@@ -301,6 +301,16 @@ def test_learned_forecast_follows_the_season_index(tiny_scenario_dir, tmp_path) 
         env.close()
 
 
+def test_the_season_lookup_table_answers_as_the_calendar_for_any_week(tiny_scenario_dir) -> None:
+    """``season_of`` reads a table of data weeks grown as later weeks are asked (an episode may run years
+    past the data): the same as each week's bin computed from the calendar, before and after it grows."""
+    demand = _demand(tiny_scenario_dir, products=4, propensities="fixed")
+    for weeks in (np.array([1, 30, 52]), np.array([0, 127, 128, 400, 3]), np.array([-2, 5])):
+        expected = demand.season[week_bins(demand.first_monday, weeks)]
+        assert np.array_equal(demand.season_of(weeks), expected)
+    assert len(demand._season_by_week) >= 401
+
+
 @pytest.mark.parametrize("quantities", [True, False])
 def test_learned_units_are_compound_poisson_in_the_bundles_basket_quantities(tiny_scenario_dir, tmp_path, quantities) -> None:
     """Each week's units are basket lines with the training baskets' quantities: their mean is the

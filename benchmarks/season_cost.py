@@ -1,0 +1,55 @@
+"""What the learned market's season index costs a step: prints JSON.
+
+The shipped scenario with ``seasons=True`` (a lookup of each product's week-of-year index a step,
+``world_model.response.season``) against ``seasons=False``, stepped side by side in one process, in rounds
+that alternate the two, with the same actions (``retailsim_env.bench.side_by_side``): per environment
+size, each side's median copy-steps/s and the median of the rounds' ratios (on / off; below 1 the index
+costs). Fixed propensities by default, where the lookup's share of a step is largest.
+
+    python benchmarks/season_cost.py [--num-envs 1,64] [--rounds 8] [--propensities fixed] [--step-budget 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from retailsim_env import RetailSimEnv, RetailSimVectorEnv
+from retailsim_env.bench import ROUND_BUDGET, round_steps, side_by_side
+
+
+def _make(n: int, propensities: str, seasons: bool):
+    kwargs = {"products": 10, "propensities": propensities, "device": "cpu", "config": {"seasons": seasons}}
+    return RetailSimEnv(**kwargs) if n == 1 else RetailSimVectorEnv(n, **kwargs)
+
+
+def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, step_budget: int = ROUND_BUDGET) -> list[dict]:
+    results = []
+    for n in sizes:
+        envs = {"on": _make(n, propensities, True), "off": _make(n, propensities, False)}
+        steps = round_steps(n, propensities, step_budget)
+        rates = side_by_side(envs, n, steps, rounds, seed)
+        for env in envs.values():
+            env.close()
+        results.append({"num_envs": n, "propensities": propensities, "rounds": rounds, "steps_per_round": steps,
+                        "seasons_on_copy_steps_per_s": statistics.median(rates["on"]),
+                        "seasons_off_copy_steps_per_s": statistics.median(rates["off"]),
+                        "on_over_off": statistics.median([a / b for a, b in zip(rates["on"], rates["off"])])})  # fmt: skip
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", default="1,64", help="comma-separated sizes (1: the single env)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--propensities", choices=("fixed", "weekly"), default="fixed")
+    parser.add_argument("--step-budget", type=int, default=ROUND_BUDGET, help="copy-steps a round times (fixed; "
+                                                                            "a fifteenth of it weekly)")  # fmt: skip
+    args = parser.parse_args()
+    for result in compare([int(n) for n in args.num_envs.split(",")], args.rounds, args.propensities, step_budget=args.step_budget):
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
