@@ -259,7 +259,7 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     """Write the bundle (module docstring) to ``out``; returns ``out``. A non-empty ``out`` is refused
     unless ``overwrite`` (RetailSimError)."""
     workdir, out = Path(workdir), Path(out)
-    recover_replaced(out)
+    recover_replaced(out, flag="--out")
     check_output_dir(out, overwrite, flag="--out")
     checkpoints = {"basket": check_world_model(world_model, "basket"),  # before anything is written
                    "store_visit": check_world_model(store_visit, "store_visit")}  # fmt: skip

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from world_model.errors import check_output_dir
+from world_model.errors import RetailSimError, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,23 @@ def _discarded(target: Path) -> Path:
     return target.with_name(f".{target.name}.discarded")
 
 
-def recover_replaced(target: Path) -> bool:
+def check_replaceable(target: Path, flag: str | None = None) -> None:
+    """Refuse (RetailSimError) a directory to be replaced whole that is the working directory or holds it
+    (``.``, ``..``): moving it aside would move the process's own working directory with it, and what the
+    run then wrote to relative paths would land in the directory about to be deleted."""
+    resolved, here = target.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        named = f"{flag}: {target}" if flag else f"{target}:"
+        raise RetailSimError(f"{named} is the working directory or holds it; an output directory is replaced "
+                             "whole, so name one inside it")  # fmt: skip
+
+
+def recover_replaced(target: Path, flag: str | None = None) -> bool:
     """Undo what a hard crash inside ``replacing`` left: the previous ``target`` back in place, and the
-    crashed run's partial one deleted. Returns whether there was anything to put back."""
+    crashed run's partial one deleted. Returns whether there was anything to put back. A ``target`` that
+    cannot be replaced (``check_replaceable``) is refused first, so a run that would be is refused before
+    it starts."""
+    check_replaceable(target, flag)
     shutil.rmtree(_discarded(target), ignore_errors=True)  # a crash while deleting a replaced directory
     aside = _aside(target)
     if not aside.is_dir():
@@ -86,12 +100,13 @@ def replacing(dirs: Sequence[Path], flag: str | None = None) -> Iterator[None]:
     """Run the block with every directory of ``dirs`` absent; keep what it wrote only if it completes.
 
     Each existing directory is moved aside first (``flag`` names the option in the message if one is a
-    file). On success the old ones are deleted; on any exception the partial new ones are deleted and the
-    old ones put back."""
+    file or holds the working directory). On success the old ones are deleted; on any exception the
+    partial new ones are deleted and the old ones put back."""
     for target in dirs:  # all checked before anything moves
         check_output_dir(target, overwrite=True, flag=flag)
+        check_replaceable(target, flag)
     for target in dirs:
-        recover_replaced(target)
+        recover_replaced(target, flag)
     moved = []
     for target in dirs:
         if target.exists():

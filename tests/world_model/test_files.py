@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,19 @@ def test_an_output_path_that_is_a_file_is_refused_before_anything_moves(tmp_path
             replacing([kept, tmp_path / "file"], flag="--out"):
         pass
     assert (kept / "result").read_text() == "old a"
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_the_working_directory_or_one_holding_it_is_refused_before_anything_moves(tmp_path, monkeypatch, name) -> None:
+    kept, work = _run(tmp_path, "kept", "old"), _run(_run(tmp_path, "outer", "outer"), "work", "here")
+    monkeypatch.chdir(work)
+    with pytest.raises(RetailSimError, match=rf"^--out: {re.escape(name)} is the working directory or holds it"), \
+            replacing([kept, Path(name)], flag="--out"):
+        pass
+    with pytest.raises(RetailSimError, match=rf"^{re.escape(name)}: is the working directory"):
+        recover_replaced(Path(name))
+    assert (kept / "result").read_text() == "old" and (work / "result").read_text() == "here"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "outer"]
 
 
 def _crash_inside(target: Path, after_block: bool = False) -> None:
