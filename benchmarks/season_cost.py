@@ -2,9 +2,10 @@
 
 The shipped scenario with ``seasons=True`` (a lookup of each product's week-of-year index a step,
 ``world_model.response.season``) against ``seasons=False``, stepped side by side in one process, in rounds
-that alternate the two, with the same actions (``retailsim_env.bench.side_by_side``): per environment
-size, each side's median copy-steps/s and the median of the rounds' ratios (on / off; below 1 the index
-costs). Fixed propensities by default, where the lookup's share of a step is largest.
+that alternate the two, with the same actions (``retailsim_env.bench.compare_sizes``): per environment
+size, each side's median copy-steps/s and the median of the rounds' ratios
+(``seasons_on_over_seasons_off``; below 1 the index costs). Fixed propensities by default, where the
+lookup's share of a step is largest.
 
     python benchmarks/season_cost.py [--num-envs 1,64] [--rounds 8] [--propensities fixed] [--step-budget 3000]
 """
@@ -13,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 from retailsim_env import RetailSimEnv, RetailSimVectorEnv
-from retailsim_env.bench import ROUND_BUDGET, round_steps, side_by_side
+from retailsim_env.bench import ROUND_BUDGET, compare_sizes
 
 
 def _make(n: int, propensities: str, seasons: bool):
@@ -25,18 +25,10 @@ def _make(n: int, propensities: str, seasons: bool):
 
 
 def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, step_budget: int = ROUND_BUDGET) -> list[dict]:
-    results = []
-    for n in sizes:
-        envs = {"on": _make(n, propensities, True), "off": _make(n, propensities, False)}
-        steps = round_steps(n, propensities, step_budget)
-        rates = side_by_side(envs, n, steps, rounds, seed)
-        for env in envs.values():
-            env.close()
-        results.append({"num_envs": n, "propensities": propensities, "rounds": rounds, "steps_per_round": steps,
-                        "seasons_on_copy_steps_per_s": statistics.median(rates["on"]),
-                        "seasons_off_copy_steps_per_s": statistics.median(rates["off"]),
-                        "on_over_off": statistics.median([a / b for a, b in zip(rates["on"], rates["off"])])})  # fmt: skip
-    return results
+    def make(n: int) -> dict:
+        return {"seasons_on": _make(n, propensities, True), "seasons_off": _make(n, propensities, False)}
+
+    return compare_sizes(make, sizes, rounds, propensities, seed, step_budget)
 
 
 def main() -> None:

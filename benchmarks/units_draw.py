@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 
 from retailsim_env import RetailSimEnv, RetailSimVectorEnv
-from retailsim_env.bench import ROUND_BUDGET, round_steps, side_by_side
+from retailsim_env.bench import ROUND_BUDGET, compare_sizes
 from retailsim_env.scenario import default_scenario_path
 
 
@@ -35,19 +34,11 @@ def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, ste
     with tempfile.TemporaryDirectory() as scratch:
         poisson = Path(shutil.copytree(default_scenario_path(), Path(scratch) / "poisson_units",
                                        ignore=shutil.ignore_patterns(BASKET_QUANTITIES)))  # fmt: skip
-        results = []
-        for n in sizes:
-            envs = {"compound": _make(n, default_scenario_path(), propensities), "poisson": _make(n, poisson, propensities)}
-            steps = round_steps(n, propensities, step_budget)
-            rates = side_by_side(envs, n, steps, rounds, seed)
-            for env in envs.values():
-                env.close()
-            ratios = [c / p for c, p in zip(rates["compound"], rates["poisson"])]
-            results.append({"num_envs": n, "propensities": propensities, "rounds": rounds, "steps_per_round": steps,
-                            "compound_copy_steps_per_s": statistics.median(rates["compound"]),
-                            "poisson_copy_steps_per_s": statistics.median(rates["poisson"]),
-                            "compound_over_poisson": statistics.median(ratios)})  # fmt: skip
-        return results
+
+        def make(n: int) -> dict:
+            return {"compound": _make(n, default_scenario_path(), propensities), "poisson": _make(n, poisson, propensities)}
+
+        return compare_sizes(make, sizes, rounds, propensities, seed, step_budget)
 
 
 def main() -> None:

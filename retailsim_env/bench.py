@@ -21,7 +21,9 @@ seeded action space.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -209,4 +211,24 @@ def side_by_side(envs: dict[str, object], n: int, steps: int, rounds: int, seed:
         for name, env in envs.items():
             rates[name].append(copy_steps_per_s(env, n, action, steps))
     return rates
+
+
+def compare_sizes(make: Callable[[int], dict[str, object]], sizes: list[int], rounds: int, propensities: str,
+                  seed: int = 0, budget: int = ROUND_BUDGET) -> list[dict]:  # fmt: skip
+    """Two envs side by side at each size n of ``sizes``: ``make(n)`` returns them by name (first, second),
+    ``propensities`` the mode they were made in. Per size, JSON-ready: each one's median copy-steps/s
+    (``NAME_copy_steps_per_s``) and the median of the rounds' ratios ``FIRST_over_SECOND``."""
+    results = []
+    for n in sizes:
+        envs = make(n)
+        steps = round_steps(n, propensities, budget)
+        rates = side_by_side(envs, n, steps, rounds, seed)
+        for env in envs.values():
+            env.close()
+        first, second = envs
+        result = {"num_envs": n, "propensities": propensities, "rounds": rounds, "steps_per_round": steps}
+        result.update({f"{name}_copy_steps_per_s": statistics.median(rates[name]) for name in envs})
+        result[f"{first}_over_{second}"] = statistics.median([a / b for a, b in zip(rates[first], rates[second])])
+        results.append(result)
+    return results
 

@@ -9,4 +9,4 @@ def test_season_cost_compares_seasons_on_and_off_per_size() -> None:
     assert [r["num_envs"] for r in results] == [1, 2] and [r["steps_per_round"] for r in results] == [40, 20]
     for r in results:
         assert all(isinstance(r[key], float) and r[key] > 0
-                   for key in ("seasons_on_copy_steps_per_s", "seasons_off_copy_steps_per_s", "on_over_off"))  # fmt: skip
+                   for key in ("seasons_on_copy_steps_per_s", "seasons_off_copy_steps_per_s", "seasons_on_over_seasons_off"))  # fmt: skip
