@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import replacing, write_text_atomic
+from world_model.files import recover_replaced, replacing, write_text_atomic
 
 EXIT_USER_ERROR = 2
 
@@ -254,8 +254,9 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
     report = evaluate_response(simulator, Path(args.ground_truth) if args.ground_truth else None, args.store)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)  # a report found there is of the plot beside it
     figure = plot_response(report, out.with_suffix(".png"))
-    write_text_atomic(out, json.dumps(report, indent=1, default=float) + "\n")  # last: the report is of this plot
+    write_text_atomic(out, json.dumps(report, indent=1, default=float) + "\n")
     ident = report["identifiability"]
     print(f"{ident['categories']} categories, {ident['estimated']} estimated, "
           f"{ident['elasticity_data_weight_over_half']} with elasticity data weight > 0.5")  # fmt: skip
@@ -334,6 +335,7 @@ def _train_run(train: Callable[..., dict], config, out: str, overwrite: bool) ->
     from agents.envargs import EnvKwargsError
 
     out_dir = Path(out)
+    recover_replaced(out_dir, flag="--out")  # a run killed mid-way left the previous one aside
     check_output_dir(out_dir, overwrite, flag="--out")
     try:
         with replacing([out_dir], flag="--out"):

@@ -130,6 +130,9 @@ and every walk from the guess is a step or two; beyond it pdtr's error grows (~1
 u = 1 the walk can take thousands of steps. A week's units of one product at one store stay far below."""
 MIN_STORE_PROBABILITY = 0.005
 """Shoppers less likely than this to pick a managed store never shop there (their slot is not cached)."""
+SEASON_TABLE_WEEKS = 52 * 200
+"""Data weeks ``LearnedDemand.season_of``'s table may reach (200 years, 0.8 MB at 10 products); a week
+outside it is binned from the calendar, so a far ``start_week`` costs no table its size."""
 _STATIC_KEYS = ("customer", "store", "t6", "true_trip", "items", "item_basket", "item_weeks", "t4", "candidates",
                 "candidate_features")  # fmt: skip
 
@@ -488,7 +491,7 @@ class LearnedDemand:
         if self.season is None:
             return np.ones((len(weeks), len(self.product_rows)))
         weeks = np.asarray(weeks, np.int64)
-        if weeks.min() < 0:  # before the table's first week: no episode starts there, but the answer stands
+        if weeks.size == 0 or weeks.min() < 0 or weeks.max() >= SEASON_TABLE_WEEKS:  # outside the table's reach
             return self.season[week_bins(self.first_monday, weeks)]
         if weeks.max() >= len(self._season_by_week):
             size = max(2 * len(self._season_by_week), int(weeks.max()) + 1, 128)

@@ -68,12 +68,17 @@ def _discarded(target: Path) -> Path:
 
 
 def check_replaceable(target: Path, flag: str | None = None) -> None:
-    """Refuse (RetailSimError) a directory to be replaced whole that is the working directory or holds it
-    (``.``, ``..``): moving it aside would move the process's own working directory with it, and what the
-    run then wrote to relative paths would land in the directory about to be deleted."""
+    """Refuse (RetailSimError) a directory to be replaced whole that is a symbolic link, or the working
+    directory or one holding it (``.``, ``..``). A link would be moved aside in place of the directory it
+    names, the new output written beside the link rather than where it points, and the link then left
+    undeletable; moving the working directory aside would move the process's own with it, so what the run
+    wrote to relative paths would land in the directory about to be deleted."""
+    named = f"{flag}: {target}" if flag else f"{target}:"
+    if target.is_symlink():
+        raise RetailSimError(f"{named} is a symbolic link; an output directory is replaced whole, so name the "
+                             "directory itself")  # fmt: skip
     resolved, here = target.resolve(), Path.cwd().resolve()
     if resolved == here or resolved in here.parents:
-        named = f"{flag}: {target}" if flag else f"{target}:"
         raise RetailSimError(f"{named} is the working directory or holds it; an output directory is replaced "
                              "whole, so name one inside it")  # fmt: skip
 
@@ -100,22 +105,24 @@ def replacing(dirs: Sequence[Path], flag: str | None = None) -> Iterator[None]:
     """Run the block with every directory of ``dirs`` absent; keep what it wrote only if it completes.
 
     Each existing directory is moved aside first (``flag`` names the option in the message if one is a
-    file or holds the working directory). On success the old ones are deleted; on any exception the
-    partial new ones are deleted and the old ones put back."""
+    file, a link or holds the working directory). On success the old ones are deleted; on any exception
+    (one while moving them aside included) the partial new ones are deleted and the old ones put back.
+    One writer per directory: two runs replacing the same one at once would undo each other's work."""
     for target in dirs:  # all checked before anything moves
         check_output_dir(target, overwrite=True, flag=flag)
         check_replaceable(target, flag)
     for target in dirs:
         recover_replaced(target, flag)
-    moved = []
-    for target in dirs:
-        if target.exists():
-            os.replace(target, _aside(target))
-            moved.append(target)
+    absent = [target for target in dirs if not target.exists()]
+    moved: list[Path] = []
     try:
+        for target in dirs:
+            if target.exists():
+                os.replace(target, _aside(target))
+                moved.append(target)
         yield
     except BaseException:
-        for target in dirs:
+        for target in absent + moved:  # what the block may have written; one not yet moved holds the old
             shutil.rmtree(target, ignore_errors=True)
         for target in moved:
             os.replace(_aside(target), target)

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from world_model.errors import RetailSimError
 from retailsim.cli import main
 from retailsim.demo import DemoConfig, run_demo
 from tests.agents.conftest import TINY_ENV
@@ -123,8 +124,9 @@ def test_a_run_directory_in_use_needs_overwrite_and_survives_a_failed_one(tmp_pa
 
 
 def test_a_run_that_fails_leaves_nothing_half_written(tmp_path) -> None:
-    """A new run that fails is removed; with --overwrite the old run comes back, also after an earlier
-    interrupted replacement left its aside directory behind."""
+    """A new run that fails is removed; with --overwrite the old run comes back. After a hard kill (the
+    old run aside, half a new one in its place) the next command puts the old run back first, so
+    without --overwrite it refuses the previous run, not the half one."""
     from retailsim.cli import _train_run
 
     def failing(config, out):
@@ -138,9 +140,13 @@ def test_a_run_that_fails_leaves_nothing_half_written(tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.zip").write_text("the previous run")
-    (tmp_path / "run.replaced-left-by-a-kill").mkdir()  # what a hard-killed replacement leaves: not reused
     for _ in range(2):
         with pytest.raises(KeyboardInterrupt):
             _train_run(failing, None, str(run), overwrite=True)
         assert [p.name for p in run.iterdir()] == ["model.zip"] and (run / "model.zip").read_text() == "the previous run"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.replaced-left-by-a-kill"]
+    run.rename(tmp_path / ".run.replaced")  # what a kill -9 during a replacing run leaves
+    (run / "partial").parent.mkdir()
+    (run / "partial").write_text("half a run")
+    with pytest.raises(RetailSimError, match=r"^--out: .*run output directory exists and is not empty"):
+        _train_run(failing, None, str(run), overwrite=False)
+    assert [p.name for p in run.iterdir()] == ["model.zip"] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -13,7 +13,7 @@ import torch
 
 from retailsim_env import RetailSimEnv
 from retailsim_env.config import EnvConfig
-from retailsim_env.demand import LearnedDemand, OracleDemand
+from retailsim_env.demand import SEASON_TABLE_WEEKS, LearnedDemand, OracleDemand
 from retailsim_env.scenario import Scenario
 from world_model.response.season import week_bins
 
@@ -305,10 +305,12 @@ def test_the_season_lookup_table_answers_as_the_calendar_for_any_week(tiny_scena
     """``season_of`` reads a table of data weeks grown as later weeks are asked (an episode may run years
     past the data): the same as each week's bin computed from the calendar, before and after it grows."""
     demand = _demand(tiny_scenario_dir, products=4, propensities="fixed")
-    for weeks in (np.array([1, 30, 52]), np.array([0, 127, 128, 400, 3]), np.array([-2, 5])):
+    far = SEASON_TABLE_WEEKS + 5  # beyond the table's reach: from the calendar, the table not grown to it
+    for weeks in (np.array([1, 30, 52]), np.array([0, 127, 128, 400, 3]), np.array([-2, 5]), np.array([far, 7]),
+                  np.array([], dtype=np.int64)):  # fmt: skip
         expected = demand.season[week_bins(demand.first_monday, weeks)]
-        assert np.array_equal(demand.season_of(weeks), expected)
-    assert len(demand._season_by_week) >= 401
+        assert np.array_equal(demand.season_of(weeks), expected) and demand.season_of(weeks).shape == expected.shape
+    assert 401 <= len(demand._season_by_week) <= SEASON_TABLE_WEEKS
 
 
 @pytest.mark.parametrize("quantities", [True, False])

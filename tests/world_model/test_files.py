@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -72,6 +73,32 @@ def test_the_working_directory_or_one_holding_it_is_refused_before_anything_move
         recover_replaced(Path(name))
     assert (kept / "result").read_text() == "old" and (work / "result").read_text() == "here"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "outer"]
+
+
+def test_a_symbolic_link_is_refused_and_what_it_names_kept(tmp_path) -> None:
+    real = _run(tmp_path, "real", "old")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    with pytest.raises(RetailSimError, match=r"^--out: .*link is a symbolic link"), \
+            replacing([tmp_path / "link"], flag="--out"):
+        pass
+    assert (tmp_path / "link" / "result").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_a_failure_while_moving_the_directories_aside_puts_back_those_moved(tmp_path, monkeypatch) -> None:
+    first, second = _run(tmp_path, "a", "old a"), _run(tmp_path, "b", "old b")
+    rename = os.replace
+
+    def failing_on_b(source, destination):
+        if Path(source) == second:
+            raise PermissionError("b is busy")
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing_on_b)
+    with pytest.raises(PermissionError), replacing([first, second]):
+        pytest.fail("the block must not run")
+    assert (first / "result").read_text() == "old a" and (second / "result").read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 def _crash_inside(target: Path, after_block: bool = False) -> None:
