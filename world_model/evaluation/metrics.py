@@ -30,14 +30,17 @@ PROBABILITY_FLOOR = 1e-12
 STORE_BLOCK = 4096
 
 
-def _check_ranked(ranked: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Rankings must be [n, >= k] vocabulary rows of real products or -1, without repeats in a row:
-    a repeated product would be counted as two hits."""
+def _check_ranked(ranked: np.ndarray, n: int, k: int, n_products: int) -> np.ndarray:
+    """Rankings must be [n, >= k] vocabulary rows of real products (3 .. ``n_products`` - 1) or -1, without
+    repeats in a row: a repeated product would be counted as two hits, and a row past the vocabulary as a
+    hit on another target's item (hits are found by target x n_products + row)."""
     ranked = np.asarray(ranked)
     if ranked.ndim != 2 or ranked.shape[0] != n or ranked.shape[1] < k:
         raise ValueError(f"ranked: shape {ranked.shape}, expected ({n}, >= {k})")
     if np.any((ranked != NO_PREDICTION) & (ranked < PRODUCT_SPECIALS)):
         raise ValueError("ranked: holds PAD, UNK or MASK (rows < 3) or a negative row other than -1")
+    if ranked.size and ranked.max() >= n_products:
+        raise ValueError(f"ranked: holds row {ranked.max()}, past the vocabulary's {n_products} rows")
     ordered = np.sort(ranked, axis=1)
     if np.any((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != NO_PREDICTION)):
         raise ValueError("ranked: a product appears twice in one ranking")
@@ -50,7 +53,7 @@ def next_basket_metrics(
     """Per-target arrays [n] of every metric of the module docstring for each k in ``ks``;
     ``ranked`` [n, K >= max(ks)] holds vocabulary rows, best first, -1 where nothing is predicted."""
     n, width = len(targets), max(ks)
-    ranked = _check_ranked(ranked, n, width)[:, :width]
+    ranked = _check_ranked(ranked, n, width, targets.n_products)[:, :width]
     # A ranked cell is a hit when (target, product) is among the target keys, found by binary search.
     keys = targets.item_owner * targets.n_products + targets.items
     order = np.argsort(keys, kind="stable")
@@ -93,6 +96,8 @@ def store_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np
     probabilities at 1e-12 and renormalizes each row, so a zero on the label is a large finite loss."""
     probabilities = np.asarray(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities: shape {probabilities.shape}, expected (targets, stores)")
     n, n_stores = probabilities.shape
     if len(labels) != n or np.any((labels < 0) | (labels >= n_stores)):
         raise ValueError(f"labels: expected {n} store rows in [0, {n_stores})")
@@ -101,6 +106,10 @@ def store_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, np
     for start in range(0, n, STORE_BLOCK):  # [block, n_stores] float64 temporaries, not [n, n_stores]
         block = slice(start, start + STORE_BLOCK)
         p, label = probabilities[block].astype(np.float64), labels[block]
+        bad = ~(np.isfinite(p) & (p >= 0)).all(axis=1)  # NaN would rank the label first and drop the loss
+        if bad.any():
+            row = start + int(np.argmax(bad))
+            raise ValueError(f"probabilities: row {row} holds NaN, inf or a negative value ({probabilities[row].tolist()[:8]})")
         at = np.arange(len(label))
         label_p = p[at, label][:, None]
         lower_row = np.arange(n_stores)[None, :] < label[:, None]

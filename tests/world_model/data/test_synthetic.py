@@ -352,6 +352,24 @@ def test_expected_units_match_the_mean_of_simulations() -> None:
     assert np.corrcoef(mean.ravel(), expected.ravel())[0, 1] > 0.97
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("home_store_share", 1.2, r"home_store_share must be in \[0, 1\], got 1.2"),  # was: every store probability NaN
+    ("elasticity_range", (1.0, 3.0), r"elasticity_range must satisfy lo <= hi <= 0"),  # was: demand rising with price
+    ("multipack_share", 1.0, r"multipack_share must be in \[0, 1\), got 1.0"),  # was: ZeroDivisionError
+    ("christmas_share", 2.0, r"christmas_share must be in \[0, 1\]"),
+    ("visit_rate", -1.0, r"visit_rate must be >= 0"),
+    ("visit_rate_shape", 0.0, r"visit_rate_shape must be > 0"),
+    ("store_slots", 0, r"store_slots must be >= 1"),
+    ("tier_shares", (-1.0, 1.0, 1.0), r"tier_shares must be 3 values >= 0"),
+    ("mission_items", (7.0, -1.0, 16.0), r"mission_items must be 3 values >= 0"),
+    ("store_price_index_range", (1.05, 0.95), r"store_price_index_range must satisfy 0 < lo <= hi"),
+    ("seasonal_amplitude", 1.0, r"seasonal_amplitude must be in \[0, 1\)"),
+])  # fmt: skip
+def test_a_config_the_market_cannot_be_built_from_is_refused_naming_the_field(field, value, message) -> None:
+    with pytest.raises(ValueError, match=rf"^MarketConfig\.{message}"):
+        dataclasses.replace(TINY, **{field: value})
+
+
 def test_elasticity_of_expected_units_is_the_configured_one() -> None:
     """Without store switching (eta = 0) the own-price elasticity of expected units is exact."""
     market = SyntheticMarket(dataclasses.replace(SMALL, store_price_sensitivity=0.0))

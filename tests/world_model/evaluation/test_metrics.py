@@ -59,6 +59,7 @@ def test_repeat_flags_follow_the_history(two_targets: EvaluationTargets) -> None
         ([[3, 4, 5], [MASK, 6, 7]], "PAD, UNK or MASK"),
         ([[3, 4, 3], [5, 6, 7]], "twice"),
         ([[3, 4], [5, 6]], "shape"),
+        ([[3, 4, 15], [5, 6, 7]], "row 15, past the vocabulary's 12 rows"),  # key 0 x 12 + 15: B's item 3
     ],
 )
 def test_invalid_rankings_are_refused(two_targets: EvaluationTargets, ranked: list, message: str) -> None:
@@ -93,3 +94,11 @@ def test_store_metrics_by_hand() -> None:
 def test_store_labels_must_be_store_rows() -> None:
     with pytest.raises(ValueError, match="labels"):
         store_metrics(np.full((2, 3), 1 / 3), np.array([0, 3]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -0.1])
+def test_store_probabilities_must_be_finite_and_non_negative(bad: float) -> None:
+    """A NaN on the label would rank it first (no store compares above it) and drop out of the log-loss."""
+    probabilities = np.array([[0.2, 0.5, 0.3], [bad, 0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"^probabilities: row 1 holds NaN, inf or a negative value"):
+        store_metrics(probabilities, np.array([1, 0]))

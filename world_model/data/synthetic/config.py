@@ -59,7 +59,7 @@ class MarketConfig:
     margin_range: tuple[float, float] = (0.2, 0.4)
     """Gross margin at base price, uniform in this range: unit_cost = base_price * (1 - margin)."""
     elasticity_range: tuple[float, float] = (-3.0, -1.0)
-    """Range of the department (PROD_CODE_20) own-price elasticities (a scaled Beta(2.5, 2) draw,
+    """Range of the department (PROD_CODE_20) own-price elasticities (a scaled Beta(2, 2.5) draw,
     mean about -2.1)."""
     promo_lift_range: tuple[float, float] = (1.2, 2.2)
     """Range of the department promotion lift: the demand multiplier of being on promotion, on top
@@ -138,21 +138,49 @@ class MarketConfig:
     """Free-form metadata copied to config.json (not used by the model)."""
 
     def __post_init__(self) -> None:
-        for name in ("customers", "products", "stores", "weeks"):
+        """ValueError naming the field for a value the market cannot be built from, or would be built
+        wrong from without an error (a home-store share above 1 made every store probability NaN)."""
+        for name in ("customers", "products", "stores", "weeks", "reference_products", "repertoire_size",
+                     "store_slots"):  # fmt: skip
             if getattr(self, name) < 1:
-                raise ValueError(f"MarketConfig.{name} must be >= 1")
-        if not 0.0 <= self.anonymous_share < 1.0:
-            raise ValueError("anonymous_share must be in [0, 1)")
-        if not 0.0 <= self.promo_share <= 1.0:
-            raise ValueError("promo_share must be in [0, 1]")
-        lo, hi = self.promo_depth_range
-        if not 0.0 < lo <= hi < 1.0:
-            raise ValueError("promo_depth_range must satisfy 0 < lo <= hi < 1")
+                raise ValueError(f"MarketConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.hierarchy) != 4 or min(self.hierarchy) < 1:
+            raise ValueError(f"MarketConfig.hierarchy must be 4 counts >= 1, got {self.hierarchy}")
+        _check_between(self, "anonymous_share", 0.0, 1.0, high_open=True)
+        _check_between(self, "multipack_share", 0.0, 1.0, high_open=True)
+        _check_between(self, "seasonal_amplitude", 0.0, 1.0, high_open=True)  # 1 + a sin(...) stays > 0
+        for name in ("promo_share", "christmas_share", "home_store_share", "same_region_share", "repertoire_share",
+                     "habit_hour_share", "unknown_label_share"):  # fmt: skip
+            _check_between(self, name, 0.0, 1.0)
+        for name in ("price_median", "visit_rate_shape", "christmas_peak", "christmas_traffic", "new_year_traffic"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MarketConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("price_class_sd", "price_product_sd", "popularity_sigma", "store_price_sensitivity",
+                     "price_change_rate", "price_change_sd", "visit_rate", "secondary_stores_mean",
+                     "repertoire_zipf"):  # fmt: skip
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"MarketConfig.{name} must be >= 0, got {getattr(self, name)}")
+        _check_range(self, "margin_range", 0.0 <= self.margin_range[0] <= self.margin_range[1] < 1.0, "0 <= lo <= hi < 1")
+        _check_range(self, "elasticity_range", self.elasticity_range[0] <= self.elasticity_range[1] <= 0.0,
+                     "lo <= hi <= 0 (demand falls with price)")  # fmt: skip
+        _check_range(self, "promo_lift_range", 0.0 < self.promo_lift_range[0] <= self.promo_lift_range[1], "0 < lo <= hi")
+        _check_range(self, "store_price_index_range",
+                     0.0 < self.store_price_index_range[0] <= self.store_price_index_range[1], "0 < lo <= hi")  # fmt: skip
+        _check_range(self, "promo_depth_range", 0.0 < self.promo_depth_range[0] <= self.promo_depth_range[1] < 1.0,
+                     "0 < lo <= hi < 1")  # fmt: skip
+        for name, size in (("tier_shares", 3), ("format_shares", 4), ("mission_shares", 3), ("format_traffic", 4)):
+            values = getattr(self, name)
+            if len(values) != size or min(values) < 0 or sum(values) <= 0:
+                raise ValueError(f"MarketConfig.{name} must be {size} values >= 0, not all 0, got {values}")
+        for name, positive in (("tier_price_factors", True), ("mission_dispersion", True), ("mission_items", False)):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(v > 0 if positive else v >= 0 for v in values):
+                raise ValueError(f"MarketConfig.{name} must be 3 values {'> 0' if positive else '>= 0'}, got {values}")
         ww = self.start_week % 100
         if not 1 <= ww <= 52:
-            raise ValueError("start_week must be yyyyww with ww in 1..52")
+            raise ValueError("MarketConfig.start_week must be yyyyww with ww in 1..52")
         if self.start_date.weekday() != 0:
-            raise ValueError("start_date must be a Monday")
+            raise ValueError("MarketConfig.start_date must be a Monday")
 
     @property
     def hidden_customers(self) -> int:
@@ -176,3 +204,16 @@ class MarketConfig:
             if f.name in data and isinstance(data[f.name], list):
                 data[f.name] = tuple(data[f.name])
         return cls(**data)
+
+
+def _check_between(config: MarketConfig, name: str, low: float, high: float, high_open: bool = False) -> None:
+    value = getattr(config, name)
+    inside = low <= value < high if high_open else low <= value <= high
+    if not inside:
+        raise ValueError(f"MarketConfig.{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value}")
+
+
+def _check_range(config: MarketConfig, name: str, valid: bool, rule: str) -> None:
+    if len(getattr(config, name)) != 2 or not valid:
+        raise ValueError(f"MarketConfig.{name} must satisfy {rule}, got {getattr(config, name)}")
+
