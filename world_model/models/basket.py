@@ -301,7 +301,11 @@ def multilabel_softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
     real = targets >= PRODUCT_SPECIALS  # [B, M]
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets).masked_fill(~real, 0.0)  # [B, M]
     per_sample = -log_probs.sum(1) / real.sum(1).clamp(min=1)
-    return per_sample[real.any(1)].mean() if real.any() else logits.sum() * 0.0
+    if real.any():
+        return per_sample[real.any(1)].mean()
+    # no real product in the batch (baskets of UNK only): 0, still in the graph; the -inf logits of the
+    # special rows (and the sampled loss's dropped products) are left out, since -inf x 0 is NaN
+    return logits.masked_fill(~torch.isfinite(logits), 0.0).sum() * 0.0
 
 
 def sampled_softmax_loss(logits: Tensor, targets: Tensor, candidates: Tensor, negatives: int,

@@ -232,7 +232,7 @@ class BasketTask:
     def validate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         sums: dict[str, float] = {}
-        count = 0
+        count = 0  # samples for the ranking scores' means; masked items for the masked accuracy
         step = self.task_config.batch_size  # the scan holds [L, batch, d_inner, d_state] tensors: keep batches modest
         for start in range(0, len(self.validation_rows), step):
             rows = self.validation_rows[start : start + step]
@@ -241,13 +241,13 @@ class BasketTask:
                                                        self.task_config.mask_rates[1]), device)  # fmt: skip
                 logits = model(batch)["masked_logits"]
                 chosen = batch["basket_labels"] != -100
-                _add(sums, "masked_accuracy", ((logits.argmax(-1) == batch["basket_labels"]) & chosen).sum().item()
-                     / max(chosen.sum().item(), 1) * len(rows))  # fmt: skip
+                _add(sums, "masked_accuracy", ((logits.argmax(-1) == batch["basket_labels"]) & chosen).sum().item())
+                count += int(chosen.sum().item())  # the accuracy over all masked items, not a mean of batches'
             else:
                 batch = to_device(self.builder.next_basket(rows), device)
                 for name, value in ranking_scores(model(batch)["logits"], batch["targets"], k=10).items():
                     _add(sums, name, value.sum().item())
-            count += len(rows)
+                count += len(rows)
         return {name: value / max(count, 1) for name, value in sums.items()}
 
     def batch_size_of(self, batch: dict[str, Tensor]) -> int:

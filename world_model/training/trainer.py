@@ -14,6 +14,7 @@ closure), and the task's ``train_loader`` is a pure function of (its seed, epoch
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -179,6 +180,18 @@ def train(task: TrainTask, config: TrainConfig, out_dir: Path | str, resume: boo
         return _Run(task, config, Path(out_dir), context, resume).run()
 
 
+def _differences(was: dict, now: dict) -> list[tuple[str, Any, Any]]:
+    """(key, was, now) of every key whose value differs, nested dicts compared key by key (``a.b``)."""
+    out = []
+    for key in sorted(was.keys() | now.keys()):
+        old, new = was.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [(f"{key}.{inner}", a, b) for inner, a, b in _differences(old, new)]
+        elif old != new:
+            out.append((key, old, new))
+    return out
+
+
 class _Run:
     """One call of ``train``: the model, optimizer and bookkeeping, set up from scratch or a checkpoint."""
 
@@ -197,7 +210,11 @@ class _Run:
             self.progress = _Progress()
             seed_everything(config.seed + rank)
         else:
-            self.raw_model.load_state_dict(checkpoint["model"])
+            try:
+                self.raw_model.load_state_dict(checkpoint["model"])
+            except RuntimeError as error:  # e.g. a checkpoint without model_config, of another model
+                first = str(error).strip().splitlines()[0]
+                raise RetailSimError(f"{self.out_dir / LAST}: its weights do not fit this model ({first})") from None
             self.progress = _Progress.from_checkpoint(checkpoint)
             states = checkpoint["rng"]  # one per rank; a job resumed on more ranks seeds the new ones
             if rank < len(states):
@@ -213,7 +230,8 @@ class _Run:
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
-            self.scaler.load_state_dict(checkpoint["scaler"])
+            if checkpoint["scaler"]:  # empty when the run had no float16 scaler: a new one starts afresh
+                self.scaler.load_state_dict(checkpoint["scaler"])
 
         self.model: nn.Module = self.raw_model
         if context.world_size > 1:
@@ -237,9 +255,29 @@ class _Run:
         checkpoint = load_checkpoint(last)
         changed = sorted(key for key, value in checkpoint["config"].items()
                          if key not in _NEUTRAL_FIELDS and getattr(self.config, key, value) != value)  # fmt: skip
+        changed += self._changed_model(last, checkpoint.get("model_config"))
         if changed:
             log.warning(f"{last}: resumed with changed {', '.join(changed)}; the result will differ from an uninterrupted run")
+        trained_on = len(checkpoint["rng"])  # one RNG state per process
+        if trained_on != self.context.world_size:
+            log.warning(f"{last}: trained on {trained_on} process(es), resumed on {self.context.world_size}: an epoch's "
+                        "steps change, and the learning-rate schedule keeps the length it was given at the start")  # fmt: skip
         return checkpoint
+
+    def _changed_model(self, last: Path, saved: dict | None) -> list[str]:
+        """The task options (``model_config()["task"]``) that differ from the checkpoint's; RetailSimError
+        when the rest of ``model_config()`` (the model: its kind and config) does: the weights would be
+        trained on as another model (the two context layouts have the same parameters) or fail to load."""
+        current = self.task.model_config() if callable(getattr(self.task, "model_config", None)) else None
+        if saved is None or current is None:
+            return []
+        current = json.loads(json.dumps(current))  # tuples as lists, as the checkpoint holds them
+        model = _differences({k: v for k, v in saved.items() if k != "task"}, {k: v for k, v in current.items() if k != "task"})
+        if model:
+            detail = ", ".join(f"{key} {was!r} -> {now!r}" for key, was, now in model)
+            raise RetailSimError(f"{last}: trained as another model ({detail}); resume with the options it was "
+                                 "trained with, or start a new run in another directory")  # fmt: skip
+        return [key for key, _, _ in _differences(saved.get("task", {}), current.get("task", {}))]
 
     def run(self) -> dict[str, Any]:
         # drop each loader after its epoch: a DataLoader with persistent workers keeps them while referenced

@@ -121,6 +121,19 @@ def test_multilabel_loss_by_hand() -> None:
     assert sampled.item() == pytest.approx(multilabel_softmax_loss(full, targets).item(), rel=1e-6)
 
 
+def test_a_batch_of_unk_only_baskets_has_zero_loss_not_nan() -> None:
+    """Baskets of products outside the vocabulary are targets of UNK alone: nothing to rank, so 0 (the
+    special rows' -inf logits must not turn it into NaN), with a zero gradient, in both losses."""
+    logits = torch.tensor([[float("-inf")] * PRODUCT_SPECIALS + [1.0, 2.0, 0.5]] * 2, requires_grad=True)
+    targets = torch.tensor([[1, 0], [1, 1]])  # UNK, PAD
+    sampled = sampled_softmax_loss(logits, targets, torch.tensor([[3], [4]]), negatives=2,
+                                   generator=torch.Generator().manual_seed(0))  # fmt: skip
+    for loss in (multilabel_softmax_loss(logits, targets), sampled):
+        assert loss.item() == 0.0
+        (gradient,) = torch.autograd.grad(loss, logits)
+        assert torch.equal(gradient, torch.zeros_like(gradient))
+
+
 def test_focal_loss_reduces_to_cross_entropy_at_gamma_zero() -> None:
     logits = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([[1, -100, 4], [-100, 6, 0]])

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.world_model.training.toy_task import Killed, ToyTask
+from tests.world_model.training.toy_task import Killed, ToyModel, ToyTask
 from world_model.errors import RetailSimError
 from world_model.training import TrainConfig, load_checkpoint, train
+from world_model.training.checkpoint import save_checkpoint
 
 CONFIG = TrainConfig(epochs=3, lr=1e-2, warmup_fraction=0.2, patience=0, progress=False, log_every=0)
 
@@ -76,3 +77,48 @@ def test_resume_with_a_changed_config_warns(tmp_path: Path, caplog) -> None:
         train(ToyTask(), TrainConfig(epochs=2, lr=0.5, max_steps_per_epoch=1, progress=False), tmp_path, resume=True)
     (record,) = [r for r in caplog.records if "resumed with changed" in r.getMessage()]
     assert record.name.startswith("retailsim") and "changed epochs, lr" in record.getMessage()
+
+
+ONE_STEP = TrainConfig(epochs=1, max_steps_per_epoch=1, progress=False, log_every=0)
+TWO_STEPS = TrainConfig(epochs=2, max_steps_per_epoch=1, progress=False, log_every=0)
+
+
+def test_resume_as_another_model_is_refused_naming_what_changed(tmp_path: Path) -> None:
+    """The weights would be trained on under another config (the basket model's two context layouts have
+    the same parameters, so nothing else would notice): refused, the run left as it was."""
+    train(ToyTask(dropout=0.0), ONE_STEP, tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(RetailSimError, match=r"last.pt: trained as another model \(dropout 0.0 -> 0.3\); resume with"):
+        train(ToyTask(dropout=0.3), TWO_STEPS, tmp_path, resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+class _ToyWithTaskOptions(ToyTask):
+    def __init__(self, smoothing: float) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+
+    def model_config(self) -> dict:
+        return {**super().model_config(), "task": {"smoothing": self.smoothing}}
+
+    def build_model(self) -> torch.nn.Module:
+        return ToyModel(**super().model_config())
+
+
+def test_resume_with_changed_task_options_or_processes_warns(tmp_path: Path, caplog) -> None:
+    train(_ToyWithTaskOptions(0.1), ONE_STEP, tmp_path)
+    last = load_checkpoint(tmp_path / "last.pt")
+    save_checkpoint(tmp_path / "last.pt", {**last, "rng": last["rng"] * 2})  # as if trained on 2 processes
+    with caplog.at_level("WARNING", logger="retailsim"):
+        train(_ToyWithTaskOptions(0.2), TWO_STEPS, tmp_path, resume=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("resumed with changed epochs, smoothing;" in m for m in messages)
+    assert any("trained on 2 process(es), resumed on 1" in m for m in messages)
+
+
+def test_resume_with_float16_after_a_run_without_its_scaler_starts_a_new_scaler(tmp_path: Path) -> None:
+    train(ToyTask(), ONE_STEP, tmp_path)  # amp "auto": off on a CPU, so no scaler state saved
+    summary = train(ToyTask(), TrainConfig(epochs=2, max_steps_per_epoch=1, amp="fp16", progress=False, log_every=0),
+                    tmp_path, resume=True)  # fmt: skip
+    assert summary["epochs_run"] == 2 and load_checkpoint(tmp_path / "last.pt")["scaler"]
+
