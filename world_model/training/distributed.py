@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from world_model.devices import resolve_device
+from world_model.errors import RetailSimError
 
 # Rank 0 validates and writes checkpoints while the other ranks wait in a collective; the defaults (10 min
 # for NCCL) would kill a job whose validation pass is long.
@@ -66,6 +67,9 @@ def _context_from_environment(device: str) -> DistributedContext:
     resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank)  # one GPU per process, as torchrun lays them out
+    elif resolved.type == "cuda" and world_size > 1:  # NCCL would fail later on a duplicate GPU
+        raise RetailSimError(f"device: {device!r} under torchrun: every process would use that one GPU; pass "
+                             "--device cuda (each process takes the GPU of its LOCAL_RANK) or auto")  # fmt: skip
     return DistributedContext(rank, world_size, local_rank, resolved, rank == 0)
 
 

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.world_model.training.toy_task import ToyTask
+from world_model.errors import RetailSimError
 from world_model.training import TrainConfig, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[3]
@@ -65,3 +67,18 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     torch.manual_seed(0)  # TrainConfig.seed
     initial = ToyTask().build_model().state_dict()  # what the trainer builds after seeding
     assert not torch.equal(ddp_params["fc1.weight"], initial["fc1.weight"])  # it did train
+
+
+def test_one_named_gpu_for_every_process_is_refused(monkeypatch) -> None:
+    """Under torchrun ``cuda:1`` would put every rank on GPU 1 (NCCL then fails on a duplicate GPU):
+    refused; plain ``cuda`` gives each process the GPU of its LOCAL_RANK."""
+    import world_model.training.distributed as distributed
+
+    monkeypatch.setattr(distributed, "resolve_device", lambda device: torch.device(device))  # as on a 2-GPU machine
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed._context_from_environment("cuda").device == torch.device("cuda", 1)
+    with pytest.raises(RetailSimError, match=r"^device: 'cuda:1' under torchrun: every process would use that one GPU"):
+        distributed._context_from_environment("cuda:1")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed._context_from_environment("cuda:1").device == torch.device("cuda", 1)  # one process: its choice
