@@ -216,6 +216,9 @@ class _Run:
                 first = str(error).strip().splitlines()[0]
                 raise RetailSimError(f"{self.out_dir / LAST}: its weights do not fit this model ({first})") from None
             self.progress = _Progress.from_checkpoint(checkpoint)
+            best = self.out_dir / epoch_name(self.progress.best_epoch) if self.progress.best_epoch is not None else None
+            if context.is_main and best is not None and best.exists():
+                copy_checkpoint(best, self.out_dir / BEST)  # a kill between best.pt's and last.pt's copies
             states = checkpoint["rng"]  # one per rank; a job resumed on more ranks seeds the new ones
             if rank < len(states):
                 restore_rng_state(states[rank])

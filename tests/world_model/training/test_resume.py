@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -121,4 +122,16 @@ def test_resume_with_float16_after_a_run_without_its_scaler_starts_a_new_scaler(
     summary = train(ToyTask(), TrainConfig(epochs=2, max_steps_per_epoch=1, amp="fp16", progress=False, log_every=0),
                     tmp_path, resume=True)  # fmt: skip
     assert summary["epochs_run"] == 2 and load_checkpoint(tmp_path / "last.pt")["scaler"]
+
+
+def test_resume_puts_the_best_epochs_weights_back_in_best_pt(tmp_path: Path) -> None:
+    """An epoch's file is copied to best.pt and then to last.pt: a kill between the two, and a rerun of the
+    epoch that does not improve (on a GPU it need not repeat bit for bit), would leave best.pt holding
+    weights the progress does not call best. Resuming copies the best epoch's file there again."""
+    scores = [0.5, 0.1, 0.2]  # best at epoch 0
+    config = TrainConfig(epochs=2, patience=0, max_steps_per_epoch=1, progress=False, log_every=0)
+    train(ToyTask(scripted_scores=scores), config, tmp_path)
+    (tmp_path / "best.pt").write_bytes((tmp_path / "epoch-001.pt").read_bytes())  # as that kill would leave it
+    train(ToyTask(scripted_scores=scores), dataclasses.replace(config, epochs=3), tmp_path, resume=True)
+    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "epoch-000.pt").read_bytes()
 
