@@ -11,7 +11,6 @@ share of a step is largest.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 
 from retailsim_env import RetailSimEnv, RetailSimVectorEnv
-from retailsim_env.bench import ROUND_BUDGET, compare_sizes
+from retailsim_env.bench import ROUND_BUDGET, compare_sizes, side_by_side_parser
 from retailsim_env.scenario import default_scenario_path
 
 
@@ -42,15 +41,8 @@ def compare(sizes: list[int], rounds: int, propensities: str, seed: int = 0, ste
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-envs", default="1,8,64", help="comma-separated sizes (1: the single env)")
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--propensities", choices=("fixed", "weekly"), default="fixed")
-    parser.add_argument("--step-budget", type=int, default=ROUND_BUDGET, help="copy-steps a round times (fixed; "
-                                                                            "a fifteenth of it weekly)")  # fmt: skip
-    args = parser.parse_args()
-    sizes = [int(n) for n in args.num_envs.split(",")]
-    for result in compare(sizes, args.rounds, args.propensities, step_budget=args.step_budget):
+    args = side_by_side_parser(__doc__.splitlines()[0], "1,8,64").parse_args()
+    for result in compare([int(n) for n in args.num_envs.split(",")], args.rounds, args.propensities, step_budget=args.step_budget):
         print(json.dumps(result), flush=True)
 
 

@@ -21,6 +21,7 @@ seeded action space.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import torch
 
 from world_model.models.mamba import backend_for
 
+from retailsim_env.demand import PROPENSITY_MODES
 from retailsim_env.env import RetailSimEnv
 from retailsim_env.vector import RetailSimVectorEnv
 
@@ -231,4 +233,16 @@ def compare_sizes(make: Callable[[int], dict[str, object]], sizes: list[int], ro
         result[f"{first}_over_{second}"] = statistics.median([a / b for a, b in zip(rates[first], rates[second])])
         results.append(result)
     return results
+
+
+def side_by_side_parser(description: str, sizes: str) -> argparse.ArgumentParser:
+    """The options of a ``compare_sizes`` script: ``--num-envs`` (default ``sizes``), ``--rounds``,
+    ``--propensities`` and ``--step-budget``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--num-envs", default=sizes, help="comma-separated sizes (1: the single env)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--propensities", choices=PROPENSITY_MODES, default="fixed")
+    parser.add_argument("--step-budget", type=int, default=ROUND_BUDGET,
+                        help="copy-steps a round times (fixed; a fifteenth of it weekly)")  # fmt: skip
+    return parser
 
