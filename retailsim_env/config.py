@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from numbers import Integral
 
@@ -26,6 +27,11 @@ class RewardWeights:
     """Weight of inventory alignment: min(stock, demand) / max(stock, demand) averaged over products."""
 
 
+MAX_PROMO_DEPTH = 0.9
+"""The deepest ``EnvConfig.max_promo_depth``: nearer 1 the paid price nears 0 and price ** elasticity
+(elasticities reach -3) sends a week's demand into the millions (0.99: 5.1M units of one product)."""
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The store operations around the demand: episode, promotions, ordering and costs."""
@@ -35,7 +41,7 @@ class EnvConfig:
     lead_time: int = 1
     """Weeks between an order and its arrival (0: arrives before the week's sales)."""
     max_promo_depth: float = 0.4
-    """The deepest promotion an action can set (a share of the shelf price)."""
+    """The deepest promotion an action can set (a share of the shelf price), at most ``MAX_PROMO_DEPTH``."""
     min_promo_depth: float = 0.1
     """The shallowest promotion: a promotion field above 0 maps onto [min, max] depth (a 1% "promotion"
     that earns the whole lift would be an artefact, not a promotion). The learned market needs it above
@@ -73,8 +79,14 @@ class EnvConfig:
                       if isinstance(value, bool) or not isinstance(value, Integral)]  # fmt: skip
         if fractional:
             raise ValueError(f"EnvConfig: {', '.join(fractional)} must be a whole number")
+        rates = ("max_promo_depth", "min_promo_depth", "promo_fatigue", "max_order_multiple", "initial_stock_weeks",
+                 "holding_rate", "stockout_rate", "substitution", "edge_margin")  # fmt: skip
+        infinite = [f"{name}={getattr(self, name)!r}" for name in rates if not math.isfinite(getattr(self, name))]
+        if infinite:  # inf x 0 is NaN: an infinite rate turns the first reward into NaN
+            raise ValueError(f"EnvConfig: {', '.join(infinite)} must be finite")
         checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,
-                  "max_promo_depth": 0 <= self.max_promo_depth < 1, "max_order_multiple": self.max_order_multiple > 0,
+                  "max_promo_depth": 0 <= self.max_promo_depth <= MAX_PROMO_DEPTH,
+                  "max_order_multiple": self.max_order_multiple > 0,
                   "min_promo_depth": 0 <= self.min_promo_depth <= self.max_promo_depth,
                   "promo_fatigue": self.promo_fatigue >= 0, "promo_memory": self.promo_memory >= 1,
                   "substitution": 0 <= self.substitution <= 1, "edge_margin": 0 <= self.edge_margin < 0.5,

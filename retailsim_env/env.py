@@ -68,8 +68,9 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     | promo | a <= 0: no promotion; a > 0: depth = min_promo_depth + a x (max_promo_depth - min_promo_depth); paid = price x (1 - depth) |
     | order | units = round((a + 1) / 2 x max_order_multiple x forecast of next week's demand) |
 
-    price_min / price_max are the 20th / 95th percentiles of the product's observed prices (at least
-    +-10% around its reference price). Values outside [-1, 1] are clipped and counted in
+    price_min / price_max are the 20th / 95th percentiles of the product's observed prices, widened to at
+    least +-10% around its reference price (the median over stores) and around the managed store's own
+    reference price (its latest regular price there), so historical pricing is an action. Values outside [-1, 1] are clipped and counted in
     ``info["clipped_actions"]``; NaN or inf raise ``InvalidActionError``. ``DictActionWrapper`` offers
     the same action as a Dict of absolute prices, depths and order fractions.
 

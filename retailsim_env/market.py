@@ -23,7 +23,7 @@ import numpy as np
 
 from retailsim_env.config import EnvConfig
 from retailsim_env.demand import LearnedDemand, OracleDemand
-from retailsim_env.scenario import Scenario
+from retailsim_env.scenario import MIN_PRICE_SPREAD, Scenario
 
 DEMAND_MODES = ("learned", "oracle")
 
@@ -62,10 +62,14 @@ class RetailMarket:
         self.product_codes = catalog["PROD_CODE"].tolist()
         self.store_codes = scenario.stores_by_row.loc[self.store_rows, "STORE_CODE"].tolist()
         self.unit_cost = catalog["unit_cost"].to_numpy(np.float64)
-        self.price_min = catalog["price_min"].to_numpy(np.float64)
-        self.price_max = catalog["price_max"].to_numpy(np.float64)
         reference = scenario.reference_prices[np.ix_(self.store_rows, self.product_rows)].astype(np.float64)
-        self.reference_price = np.clip(reference, self.price_min, self.price_max)  # [M, K]
+        self.reference_price = reference  # [M, K] each store's own latest regular price
+        # [M, K] the catalog's bounds, widened where a store's reference lies near or outside them (they are
+        # set around the product's median reference over stores): historical pricing must be a price the
+        # actions can set, with room on either side
+        spread = MIN_PRICE_SPREAD
+        self.price_min = np.minimum(catalog["price_min"].to_numpy(np.float64), np.round(reference * (1 - spread), 2))
+        self.price_max = np.maximum(catalog["price_max"].to_numpy(np.float64), np.round(reference * (1 + spread), 2))
         classes = catalog["PROD_CODE_10"].to_numpy()
         same = classes[:, None] == classes[None, :]
         np.fill_diagonal(same, False)
@@ -167,14 +171,15 @@ class RetailMarket:
             raise RuntimeError(f"step before reset: call reset() first (copies {np.flatnonzero(~self.started).tolist()} "
                                "never reset)")  # fmt: skip
         config = self.config
-        self.price, self.depth = np.asarray(price, np.float64).copy(), np.asarray(depth, np.float64).copy()
+        price, depth = np.asarray(price, np.float64).copy(), np.asarray(depth, np.float64).copy()
+        demand, visits = self.backend.sample(self.week, price, depth, self.rngs, self.lift_scale())  # first: a
+        self.price, self.depth = price, depth  # draw that raises leaves stock, orders and prices as they were
         if config.lead_time:
             self.stock += self.pipeline[:, 0]
             self.pipeline = np.roll(self.pipeline, -1, axis=1)
             self.pipeline[:, -1] = order
         else:
             self.stock += order
-        demand, visits = self.backend.sample(self.week, self.price, self.depth, self.rngs, self.lift_scale())
         self.promo_history = np.roll(self.promo_history, -1, axis=1)
         self.promo_history[:, -1] = self.depth > 0
         sold = np.minimum(demand, self.stock)

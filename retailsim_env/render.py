@@ -23,7 +23,8 @@ class Dashboard:
 
     def text(self) -> str:
         market = self.sim.market
-        lines = [f"week {int(market.week[0]) - 1}  step {int(market.t[0])}/{self.sim.config.episode_length}"]
+        week = int(market.week[0]) - (1 if market.t[0] else 0)  # the week just simulated; at reset, the first
+        lines = [f"week {week}  step {int(market.t[0])}/{self.sim.config.episode_length}"]
         if self.weeks:
             last = self.weeks[-1]
             lines.append(f"revenue {last['revenue']:.2f}  profit {last['profit']:.2f}  units {last['units']:.0f}  "

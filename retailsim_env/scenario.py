@@ -83,6 +83,12 @@ SEASON_INDEX, HISTORY_SEASONAL_MULTIPLIER = "season_index.parquet", "history_mul
 DEFAULT_SCENARIO = "default"
 
 
+MIN_PRICE_SPREAD = 0.10
+"""The room a price has at least on either side of a reference price, as a share of it: the catalog's
+bounds around the product's reference (``BuildConfig.min_price_spread``), and the environment's around
+each managed store's own (``retailsim_env.market.RetailMarket``)."""
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Choices of ``build_scenario``."""
@@ -90,7 +96,7 @@ class BuildConfig:
     name: str = "scenario"
     cost_ratio: float = 0.7
     """Unit cost as a share of the reference price when no ground truth gives costs."""
-    min_price_spread: float = 0.10
+    min_price_spread: float = MIN_PRICE_SPREAD
     """Products whose observed 20th-95th percentile range is narrower than this share of the reference
     price get [ref x (1 - spread), ref x (1 + spread)], so every managed product has room to move."""
 

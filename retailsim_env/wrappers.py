@@ -26,7 +26,7 @@ class DictActionWrapper(gym.ActionWrapper):
         sim = env.unwrapped.sim
         m, k = sim.shape
         market = sim.market
-        low, high = np.tile(market.price_min, m), np.tile(market.price_max, m)
+        low, high = market.price_min.ravel(), market.price_max.ravel()  # [M, K] in the flat layout's order
         self.action_space = spaces.Dict({
             "price": spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32),
             "promo": spaces.Box(0.0, sim.config.max_promo_depth, (m * k,), np.float32),

@@ -226,9 +226,11 @@ def test_without_a_render_mode_no_week_is_kept(default_scenario) -> None:
 
 def test_render_modes_and_double_close(default_scenario) -> None:
     env = RetailSimEnv(scenario=default_scenario, products=3, episode_length=3, render_mode="ansi")
-    env.reset(seed=0)
+    _, info = env.reset(seed=0)
+    assert env.render().startswith(f"week {info['week']}  step 0/3")  # the episode's first week
     env.step(env.action_space.sample())
     text = env.render()
+    assert text.startswith(f"week {info['week']}  step 1/3")  # the week just simulated
     assert all(code in text for code in env.market.product_codes)
     image_env = RetailSimEnv(scenario=default_scenario, products=3, episode_length=3, render_mode="rgb_array")
     image_env.reset(seed=0)
@@ -253,7 +255,7 @@ def test_dict_action_wrapper_sets_absolute_prices(default_scenario) -> None:
     env = DictActionWrapper(RetailSimEnv(scenario=default_scenario, products=3, episode_length=3))
     env.reset(seed=0)
     market = env.unwrapped.market
-    price = ((market.price_min + market.price_max) / 2).round(2)
+    price = ((market.price_min + market.price_max) / 2).round(2).ravel()  # bounds [M, K]: the flat layout
     env.step({"price": price, "promo": np.array([0.0, 0.1, 0.0]), "order": np.full(3, 0.5)})
     assert np.allclose(market.price[0, 0], price, atol=0.011)
     assert np.allclose(market.depth[0, 0], [0.0, 0.1, 0.0])
@@ -262,11 +264,11 @@ def test_dict_action_wrapper_sets_absolute_prices(default_scenario) -> None:
     assert env.action_space["promo"].contains(np.full(3, low / 2, np.float32))
     env.step({"price": price, "promo": np.array([0.0, low / 2, low]), "order": np.full(3, 0.5)})
     assert np.allclose(market.depth[0, 0], [0.0, low, low])
-    _, _, _, _, info = env.step({"price": market.price_max, "promo": np.zeros(3), "order": np.ones(3)})
+    _, _, _, _, info = env.step({"price": market.price_max.ravel(), "promo": np.zeros(3), "order": np.ones(3)})
     assert info["clipped_actions"] == 0  # the bounds themselves are inside, float64 or not
-    _, _, _, _, info = env.step({"price": 3 * market.price_max, "promo": np.array([0.9, 0.0, 0.0]),
+    _, _, _, _, info = env.step({"price": 3 * market.price_max.ravel(), "promo": np.array([0.9, 0.0, 0.0]),
                                  "order": np.array([5.0, 0.5, -1.0])})  # fmt: skip
-    assert info["clipped_actions"] == 3 + 1 + 2 and np.allclose(market.price[0, 0], market.price_max, atol=0.011)
+    assert info["clipped_actions"] == 3 + 1 + 2 and np.allclose(market.price[0, 0], market.price_max[0], atol=0.011)
     with pytest.raises(InvalidActionError, match=r"action: missing \['promo', 'order'\]"):
         env.step({"price": price})
     with pytest.raises(InvalidActionError, match=r"action\['price'\]: expected shape \(3,\), got \(2,\)"):

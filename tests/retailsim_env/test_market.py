@@ -86,6 +86,38 @@ def test_invalid_configuration_names_the_field() -> None:
         with pytest.raises(ValueError, match=f"{field}={value} must be a whole number"):
             EnvConfig(**{field: value})
     assert EnvConfig(episode_length=np.int64(3)).episode_length == 3
+    with pytest.raises(ValueError, match="max_promo_depth=0.95"):  # the paid price near 0: millions of units
+        EnvConfig(max_promo_depth=0.95)
+    for field in ("stockout_rate", "holding_rate", "promo_fatigue", "max_order_multiple"):  # inf x 0 = NaN rewards
+        with pytest.raises(ValueError, match=f"{field}=inf must be finite"):
+            EnvConfig(**{field: float("inf")})
+
+
+def test_every_stores_reference_price_is_an_action_with_room_on_either_side(default_scenario) -> None:
+    """The catalog's bounds sit around the product's median reference over stores; a store's own can lie
+    outside them (2 of the busiest store's top 10 in the shipped scenario): the market widens its bounds
+    to at least +-10% around it, so historical pricing is a price the actions set, not a clipped one."""
+    rows = default_scenario.product_rows(10)
+    market = RetailMarket(default_scenario, default_scenario.store_rows(None), rows, EnvConfig())
+    catalog = default_scenario.catalog_by_row.loc[rows]
+    reference = market.reference_price
+    assert (reference > catalog["price_max"].to_numpy()).any()  # the case this is about
+    assert np.array_equal(reference, default_scenario.reference_prices[np.ix_(market.store_rows, rows)])
+    assert (market.price_min <= np.round(0.9 * reference, 2)).all() and (market.price_max >= np.round(1.1 * reference, 2)).all()
+    assert (market.price_min <= catalog["price_min"].to_numpy()).all() and (market.price_max >= catalog["price_max"].to_numpy()).all()
+
+
+def test_a_step_whose_draw_fails_leaves_the_market_as_it_was(market) -> None:
+    m = market(EnvConfig(lead_time=1), [10.0, 4.0, 0.0])
+    before = {name: getattr(m, name).copy() for name in ("stock", "pipeline", "price", "depth", "week", "t")}
+
+    def failing(*args, **kwargs):
+        raise ValueError("draw failed")
+
+    m.backend.sample = failing
+    with pytest.raises(ValueError, match="draw failed"):
+        m.step(np.full((1, 1, 3), 2.0), np.zeros((1, 1, 3)), np.full((1, 1, 3), 50.0))
+    assert all(np.array_equal(getattr(m, name), value) for name, value in before.items())
 
 
 @pytest.mark.parametrize("demand", ["learned", "oracle"])
