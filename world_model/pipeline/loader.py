@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from world_model.errors import RetailSimError
 from world_model.pipeline.model_inputs import monday_of, one_hot, shop_dates, temporal_features, trip_features
 from world_model.pipeline.price_features import PriceFeatureEncoder
+from world_model.pipeline.runner import check_built_together
 from world_model.pipeline.tensor_cache import (
     BASKET_ITEM_PRICES,
     BASKET_ITEMS,
@@ -70,6 +71,7 @@ class PreparedData:
         vocab_path = self.prepared / VOCAB
         if not vocab_path.exists():
             raise RetailSimError(f"{vocab_path}: missing; run 'retailsim pipeline run' (stage tensor_cache) first")
+        check_built_together(self.workdir, "tensor_cache")
         self.vocab = json.loads(vocab_path.read_text())
         self.train_end: int = self.vocab["split"]["train_end"]
         self.price_encoder = PriceFeatureEncoder.load(self.workdir / "features")
@@ -271,6 +273,9 @@ class Collator:
             batch["previous_store"] = data.basket_column("store_row", np.array([s["previous_row"] for s in samples])).astype(np.int64)
         if self.mask_rate > 0:
             batch["items"], batch["labels"] = bert_mask(items, data.n_products, self._generator(), self.mask_rate)
+            # T4 was built from the true items: several of its columns are the product's own statistics, so
+            # a masked (or swapped) position keeping them would give its label away
+            batch["t4"][batch["items"] != items] = 0.0
         return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in batch.items()}
 
     def _generator(self) -> np.random.Generator:

@@ -18,7 +18,9 @@ T3 temporal 64 = week-of-year 16 | weekday 8 | hour 8 | holiday 8 | season 8 | t
   Monday (early May, spring, summer), and days to the next / since the last of those events, each / 60
   and clipped to 1.
 - season: one-hot of the meteorological season (DJF, MAM, JJA, SON), then sin and cos of harmonics 1 and 2
-  of the day of the year shifted by a quarter (so season and week-of-year are not the same numbers).
+  of the day of the year shifted by a quarter. The shift was meant to make them other numbers than
+  week-of-year's; a quarter turn only swaps and negates them (cos 1, -sin 1, -sin 2, -cos 2): four
+  redundant columns, kept because the trained models read them (docs/pipeline.md).
 - trend: t = week_index / train_end (1 at the end of training), t^2, t^3 (t clipped to 2 for the powers),
   hinges max(0, t - 0.25 k) for k = 1..3, max(0, t - 1) (weeks past training), log1p(week_index) /
   log1p(train_end).

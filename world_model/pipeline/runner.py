@@ -111,6 +111,7 @@ def run_pipeline(
     fingerprints: dict[str, str] = {}
     results: dict[str, dict] = {}
     for stage in tqdm(selected, desc="pipeline", unit="stage", disable=not config.progress or None):
+        upstream = {d: fingerprints[d] for d in stage.depends_on}
         fingerprint = _digest(
             json.dumps(
                 {
@@ -118,7 +119,7 @@ def run_pipeline(
                     "version": stage.version,
                     "data": data_fingerprint,
                     "parameters": config.fitted_parameters(stage.config_sections),
-                    "upstream": {d: fingerprints[d] for d in stage.depends_on},
+                    "upstream": upstream,
                 },
                 sort_keys=True,
             ).encode()
@@ -128,7 +129,7 @@ def run_pipeline(
         if manifest and manifest["fingerprint"] == fingerprint and _outputs_exist(workdir, stage):
             results[stage.name] = {**manifest, "skipped": True}
             continue
-        results[stage.name] = _run_stage(stage, ingested, workdir, config, weeks, fingerprint)
+        results[stage.name] = _run_stage(stage, ingested, workdir, config, weeks, fingerprint, upstream)
     report = {"ingested": str(ingested), "weeks": len(weeks.shop_weeks), "stages": results}
     write_json_atomic(workdir / REPORT, report)
     return report
@@ -152,7 +153,8 @@ def _select(stages: list[Stage], only: list[str] | None) -> list[Stage]:
 
 
 def _run_stage(
-    stage: Stage, ingested: Path, workdir: Path, config: PipelineConfig, weeks: WeekIndex, fingerprint: str
+    stage: Stage, ingested: Path, workdir: Path, config: PipelineConfig, weeks: WeekIndex, fingerprint: str,
+    upstream: dict[str, str],
 ) -> dict:
     scratch = workdir / stage.section / f".tmp-{stage.name}"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -175,6 +177,7 @@ def _run_stage(
     manifest = {
         "stage": stage.name,
         "fingerprint": fingerprint,
+        "upstream": upstream,  # what it was built on: ``check_built_together``
         "outputs": rows,
         "seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(memory.peak_bytes / 2**20, 1),
@@ -184,9 +187,39 @@ def _run_stage(
     return manifest
 
 
-def _read_manifest(workdir: Path, stage: Stage) -> dict | None:
-    path = workdir / MANIFESTS / f"{stage.name}.json"
+def _read_manifest(workdir: Path, stage: Stage | str) -> dict | None:
+    path = workdir / MANIFESTS / f"{stage if isinstance(stage, str) else stage.name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def check_built_together(workdir: Path, stage: str) -> None:
+    """RetailSimError unless ``stage``'s outputs and those of every stage under it come from one state of
+    the pipeline: each has its manifest, and each was built on the fingerprints its upstream stages have
+    now. A run stopped part-way (or ``--stages`` of an early stage alone) leaves later sections from the
+    previous run beside earlier ones from the new: the price features of other products at the same
+    vocabulary rows, a split that is not the tensors'. The next full run makes them consistent again. A
+    directory without manifests (a scenario bundle's copy) is not checked."""
+    if not (workdir / MANIFESTS).is_dir():
+        return
+    def manifest_of(name: str) -> dict:
+        manifest = _read_manifest(workdir, name)
+        if manifest is None:
+            raise RetailSimError(f"{workdir}: stage {name} has no manifest (a pipeline run stopped before it "
+                                 "finished); rerun 'retailsim pipeline run'")  # fmt: skip
+        return manifest
+
+    todo, seen = [stage], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for below, fingerprint in manifest_of(name).get("upstream", {}).items():  # older manifests: no record
+            if manifest_of(below)["fingerprint"] != fingerprint:
+                raise RetailSimError(f"{workdir}: stage {name}'s outputs were built on another state of stage "
+                                     f"{below} than the one there now (a run stopped part-way, or --stages ran "
+                                     "it alone); rerun 'retailsim pipeline run'")  # fmt: skip
+            todo.append(below)
 
 
 def _outputs_exist(workdir: Path, stage: Stage) -> bool:

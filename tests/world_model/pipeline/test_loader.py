@@ -152,3 +152,15 @@ def test_masked_loader_and_workers_give_the_same_batches(data: PreparedData) -> 
     masked = next(iter(make_loader(dataset, batch_size=64, mask_rate=0.5, seed=5)))
     assert (masked["labels"] != IGNORE_INDEX).any()
     assert ((masked["labels"] != IGNORE_INDEX) <= (masked["items"] != PAD)).all()
+
+
+def test_a_masked_position_carries_no_t4_of_its_product(data: PreparedData) -> None:
+    """T4 holds the product's own statistics (its price against the category median, its promotion
+    share, ...): left at a masked or swapped position it would give the label away."""
+    dataset = NextBasketDataset(data, "train")
+    plain = next(iter(make_loader(dataset, batch_size=64, seed=5)))
+    masked = next(iter(make_loader(dataset, batch_size=64, mask_rate=0.5, seed=5)))
+    changed = masked["items"] != plain["items"]
+    assert changed.any() and (plain["t4"][changed] != 0).any(dim=-1).any()
+    assert (masked["t4"][changed] == 0).all()
+    assert torch.equal(masked["t4"][~changed], plain["t4"][~changed])

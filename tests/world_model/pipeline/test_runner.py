@@ -13,6 +13,7 @@ import pytest
 from retailsim.cli import main
 from tests.world_model.pipeline.conftest import SPLIT
 from world_model.errors import RetailSimError
+from world_model.pipeline.runner import MANIFESTS, check_built_together
 from world_model.pipeline import runner
 from world_model.pipeline.runner import SPILL, Stage, StageContext, run_pipeline
 from world_model.pipeline.weeks import WeekIndex
@@ -149,3 +150,27 @@ def test_cli_runs_the_pipeline_and_skips_on_rerun(ingested_market: Path, tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         main(["pipeline", "run", str(ingested_market), "--out", str(tmp_path), "--split", "9,3"])
     assert exit_info.value.code == 2
+
+
+def test_sections_from_different_pipeline_states_are_refused(tmp_path: Path) -> None:
+    """A run stopped part-way (or --stages of an early stage alone) leaves the tensors of the previous run
+    beside the new features: each manifest records the fingerprints it was built on, and a reader of the
+    tensor cache checks them all the way down."""
+    manifests = tmp_path / MANIFESTS
+    check_built_together(tmp_path, "tensor_cache")  # not a pipeline work directory (a scenario's copy): no check
+    manifests.mkdir()
+
+    def manifest(stage: str, fingerprint: str, upstream: dict[str, str]) -> None:
+        (manifests / f"{stage}.json").write_text(json.dumps({"stage": stage, "fingerprint": fingerprint, "upstream": upstream}))
+
+    manifest("prices", "p1", {})
+    manifest("price_features", "f1", {"prices": "p1"})
+    manifest("tensor_cache", "t1", {"price_features": "f1", "prices": "p1"})
+    check_built_together(tmp_path, "tensor_cache")
+    manifest("prices", "p2", {})  # rerun with other parameters, stopped before the later stages
+    with pytest.raises(RetailSimError, match=r"stage (tensor_cache|price_features)'s outputs were built on another state of stage prices"):
+        check_built_together(tmp_path, "tensor_cache")
+    manifest("prices", "p1", {})
+    (manifests / "price_features.json").unlink()  # deleted as its outputs are replaced, then the run died
+    with pytest.raises(RetailSimError, match=r"stage price_features has no manifest"):
+        check_built_together(tmp_path, "tensor_cache")
