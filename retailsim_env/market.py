@@ -23,7 +23,7 @@ import numpy as np
 
 from retailsim_env.config import EnvConfig
 from retailsim_env.demand import LearnedDemand, OracleDemand
-from retailsim_env.scenario import MIN_PRICE_SPREAD, Scenario
+from retailsim_env.scenario import Scenario, widen_price_bounds
 
 DEMAND_MODES = ("learned", "oracle")
 
@@ -67,9 +67,8 @@ class RetailMarket:
         # [M, K] the catalog's bounds, widened where a store's reference lies near or outside them (they are
         # set around the product's median reference over stores): historical pricing must be a price the
         # actions can set, with room on either side
-        spread = MIN_PRICE_SPREAD
-        self.price_min = np.minimum(catalog["price_min"].to_numpy(np.float64), np.round(reference * (1 - spread), 2))
-        self.price_max = np.maximum(catalog["price_max"].to_numpy(np.float64), np.round(reference * (1 + spread), 2))
+        self.price_min, self.price_max = widen_price_bounds(catalog["price_min"].to_numpy(np.float64),
+                                                            catalog["price_max"].to_numpy(np.float64), reference)  # fmt: skip
         classes = catalog["PROD_CODE_10"].to_numpy()
         same = classes[:, None] == classes[None, :]
         np.fill_diagonal(same, False)

@@ -89,6 +89,12 @@ bounds around the product's reference (``BuildConfig.min_price_spread``), and th
 each managed store's own (``retailsim_env.market.RetailMarket``)."""
 
 
+def widen_price_bounds(low, high, reference, spread: float = MIN_PRICE_SPREAD):
+    """(low, high) widened to at least ``spread`` of ``reference`` on either side, rounded to cents; arrays
+    or Series of one shape (or broadcasting)."""
+    return np.round(np.minimum(low, reference * (1 - spread)), 2), np.round(np.maximum(high, reference * (1 + spread)), 2)
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Choices of ``build_scenario``."""
@@ -153,10 +159,9 @@ def _catalog(data: PreparedData, workdir: Path, response: PriceResponse, truth: 
     frame = frame.join(nodes[["PROD_CODE_10", "PROD_CODE_20", "PROD_CODE_30", "PROD_CODE_40", "train_baskets",
                               "train_units", "mean_unit_price"]], on="PROD_CODE").join(observed, on="PROD_CODE")  # fmt: skip
     frame["base_price"] = frame["reference"].fillna(frame["mean_unit_price"]).fillna(1.0)
-    spread = config.min_price_spread
-    low = frame["price_low"].fillna(frame["base_price"]).clip(upper=frame["base_price"] * (1 - spread))
-    high = frame["price_high"].fillna(frame["base_price"]).clip(lower=frame["base_price"] * (1 + spread))
-    frame["price_min"], frame["price_max"] = low.round(2).clip(lower=0.01), high.round(2)
+    low, high = widen_price_bounds(frame["price_low"].fillna(frame["base_price"]), frame["price_high"].fillna(frame["base_price"]),
+                                   frame["base_price"], config.min_price_spread)  # fmt: skip
+    frame["price_min"], frame["price_max"] = low.clip(lower=0.01), high
     frame["revenue"] = frame["revenue"].fillna(0.0)
     frame["units_per_line"] = (frame["train_units"] / frame["train_baskets"].clip(lower=1)).fillna(1.0)
     if truth is not None:
