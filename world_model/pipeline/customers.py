@@ -32,13 +32,16 @@ MISSION_ATTRIBUTES = {
 
 _TRIPS_SQL = """
     CREATE TEMP TABLE trips AS
-    SELECT CUST_CODE, BASKET_ID, any_value(STORE_CODE) AS STORE_CODE, any_value(SHOP_DATE) AS SHOP_DATE,
-           any_value(SHOP_HOUR) AS SHOP_HOUR, any_value(week_index) AS week_index,
-           any_value(BASKET_TYPE) AS BASKET_TYPE, any_value(BASKET_DOMINANT_MISSION) AS BASKET_DOMINANT_MISSION,
-           any_value(BASKET_PRICE_SENSITIVITY) AS BASKET_PRICE_SENSITIVITY, any_value(BASKET_SIZE) AS BASKET_SIZE
+    SELECT CUST_CODE, BASKET_ID, min(STORE_CODE) AS STORE_CODE, min(SHOP_DATE) AS SHOP_DATE,
+           min(SHOP_HOUR) AS SHOP_HOUR, min(week_index) AS week_index,
+           min(BASKET_TYPE) AS BASKET_TYPE, min(BASKET_DOMINANT_MISSION) AS BASKET_DOMINANT_MISSION,
+           min(BASKET_PRICE_SENSITIVITY) AS BASKET_PRICE_SENSITIVITY, min(BASKET_SIZE) AS BASKET_SIZE
     FROM train_transactions WHERE CUST_CODE IS NOT NULL
     GROUP BY CUST_CODE, BASKET_ID
 """
+"""One row per trip. A basket's lines agree on these columns in clean data; where they do not (corrupt
+rows), each takes its smallest value, as the samples' and the entity features' trips do, so the result
+does not depend on the order DuckDB's threads read the lines in (``any_value`` did)."""
 
 
 def build_store_affinity(ctx: StageContext) -> dict[str, int]:

@@ -4,16 +4,18 @@ plain Python."""
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from tests.world_model.pipeline.conftest import SPLIT, truncate_ingested
-from world_model.data.dataset import read_transactions
+from world_model.data.dataset import read_transactions, transaction_files
 from world_model.pipeline.runner import run_pipeline
 from world_model.pipeline.stages import ALL_STAGES
 
@@ -85,6 +87,27 @@ def test_store_affinity_matches_a_direct_count(workdir: Path, train_rows: list[d
         assert 0.0 <= row["switching_frequency"] <= 1.0
     visits = pq.read_table(workdir / "processed" / "customer_store_visits.parquet").to_pylist()
     assert sum(v["trips"] for v in visits) == len(trips)
+
+
+def test_a_basket_whose_rows_disagree_takes_their_smallest_values(ingested_market: Path, tmp_path: Path) -> None:
+    """A corrupt basket whose first line names another store is one trip, at the smallest store code of
+    its lines, whatever order the lines are read in (as the samples' and features' trips take it)."""
+    corrupt = shutil.copytree(ingested_market, tmp_path / "ingested")
+    part = transaction_files(corrupt)[0]
+    table = pq.read_table(part)
+    rows = table.to_pylist()
+    named = Counter(r["BASKET_ID"] for r in rows if r["CUST_CODE"] is not None)
+    basket = next(b for b, lines in named.items() if lines > 1)
+    first = next(i for i, r in enumerate(rows) if r["BASKET_ID"] == basket)
+    customer, store = rows[first]["CUST_CODE"], rows[first]["STORE_CODE"]
+    stores = table.column("STORE_CODE").to_pylist()
+    stores[first] = "STORE99999"  # after every real code
+    pq.write_table(table.set_column(table.schema.get_field_index("STORE_CODE"), "STORE_CODE",
+                                    pa.array(stores, table.schema.field("STORE_CODE").type)), part)  # fmt: skip
+    run_pipeline(corrupt, tmp_path / "work", ALL_STAGES, SPLIT, only=["store_affinity"])
+    visits = pd.read_parquet(tmp_path / "work" / "processed" / "customer_store_visits.parquet")
+    mine = visits[visits["CUST_CODE"] == customer].set_index("STORE_CODE")["trips"]
+    assert "STORE99999" not in mine.index and mine.get(store, 0) > 0
 
 
 def test_mission_shares_sum_to_one_per_attribute(workdir: Path) -> None:
