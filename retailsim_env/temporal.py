@@ -59,19 +59,29 @@ class _BlockRows:
 
     def __init__(self, make: Callable[[np.ndarray], torch.Tensor], per_key: int, width: int, device: torch.device) -> None:
         self.make, self.per_key = make, per_key
-        self.blocks = np.zeros(0, dtype=np.int64)  # in the order their rows were appended
+        self.blocks = np.zeros(0, dtype=np.int64)  # sorted
+        self.slots = np.zeros(0, dtype=np.int64)  # each block's place in ``rows`` (the order they were made in)
         self.rows = torch.zeros(0, width, device=device)
+
+    def _find(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each block's slot, and whether the block is held."""
+        position = np.minimum(np.searchsorted(self.blocks, block), max(len(self.blocks) - 1, 0))
+        if not len(self.blocks):
+            return position, np.zeros(len(block), dtype=bool)
+        return self.slots[position], self.blocks[position] == block
 
     def index(self, keys: np.ndarray, offset: np.ndarray | int = 0) -> np.ndarray:
         """Row of each key's ``offset``-th row (``0 <= offset < per_key``)."""
         block, within = np.divmod(keys, ROW_BLOCK)
-        new = np.setdiff1d(block, self.blocks)
-        if new.size:
-            new_keys = (new[:, None] * ROW_BLOCK + np.arange(ROW_BLOCK)).ravel()
-            self.rows = torch.cat([self.rows, self.make(new_keys)])
-            self.blocks = np.concatenate([self.blocks, new])
-        order = np.argsort(self.blocks)
-        slot = order[np.searchsorted(self.blocks, block, sorter=order)]
+        slot, held = self._find(block)
+        if not held.all():
+            new = np.unique(block[~held])
+            self.rows = torch.cat([self.rows, self.make((new[:, None] * ROW_BLOCK + np.arange(ROW_BLOCK)).ravel())])
+            blocks = np.concatenate([self.blocks, new])
+            slots = np.concatenate([self.slots, len(self.slots) + np.arange(len(new))])
+            order = np.argsort(blocks)
+            self.blocks, self.slots = blocks[order], slots[order]
+            slot, _ = self._find(block)
         return (slot * ROW_BLOCK + within) * self.per_key + offset
 
 
