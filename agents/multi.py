@@ -362,27 +362,31 @@ def start_weeks(config: MultiAgentTrainConfig, n_copies: int) -> np.ndarray | No
 
 
 def play(view: MultiAgentView, policy: Callable[[MultiAgentView], dict[str, np.ndarray]], seed: int,
-         starts: np.ndarray | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
-    """One episode per copy (starting at ``starts``) with ``policy(view) -> actions``; per agent mean return
-    and profit."""
+         starts: np.ndarray | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """One episode per copy (starting at ``starts``) with ``policy(view) -> actions``; per agent the mean
+    return, profit and ``return_terms``: each reward component's share of the return (penalties negative,
+    summing to the return), so a return is read term by term."""
     sim = view.sim
     n = sim.market.n_copies
     sim.reset(np.arange(n), [seeding.np_random(seed + i)[0] for i in range(n)], starts)
-    returns = {a: np.zeros(n) for a in view.agents}
+    terms = {a: dict.fromkeys(view.reward_terms(a), 0.0) for a in view.agents}
     profit = {a: np.zeros(n) for a in view.agents}
     for _ in range(sim.config.episode_length):
-        rewards, infos, _ = view.step(policy(view))
+        _, infos, _ = view.step(policy(view))
         for a in view.agents:
-            returns[a] += rewards[a]
+            for term, value in view.contributions(a, infos[a]).items():
+                terms[a][term] = terms[a][term] + value
             profit[a] += infos[a]["profit"]
-    return {a: {"return": float(returns[a].mean()), "profit": float(profit[a].mean())} for a in view.agents}
+    return {a: {"return": float(sum(terms[a].values()).mean()), "profit": float(profit[a].mean()),
+                "return_terms": {term: float(value.mean()) for term, value in terms[a].items()}}
+            for a in view.agents}  # fmt: skip
 
 
 def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
     """Trained agents against their historical counterparts, in the learned and (generated scenarios)
-    oracle markets: per agent return and profit, and the profit lift; also the same agents untrained (as
-    the run started them: ``initial_learners``), so what training added is visible beside what the
-    starting policy already earns."""
+    oracle markets: per agent return (with its ``return_terms``, ``play``), profit and the profit lift; also
+    the same agents untrained (as the run started them: ``initial_learners``), so what training added is
+    visible beside what the starting policy already earns."""
     run_dir = Path(run_dir)
     config = MultiAgentTrainConfig(**json.loads((run_dir / "config.json").read_text()))
     scenario = Scenario(config.env_kwargs.get("scenario"))

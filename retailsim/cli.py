@@ -393,6 +393,9 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
                       f"profit {r['trained']['profit']:.1f} vs {r['historical']['profit']:.1f} "
                       f"({r['profit_lift_vs_historical']:+.1%}; untrained: return {r['untrained']['return']:.2f}, "
                       f"{r['untrained_profit_lift_vs_historical']:+.1%})")  # fmt: skip
+                for policy in ("trained", "untrained", "historical"):
+                    parts = ", ".join(f"{term} {value:+.2f}" for term, value in r[policy]["return_terms"].items())
+                    print(f"    {policy:<11} return terms: {parts}")
     elif (run / "model.zip").exists():
         from agents.evaluate import evaluate_run, format_report
 

@@ -23,6 +23,7 @@ def test_train_evaluate_and_train_multi_commands(tmp_path, capsys) -> None:
     assert (tmp_path / "mreport" / "agent_returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "ppo" in out and "store_" in out
+    assert "historical  return terms: profit +" in out and "boundary_penalty" in out  # each return term by term
 
 
 def test_user_errors_are_one_line(tmp_path, capsys) -> None:

@@ -1,14 +1,18 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.utils import seeding
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.envargs import EnvKwargsError
-from agents.multi import MultiAgentTrainConfig, evaluate_multi, initial_learners, market_for, return_trend, train_multi
+from agents.multi import (MultiAgentTrainConfig, evaluate_multi, historical_actions, initial_learners, market_for, play,
+                          return_trend, train_multi)
 
 from retailsim_env.core import BatchedRetailSim
+from retailsim_env.multi_agent import MultiAgentView
 
 ENV = {"propensities": "fixed", "products": 3, "episode_length": 4}
 
@@ -32,6 +36,26 @@ def test_multi_agent_training_writes_every_agents_curve_and_evaluates(mode, shar
     first = next(iter(report["modes"]["learned"].values()))
     assert {"trained", "untrained", "historical", "untrained_profit_lift_vs_historical"} <= set(first)
     assert first["untrained"]["profit"] != first["trained"]["profit"]  # training moved the policy
+    for agent, result in report["modes"]["learned"].items():
+        assert list(result["historical"]["return_terms"]) == list(MultiAgentView(market_for(config, 1).sim, mode).reward_terms(agent))
+
+
+@pytest.mark.parametrize("mode", ["functions", "competition"])
+def test_played_return_terms_sum_to_the_rewards_the_agents_earn(mode) -> None:
+    """``play``'s per-term shares add up to the return, and the return is the sum of the weekly rewards
+    the same episode pays through ``MultiAgentView.step``."""
+    config = MultiAgentTrainConfig(mode=mode, env_kwargs=ENV, progress=False)
+    view = market_for(config, 2)
+    played = play(view, historical_actions, seed=5)
+    view.sim.reset(np.arange(2), [seeding.np_random(5 + i)[0] for i in range(2)])
+    earned = dict.fromkeys(view.agents, 0.0)
+    for _ in range(view.sim.config.episode_length):
+        rewards, _, _ = view.step(historical_actions(view))
+        earned = {agent: earned[agent] + rewards[agent] for agent in view.agents}
+    for agent in view.agents:
+        assert played[agent]["return"] == pytest.approx(float(earned[agent].mean()))
+        assert sum(played[agent]["return_terms"].values()) == pytest.approx(played[agent]["return"])
+        assert played[agent]["return_terms"]["profit"] > 0
 
 
 def test_return_trend_compares_the_first_and_last_episodes() -> None:

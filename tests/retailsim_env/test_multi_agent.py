@@ -37,7 +37,9 @@ def test_functions_agents_each_drive_their_own_field(default_scenario) -> None:
     info = infos["pricing"]
     profit, boundary = weights.profit * info["reward_profit"], weights.boundary * info["reward_boundary_penalty"]
     assert rewards["pricing"] == pytest.approx(profit - boundary + weights.diversity * info["reward_diversity_bonus"])
-    assert rewards["promo"] == pytest.approx(profit - boundary)
+    # 3 prices at the bound plus the discounted prices below cost: the promo agent pays for the latter only
+    assert info["reward_boundary_penalty"] == 3 + info["price_violations"]
+    assert rewards["promo"] == pytest.approx(profit - weights.boundary * info["price_violations"])
     assert rewards["inventory"] == pytest.approx(profit + weights.alignment * info["reward_inventory_alignment"])
     forecast = market.forecast.copy()
     env.step({"pricing": -np.ones(3), "promo": -np.ones(3), "inventory": np.ones(3)})
