@@ -12,7 +12,7 @@ class RewardWeights:
     """reward = profit / profit_scale - boundary x penalty + diversity x bonus + alignment x alignment.
 
     ``profit_scale`` is the managed products' expected weekly gross profit at reference prices, so a week
-    at historical pricing earns a little under 1 (0.74 in the shipped scenario's evaluation: its orders
+    at historical pricing earns a little under 1 (0.73 in the shipped scenario's evaluation: its orders
     lose demand to stock-outs, and stock costs holding). The bonuses lie in [0, 1]; the penalty counts prices (at most
     2 per managed price; ``RetailSimEnv`` docstring)."""
 

@@ -89,7 +89,7 @@ class RetailSimEnv(gym.Env[np.ndarray, np.ndarray]):
     ``profit / profit_scale - 0.1 x boundary_penalty + 0.05 x diversity_bonus + 0.05 x inventory_alignment``
     (weights: ``reward_weights``), where profit = revenue - cost of goods - holding cost - stock-out cost
     of the managed products, ``profit_scale`` their expected weekly gross profit at reference prices (a
-    historical-pricing week earns a little under 1: 0.74 in the shipped scenario, the rest lost to
+    historical-pricing week earns a little under 1: 0.73 in the shipped scenario, the rest lost to
     stock-outs and holding), boundary_penalty = the sum over managed prices of their edge
     proximity (0 inside, rising to 1 at a bound over the outer 5% of the range) plus the number of
     discounted prices below unit cost (so each price at a bound or below cost costs 10% of a typical
