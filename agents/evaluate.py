@@ -10,7 +10,9 @@ Per policy and mode, ``report.json`` holds:
 - ``revenue_wow_variance``: variance of the week-over-week relative change of revenue (mean over episodes);
 - ``price_violations``: discounted prices below unit cost per episode; ``edge_share``: share of prices
   within 5% of a bound (edge hugging); ``promo_share``: share of product-weeks on promotion;
-- ``stockout_share``: share of demanded units lost; ``shaped_return``: the reward the agent trained on.
+- ``stockout_share``: share of demanded units lost; ``shaped_return``: the reward the agent trained on,
+  and ``return_terms`` the same return term by term (each reward component times its weight, the
+  penalty negative; they sum to ``shaped_return``).
 
 PNG plots beside it: ``profit_lift.png`` (both modes), ``weekly_profit.png`` (learned mode),
 ``pricing_behaviour.png`` (edge and promotion shares).
@@ -67,16 +69,19 @@ def run_episodes(policy: Policy, venv: RetailSimVectorEnv, seed: int) -> dict[st
     obs, _ = venv.reset(seed=seed)
     sim = venv.batch.sim
     weeks = sim.config.episode_length
-    out = {key: np.zeros((venv.num_envs, weeks)) for key in (*RECORDED, "reward")}
+    signed = sim.config.reward.signed()
+    out = {key: np.zeros((venv.num_envs, weeks)) for key in (*RECORDED, "reward", *(f"term_{t}" for t in signed))}
     for t in range(weeks):
         obs, reward, _, _, info = venv.step(policy.act(sim, obs))
         out["reward"][:, t] = reward
         for key in RECORDED:
             out[key][:, t] = info[key]
+        for term, weight in signed.items():
+            out[f"term_{term}"][:, t] = weight * info[f"reward_{term}"]
     return out
 
 
-def summarize(weekly: dict[str, np.ndarray]) -> dict[str, float]:
+def summarize(weekly: dict[str, np.ndarray]) -> dict[str, Any]:
     profit = weekly["profit"].sum(1)
     revenue = weekly["revenue"]
     change = np.diff(revenue, axis=1) / np.maximum(revenue[:, :-1], 1e-9)
@@ -87,6 +92,8 @@ def summarize(weekly: dict[str, np.ndarray]) -> dict[str, float]:
         "edge_share": float(weekly["edge_share"].mean()), "promo_share": float(weekly["promo_share"].mean()),
         "stockout_share": float(weekly["stockout_units"].sum() / max(weekly["demand"].sum(), 1e-9)),
         "shaped_return": float(weekly["reward"].sum(1).mean()),
+        "return_terms": {key[len("term_"):]: float(value.sum(1).mean()) for key, value in weekly.items()
+                         if key.startswith("term_")},
     }  # fmt: skip
 
 
@@ -136,13 +143,16 @@ def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: 
 
 
 def format_report(report: dict) -> str:
-    """A table per mode: profit, lift, violations, edge and promotion shares."""
+    """A table per mode: profit, lift, violations, edge and promotion shares, stock-outs and the shaped
+    return with its boundary penalty."""
     lines = []
     for mode, results in report["modes"].items():
         lines.append(f"{mode} market ({report['episodes']} episodes):")
-        lines.append(f"  {'policy':<16}{'profit':>11}{'lift':>9}{'violations':>12}{'edge':>7}{'promo':>7}{'stock-out':>11}")
+        lines.append(f"  {'policy':<16}{'profit':>11}{'lift':>9}{'violations':>12}{'edge':>7}{'promo':>7}{'stock-out':>11}"
+                     f"{'return':>9}{'penalty':>9}")  # fmt: skip
         for name, r in results.items():
             lines.append(f"  {name:<16}{r['profit']:>11.1f}{r['profit_lift_vs_historical']:>+9.1%}"
                          f"{r['price_violations']:>12.1f}{r['edge_share']:>7.1%}{r['promo_share']:>7.1%}"
-                         f"{r['stockout_share']:>11.1%}")  # fmt: skip
+                         f"{r['stockout_share']:>11.1%}{r['shaped_return']:>9.2f}"
+                         f"{r['return_terms']['boundary_penalty']:>9.2f}")  # fmt: skip
     return "\n".join(lines)

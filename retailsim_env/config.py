@@ -26,6 +26,13 @@ class RewardWeights:
     alignment: float = 0.05
     """Weight of inventory alignment: min(stock, demand) / max(stock, demand) averaged over products."""
 
+    def signed(self) -> dict[str, float]:
+        """Each reward component's weight as it enters the reward, the penalty's negative; keyed like the
+        ``reward_<term>`` info entries, so ``sum(w * info[f"reward_{t}"] for t, w in signed().items())``
+        is the reward."""
+        return {"profit": self.profit, "boundary_penalty": -self.boundary, "diversity_bonus": self.diversity,
+                "inventory_alignment": self.alignment}  # fmt: skip
+
 
 MAX_PROMO_DEPTH = 0.9
 """The deepest ``EnvConfig.max_promo_depth``: nearer 1 the paid price nears 0 and price ** elasticity

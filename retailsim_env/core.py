@@ -113,9 +113,7 @@ class BatchedRetailSim:
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(observations [B, O], rewards [B], truncated [B], info arrays) after one week of every copy."""
         _, _, terms, info = self.advance(action)
-        weights = self.config.reward
-        reward = (weights.profit * terms["profit"] - weights.boundary * terms["boundary_penalty"]
-                  + weights.diversity * terms["diversity_bonus"] + weights.alignment * terms["inventory_alignment"])  # fmt: skip
+        reward = sum(weight * terms[term] for term, weight in self.config.reward.signed().items())
         truncated = self.market.t >= self.config.episode_length
         return self.observe(), reward.astype(np.float64), truncated, info
 

@@ -132,9 +132,8 @@ class MultiAgentView:
         """Each of ``agent``'s reward components [B] as it enters its reward: the raw ``reward_<term>`` of
         its info (``price_violations`` for the promo agent's ``violation_penalty``) times the term's weight,
         penalties negative; their sum is the reward."""
-        weights = self.sim.config.reward
-        signed = {"profit": weights.profit, "boundary_penalty": -weights.boundary, "violation_penalty": -weights.boundary,
-                  "diversity_bonus": weights.diversity, "inventory_alignment": weights.alignment}  # fmt: skip
+        signed = self.sim.config.reward.signed()
+        signed["violation_penalty"] = signed["boundary_penalty"]
         return {term: signed[term] * info["price_violations" if term == "violation_penalty" else f"reward_{term}"]
                 for term in self.reward_terms(agent)}  # fmt: skip
 

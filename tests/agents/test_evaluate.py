@@ -30,6 +30,10 @@ def test_common_seeds_make_evaluation_reproducible() -> None:
     assert first["modes"]["learned"] == again["modes"]["learned"]
     random = first["modes"]["learned"]["random"]
     assert random["price_violations"] > 0 and random["profit_lift_vs_historical"] < 0  # random prices lose money
+    terms = random["return_terms"]  # the shaped return, term by term
+    assert list(terms) == ["profit", "boundary_penalty", "diversity_bonus", "inventory_alignment"]
+    assert sum(terms.values()) == pytest.approx(random["shaped_return"])
+    assert terms["boundary_penalty"] < 0 < terms["diversity_bonus"]  # random prices hit bounds and spread
     assert first["modes"]["learned"]["historical"]["price_violations"] == 0
 
 
@@ -69,7 +73,9 @@ def test_summary_figures_are_their_definitions() -> None:
     assert summary["revenue_wow_variance"] == pytest.approx(np.var([1.0, -0.5]) / 2)  # the second episode is flat
     assert summary["price_violations"] == pytest.approx(1.0) and summary["edge_share"] == pytest.approx(0.125)
     assert summary["promo_share"] == pytest.approx(1 / 6) and summary["stockout_share"] == pytest.approx(4 / 50)
-    assert summary["shaped_return"] == pytest.approx(1.25)
+    assert summary["shaped_return"] == pytest.approx(1.25) and summary["return_terms"] == {}
+    summary = summarize({**weekly, "term_profit": np.array([[0.5, 0.5, 0.5], [1.0, 0.0, 1.0]])})
+    assert summary["return_terms"] == {"profit": pytest.approx(1.75)}  # summed over weeks, averaged over episodes
 
 
 def test_every_policy_plays_the_same_episodes(monkeypatch) -> None:
