@@ -411,7 +411,8 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
 
 
 def evaluate_multi_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
-    """``evaluate_multi`` of a ``train_multi`` run; write ``out``/report.json and agent_returns.png."""
+    """``evaluate_multi`` of a ``train_multi`` run; write ``out``/report.json, agent_returns.png and
+    return_terms.png (``agents.plots.plot_multi_report``)."""
     from agents.plots import plot_multi_report, write_report
 
     out = Path(out)

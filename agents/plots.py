@@ -17,7 +17,9 @@ import numpy as np
 from world_model.files import atomic_write, write_json_atomic
 
 REPORT_FILE = "report.json"
-REPORT_PLOTS = ("profit_lift.png", "weekly_profit.png", "pricing_behaviour.png", "agent_returns.png")
+REPORT_PLOTS = ("profit_lift.png", "weekly_profit.png", "pricing_behaviour.png", "agent_returns.png", "return_terms.png")
+TERM_COLORS = {"profit": "tab:green", "boundary_penalty": "tab:red", "violation_penalty": "tab:orange",
+               "diversity_bonus": "tab:purple", "inventory_alignment": "tab:cyan"}  # fmt: skip
 
 
 def _pyplot():
@@ -90,10 +92,14 @@ def plot_report(report: dict, out: Path) -> list[str]:
 
 
 def plot_multi_report(report: dict, out: Path) -> list[str]:
-    """Write agent_returns.png for a multi-agent report (``agents.multi.evaluate_multi``): per market, each
-    agent's mean episode return trained and untrained, less its historical counterpart's (returns are
-    40-50 a 52-week episode and differ by a few: as differences they are visible), with the trained
-    agents' profit lift over historical pricing in the agent's label; return its path."""
+    """Write the plots of a multi-agent report (``agents.multi.evaluate_multi``); return their paths.
+
+    agent_returns.png: per market, each agent's mean episode return trained and untrained, less its
+    historical counterpart's (returns are 40-50 a 52-week episode and differ by a few: as differences
+    they are visible), with the trained agents' profit lift over historical pricing in the agent's label.
+    return_terms.png: the same differences term by term (``return_terms``), stacked: above the axis the
+    terms that gained on the historical counterpart, below those that lost, so the bar's net is the
+    return's difference and the colours say where it came from."""
     plt = _pyplot()
     modes = list(report["modes"])
     figure, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
@@ -113,4 +119,37 @@ def plot_multi_report(report: dict, out: Path) -> list[str]:
         axis.legend(fontsize=8)
     figure.suptitle(f"Multi-agent ({report['mode']}): return over each agent's historical counterpart")
     figure.tight_layout()
-    return [_save(plt, figure, out / "agent_returns.png")]
+    paths = [_save(plt, figure, out / "agent_returns.png")]
+    if all("return_terms" in r[p] for results in report["modes"].values() for r in results.values()
+           for p in ("trained", "untrained", "historical")):  # fmt: skip
+        paths.append(_plot_return_terms(plt, report, out / "return_terms.png"))
+    return paths
+
+
+def _plot_return_terms(plt, report: dict, path: Path) -> str:
+    modes = list(report["modes"])
+    figure, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
+    policies = ("trained", "untrained")
+    for axis, mode in zip(axes[0], modes):
+        results = report["modes"][mode]
+        labelled = set()
+        for i, agent in enumerate(results):
+            base = results[agent]["historical"]["return_terms"]
+            for j, policy in enumerate(policies):
+                x, above, below = i + (j - 0.5) * 0.4, 0.0, 0.0
+                for term, value in results[agent][policy]["return_terms"].items():
+                    gain = value - base[term]
+                    label = None if term in labelled else term
+                    labelled.add(term)
+                    axis.bar(x, gain, 0.38, bottom=above if gain >= 0 else below, color=TERM_COLORS.get(term, "tab:gray"),
+                             label=label, edgecolor="black" if policy == "trained" else "white", linewidth=0.5)  # fmt: skip
+                    above, below = (above + gain, below) if gain >= 0 else (above, below + gain)
+                axis.plot([x - 0.19, x + 0.19], [above + below] * 2, color="black", linewidth=1.5)  # the net
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(np.arange(len(results)), [f"{a}\n(trained | untrained)" for a in results], fontsize=8)
+        axis.set_ylabel("return term - historical counterpart's")
+        axis.set_title(f"{mode} market (black line: net)")
+        axis.legend(fontsize=7)
+    figure.suptitle(f"Multi-agent ({report['mode']}): where each return's difference comes from")
+    figure.tight_layout()
+    return _save(plt, figure, path)

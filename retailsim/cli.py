@@ -673,9 +673,9 @@ def _add_agent_commands(commands) -> None:
         "evaluate", help="a trained run against the baselines, learned and oracle markets",
         description="For an 'agents train' run: write REPORT_DIR/report.json and PNG plots of the run's policy "
         "and the baselines: profit lift vs historical pricing, revenue variance, price violations, edge hugging, "
-        "promotion share. For an 'agents train-multi' run: write REPORT_DIR/report.json and agent_returns.png with "
-        "each agent's return and profit, trained, untrained (as the run started) and historical, and the profit lifts "
-        "vs historical.",
+        "promotion share. For an 'agents train-multi' run: write REPORT_DIR/report.json, agent_returns.png and "
+        "return_terms.png with each agent's return (term by term) and profit, trained, untrained (as the run started) "
+        "and historical, and the profit lifts vs historical.",
     )  # fmt: skip
     evaluate.add_argument("run_dir", help="directory written by 'agents train' or 'agents train-multi'")
     evaluate.add_argument("--episodes", type=_positive_int, default=8)

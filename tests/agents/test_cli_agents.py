@@ -19,8 +19,8 @@ def test_train_evaluate_and_train_multi_commands(tmp_path, capsys) -> None:
                  "--timesteps", "16", "--num-envs", "2", "--n-steps", "4", "--out", str(tmp_path / "multi"), "--quiet"]) == 0  # fmt: skip
     assert main(["agents", "evaluate", str(tmp_path / "multi"), "--episodes", "1", "--out", str(tmp_path / "mreport")]) == 0
     report = json.loads((tmp_path / "mreport" / "report.json").read_text())
-    assert report["plots"] == [str(tmp_path / "mreport" / "agent_returns.png")]
-    assert (tmp_path / "mreport" / "agent_returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["plots"] == [str(tmp_path / "mreport" / name) for name in ("agent_returns.png", "return_terms.png")]
+    assert all(open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for path in report["plots"])
     out = capsys.readouterr().out
     assert "ppo" in out and "store_" in out
     assert "historical  return terms: profit +" in out and "boundary_penalty" in out  # each return term by term
@@ -108,7 +108,7 @@ def test_agent_help_says_what_is_written_and_the_env_kwargs_default(capsys) -> N
             main(["agents", *command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert text.count('merged into the default {"propensities": "fixed"}') == 2
-    assert "For an 'agents train-multi' run: write REPORT_DIR/report.json and agent_returns.png" in text
+    assert "For an 'agents train-multi' run: write REPORT_DIR/report.json, agent_returns.png and return_terms.png" in text
 
 
 def test_a_run_directory_in_use_needs_overwrite_and_survives_a_failed_one(tmp_path, capsys) -> None:

@@ -36,6 +36,17 @@ def test_each_report_writes_its_plots_as_whole_pngs_and_removes_the_other_kinds(
     assert {p.name for p in tmp_path.iterdir()} & set(REPORT_PLOTS) == {"agent_returns.png"}
 
 
+def test_a_multi_agent_report_with_return_terms_also_plots_them(tmp_path) -> None:
+    report = _multi_report()
+    for agent in report["modes"]["learned"].values():
+        for policy, profit in (("trained", 46.0), ("untrained", 43.5), ("historical", 44.0)):
+            agent[policy]["return_terms"] = {"profit": profit, "boundary_penalty": -1.0 if policy == "trained" else 0.0}
+    write_report(report, tmp_path, plot_multi_report)
+    drawn = {Path(p).name for p in json.loads((tmp_path / "report.json").read_text())["plots"]}
+    assert drawn == {"agent_returns.png", "return_terms.png"}
+    assert (tmp_path / "return_terms.png").read_bytes().startswith(PNG_MAGIC)
+
+
 def test_a_report_that_fails_to_plot_leaves_no_report_json_describing_the_old_plots(tmp_path) -> None:
     write_report(_single_report(), tmp_path, plot_report)
 
