@@ -139,7 +139,9 @@ class MultiAgentView:
 
     def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], dict]:
         """One week of every copy: (rewards agent -> [B], per-agent info arrays, the store's info arrays).
-        An agent's info holds its raw reward components as ``reward_<term>`` (``contributions`` weighs them)."""
+        An agent's info holds the store's raw reward components as ``reward_<term>`` (in the functions mode
+        all of them, the full boundary penalty included); ``contributions`` says which of them, weighted,
+        make up that agent's reward (the promo agent's penalty is its ``price_violations``)."""
         sim = self.sim
         decoded, result, terms, info = sim.advance(self.flat_action(actions))
         if self.mode == "functions":
