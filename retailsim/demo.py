@@ -60,7 +60,7 @@ class DemoConfig:
     """The main job: PPO on the default scenario's busiest store, 10 products, 52-week episodes."""
 
     timesteps: int = 500_000
-    """Environment steps of PPO (3 to 5 minutes on two CPU cores; docs/agents.md has the measured times)."""
+    """Environment steps of PPO (3 to 6 minutes on two CPU cores; docs/agents.md has the measured times)."""
     episodes: int = 8
     """Evaluation episodes per policy and market (the same seeds for every policy)."""
     products: int = 10
