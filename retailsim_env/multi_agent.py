@@ -157,6 +157,7 @@ class MultiAgentView:
         rewards = {agent: sum(self.contributions(agent, infos[agent]).values()) for agent in self.agents}
         return rewards, infos, info
 
+
 class RetailSimParallelEnv(ParallelEnv):
     """The multi-agent market (module docstring). Keyword arguments as ``RetailSimEnv`` plus ``mode`` and
     ``n_stores`` (competition: the ``n_stores`` stores, default 2, with the most revenue unless ``stores``

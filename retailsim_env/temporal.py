@@ -54,8 +54,7 @@ class _BlockRows:
     """Rows for integer keys >= 0 (``per_key`` rows each), made by ``make(keys)`` a block of ``ROW_BLOCK``
     consecutive keys at a time, the first time a key of the block is asked for. Only the blocks asked
     for are held, so memory follows the keys a run visits, not the largest: an episode at week 100,000
-    holds two blocks of weeks, where a table from week 0 held 100,000 weeks (700,000 rows, 180 MB, 2.4 s
-    to build)."""
+    holds two blocks of weeks, where a table from week 0 held 100,000 weeks (700,000 rows, 180 MB)."""
 
     def __init__(self, make: Callable[[np.ndarray], torch.Tensor], per_key: int, width: int, device: torch.device) -> None:
         self.make, self.per_key = make, per_key
@@ -64,10 +63,10 @@ class _BlockRows:
         self.rows = torch.zeros(0, width, device=device)
 
     def _find(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each block's slot, and whether the block is held."""
-        position = np.minimum(np.searchsorted(self.blocks, block), max(len(self.blocks) - 1, 0))
+        """Each block's slot (0 where not held), and whether the block is held."""
         if not len(self.blocks):
-            return position, np.zeros(len(block), dtype=bool)
+            return np.zeros(len(block), dtype=np.int64), np.zeros(len(block), dtype=bool)
+        position = np.minimum(np.searchsorted(self.blocks, block), len(self.blocks) - 1)
         return self.slots[position], self.blocks[position] == block
 
     def index(self, keys: np.ndarray, offset: np.ndarray | int = 0) -> np.ndarray:
