@@ -375,7 +375,7 @@ def play(view: MultiAgentView, policy: Callable[[MultiAgentView], dict[str, np.n
         _, infos, _ = view.step(policy(view))
         for a in view.agents:
             for term, value in view.contributions(a, infos[a]).items():
-                terms[a][term] = terms[a][term] + value
+                terms[a][term] += value
             profit[a] += infos[a]["profit"]
     return {a: {"return": float(sum(terms[a].values()).mean()), "profit": float(profit[a].mean()),
                 "return_terms": {term: float(value.mean()) for term, value in terms[a].items()}}

@@ -48,6 +48,19 @@ class DecodedAction:
     clipped: np.ndarray
 
 
+@dataclass
+class WeekOutcome:
+    """What ``BatchedRetailSim.advance`` returns for one week of every copy: the decoded action, the
+    market's result, the reward components per store [B, M] (``store_reward_terms``) and over all
+    managed stores [B] (``reward_terms``), and the info arrays."""
+
+    decoded: DecodedAction
+    result: WeekResult
+    store_terms: dict[str, np.ndarray]
+    terms: dict[str, np.ndarray]
+    info: dict[str, np.ndarray]
+
+
 class BatchedRetailSim:
     """B copies of the market with decoding, observations and rewards (module docstring)."""
 
@@ -112,19 +125,20 @@ class BatchedRetailSim:
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(observations [B, O], rewards [B], truncated [B], info arrays) after one week of every copy."""
-        _, _, terms, info = self.advance(action)
-        reward = sum(weight * terms[term] for term, weight in self.config.reward.signed().items())
+        week = self.advance(action)
+        reward = sum(weight * week.terms[term] for term, weight in self.config.reward.signed().items())
         truncated = self.market.t >= self.config.episode_length
-        return self.observe(), reward.astype(np.float64), truncated, info
+        return self.observe(), reward.astype(np.float64), truncated, week.info
 
-    def advance(self, action: np.ndarray) -> tuple[DecodedAction, WeekResult, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """One week of every copy under flat ``action`` [B, A]: (the decoded action, the week's result, the
-        reward terms, the info arrays), which ``step`` and the multi-agent view each weigh into rewards."""
+    def advance(self, action: np.ndarray) -> WeekOutcome:
+        """One week of every copy under flat ``action`` [B, A], with its reward components per store and in
+        all, which ``step`` and the multi-agent view each weigh into rewards."""
         decoded = self.decode(action)
         market = self.market
         result = market.step(decoded.price, decoded.depth, market.order_units(decoded.order_fraction))
-        terms = self.reward_terms(result, decoded)
-        return decoded, result, terms, self.info(result, decoded, terms)
+        store_terms = self.store_reward_terms(result, decoded)
+        terms = self.reward_terms(result, store_terms)
+        return WeekOutcome(decoded, result, store_terms, terms, self.info(result, decoded, terms))
 
     # ------------------------------------------------------------------ observation
     def week_of_year_angle(self) -> np.ndarray:
@@ -173,10 +187,10 @@ class BatchedRetailSim:
         return {"profit": result.profit.sum(2) / market.store_profit_scale, "boundary_penalty": boundary,
                 "diversity_bonus": np.clip(diversity, 0.0, 1.0), "inventory_alignment": alignment}  # fmt: skip
 
-    def reward_terms(self, result: WeekResult, decoded: DecodedAction) -> dict[str, np.ndarray]:
-        """Each reward component [B] over all managed stores (``RetailSimEnv`` docstring): profit over the
-        total profit scale, penalties summed, bonuses averaged."""
-        terms = self.store_reward_terms(result, decoded)
+    def reward_terms(self, result: WeekResult, terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each reward component [B] over all managed stores (``RetailSimEnv`` docstring) from the per-store
+        ``terms`` (``store_reward_terms``): profit over the total profit scale, penalties summed, bonuses
+        averaged."""
         return {"profit": result.profit.sum((1, 2)) / self.market.profit_scale,
                 "boundary_penalty": terms["boundary_penalty"].sum(1), "diversity_bonus": terms["diversity_bonus"].mean(1),
                 "inventory_alignment": terms["inventory_alignment"].mean(1)}  # fmt: skip

@@ -142,20 +142,18 @@ class MultiAgentView:
         An agent's info holds the store's raw reward components as ``reward_<term>`` (in the functions mode
         all of them, the full boundary penalty included); ``contributions`` says which of them, weighted,
         make up that agent's reward (the promo agent's penalty is its ``price_violations``)."""
-        sim = self.sim
-        decoded, result, terms, info = sim.advance(self.flat_action(actions))
+        week = self.sim.advance(self.flat_action(actions))
         if self.mode == "functions":
-            infos = {agent: info for agent in self.agents}
+            infos = {agent: week.info for agent in self.agents}
         else:
-            violations = sim.violations(decoded)
-            store_terms = sim.store_reward_terms(result, decoded)
+            result, violations = week.result, self.sim.violations(week.decoded)
             infos = {agent: {"profit": result.profit[:, s].sum(1), "revenue": result.revenue[:, s].sum(1),
                              "units": result.sold[:, s].sum(1), "visits": result.visits[:, s],
                              "price_violations": violations[:, s].sum(1),
-                             **{f"reward_{term}": value[:, s] for term, value in store_terms.items()}}
+                             **{f"reward_{term}": value[:, s] for term, value in week.store_terms.items()}}
                      for s, agent in enumerate(self.agents)}  # fmt: skip
         rewards = {agent: sum(self.contributions(agent, infos[agent]).values()) for agent in self.agents}
-        return rewards, infos, info
+        return rewards, infos, week.info
 
 
 class RetailSimParallelEnv(ParallelEnv):

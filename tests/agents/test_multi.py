@@ -36,8 +36,9 @@ def test_multi_agent_training_writes_every_agents_curve_and_evaluates(mode, shar
     first = next(iter(report["modes"]["learned"].values()))
     assert {"trained", "untrained", "historical", "untrained_profit_lift_vs_historical"} <= set(first)
     assert first["untrained"]["profit"] != first["trained"]["profit"]  # training moved the policy
+    view = MultiAgentView(market_for(config, 1).sim, mode)
     for agent, result in report["modes"]["learned"].items():
-        assert list(result["historical"]["return_terms"]) == list(MultiAgentView(market_for(config, 1).sim, mode).reward_terms(agent))
+        assert list(result["historical"]["return_terms"]) == list(view.reward_terms(agent))
 
 
 @pytest.mark.parametrize("mode", ["functions", "competition"])
