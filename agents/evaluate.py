@@ -7,9 +7,10 @@ Per policy and mode, ``report.json`` holds:
 
 - ``profit``: mean episode profit (raw, not the shaped reward) and its standard deviation over episodes;
 - ``profit_lift_vs_historical``: mean profit / historical pricing's mean profit - 1 (NaN when that is <= 0);
-- ``revenue_wow_variance``: variance of the week-over-week relative change of revenue (mean over episodes);
+- ``revenue_wow_variance``: variance of the week-over-week relative change of revenue (mean over episodes;
+  None for episodes of one week);
 - ``price_violations``: discounted prices below unit cost per episode; ``edge_share``: share of prices
-  within 5% of a bound (edge hugging); ``promo_share``: share of product-weeks on promotion;
+  within ``EnvConfig.edge_margin`` (5%) of their range from a bound (edge hugging); ``promo_share``: share of product-weeks on promotion;
 - ``stockout_share``: share of demanded units lost; ``shaped_return``: the reward the agent trained on,
   and ``return_terms`` the same return term by term (each reward component times its weight, the
   penalty negative; they sum to ``shaped_return``).
@@ -20,17 +21,19 @@ PNG plots beside it: ``profit_lift.png`` (both modes), ``weekly_profit.png`` (le
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from world_model.errors import RetailSimError
+
 from retailsim_env import RetailSimVectorEnv, Scenario
 from retailsim_env.core import BatchedRetailSim
 
 from agents.policies import BASELINES, HistoricalPricing
+from agents.runs import CONFIG_FILE, check_run_files, load_run_file, read_run_config
 
 RECORDED = ("profit", "revenue", "price_violations", "edge_share", "promo_share", "demand", "stockout_units")
 
@@ -51,14 +54,24 @@ class PPOPolicy:
 
         from agents.train import MODEL_FILE, STATS_FILE
 
-        run_dir = Path(run_dir)
-        self.model = PPO.load(run_dir / MODEL_FILE, device="cpu")
-        with open(run_dir / STATS_FILE, "rb") as handle:
-            self.stats = pickle.load(handle)  # a VecNormalize without its env: only normalize_obs is used
+        self.run_dir = Path(run_dir)
+        check_run_files(self.run_dir, (MODEL_FILE, STATS_FILE))
+        self.model = load_run_file(self.run_dir / MODEL_FILE, lambda path: PPO.load(path, device="cpu"))
+        self.stats = load_run_file(self.run_dir / STATS_FILE, _unpickle)  # a VecNormalize without its env:
+        # only normalize_obs is used
 
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
+        trained = self.model.observation_space.shape
+        if observation.shape[1:] != trained:  # SB3 would raise deep in predict, naming neither run nor cause
+            raise RetailSimError(f"{self.run_dir}: the policy was trained on observations of shape {trained}, this "
+                                 f"environment's are {observation.shape[1:]} (its scenario or env_kwargs differ)")  # fmt: skip
         action, _ = self.model.predict(self.stats.normalize_obs(observation), deterministic=True)
         return action
+
+
+def _unpickle(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
 
 
 def run_episodes(policy: Policy, venv: RetailSimVectorEnv, seed: int) -> dict[str, np.ndarray]:
@@ -87,7 +100,8 @@ def summarize(weekly: dict[str, np.ndarray]) -> dict[str, Any]:
     change = np.diff(revenue, axis=1) / np.maximum(revenue[:, :-1], 1e-9)
     return {
         "profit": float(profit.mean()), "profit_sd": float(profit.std()),
-        "revenue": float(revenue.sum(1).mean()), "revenue_wow_variance": float(change.var(axis=1).mean()),
+        "revenue": float(revenue.sum(1).mean()),  # None for 1-week episodes: no week-over-week change
+        "revenue_wow_variance": float(change.var(axis=1).mean()) if change.shape[1] else None,
         "price_violations": float(weekly["price_violations"].sum(1).mean()),
         "edge_share": float(weekly["edge_share"].mean()), "promo_share": float(weekly["promo_share"].mean()),
         "stockout_share": float(weekly["stockout_units"].sum() / max(weekly["demand"].sum(), 1e-9)),
@@ -127,16 +141,26 @@ def evaluate_policies(policies: list[Policy], env_kwargs: dict[str, Any], episod
     return report
 
 
+def run_env_kwargs(run_dir: Path) -> dict[str, Any]:
+    """The ``env_kwargs`` a ``retailsim agents train`` run trained on (its config.json)."""
+
+    def env_kwargs_of(config: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(config["env_kwargs"], dict):
+            raise TypeError(f"env_kwargs is {type(config['env_kwargs']).__name__}, not an object")
+        return config["env_kwargs"]
+
+    check_run_files(run_dir, (CONFIG_FILE,))
+    return read_run_config(run_dir, env_kwargs_of)
+
+
 def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000,
                  baselines: tuple[str, ...] = tuple(BASELINES)) -> dict:  # fmt: skip
     """Evaluate a ``retailsim agents train`` run against ``baselines``; write report.json and the plots."""
     from agents.plots import plot_report, write_report
-    from agents.train import CONFIG_FILE
-
     run_dir, out = Path(run_dir), Path(out)
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    env_kwargs = run_env_kwargs(run_dir)
     policies: list[Policy] = [BASELINES[name] for name in baselines] + [PPOPolicy(run_dir)]
-    report = evaluate_policies(policies, config["env_kwargs"], episodes=episodes, seed=seed)
+    report = evaluate_policies(policies, env_kwargs, episodes=episodes, seed=seed)
     report["run"] = str(run_dir)
     write_report(report, out, plot_report)
     return report

@@ -9,8 +9,10 @@ surrogate, value loss, gradient clipping, per-agent running observation normaliz
 truncation, so the last reward is bootstrapped with the value of the final observation.
 
 TensorBoard tags: ``charts/episodic_return/<agent>``, ``charts/episodic_profit``, ``losses/policy/<agent>``,
-``losses/value/<agent>``, ``charts/SPS``. ``summary.json`` holds each agent's mean episodic return over
-the first and the last ``report_episodes`` episodes and whether it improved.
+``losses/value/<agent>``, ``charts/SPS``. The copies' episodes start and end together, an episode round;
+``charts/episodic_return`` is a round's mean over the copies. ``summary.json`` holds ``episode_rounds``,
+``episodes`` (rounds x copies) and each agent's mean episodic return over the first and the last
+``report_episodes`` rounds and whether it improved.
 
 Scaling out: the same PettingZoo env runs under Ray RLlib through its PettingZoo wrapper
 (``ray.rllib.env.wrappers.pettingzoo_env.ParallelPettingZooEnv``), with one policy per agent id and
@@ -36,10 +38,13 @@ from tqdm.auto import tqdm
 from agents.envargs import build_env
 from agents.evaluate import profit_lift
 from agents.policies import HistoricalPricing
+from agents.runs import CONFIG_FILE, check_run_files, load_run_file, read_run_config
+
+from world_model.errors import RetailSimError
 
 from retailsim_env.env import open_sim
 from retailsim_env.scenario import Scenario
-from retailsim_env.multi_agent import MODES, MultiAgentView
+from retailsim_env.multi_agent import MODES, MultiAgentView, store_count
 
 POLICIES_FILE = "policies.pt"
 
@@ -72,7 +77,8 @@ class MultiAgentTrainConfig:
     """"independent" (a network per agent) or "shared" (one network, agent one-hot appended)."""
     seed: int = 0
     report_episodes: int = 8
-    """Episodes (per copy batch) averaged for the first/last returns in summary.json."""
+    """Episode rounds (each the mean over the ``num_envs`` copies' episodes) averaged for the first and
+    the last returns in summary.json."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -226,7 +232,7 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
     view = build_env(lambda: market_for(config, config.num_envs), config.env_kwargs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1) + "\n")
     learners = initial_learners(view, config)  # seeds torch: the rollouts' draws follow from it
     rng = np.random.default_rng(config.seed)
     sim = view.sim
@@ -298,7 +304,7 @@ def train_multi(config: MultiAgentTrainConfig, out: Path | str) -> dict:
     writer.close()
     torch.save(learners.state(), out / POLICIES_FILE)
     summary = {"mode": config.mode, "sharing": config.sharing, "timesteps": steps, "seconds": time.perf_counter() - start,
-               "episodes": len(history[agents[0]]),
+               "episode_rounds": len(history[agents[0]]), "episodes": len(history[agents[0]]) * config.num_envs,
                "agents": {a: return_trend(history[a], config.report_episodes) for a in agents}}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -324,13 +330,18 @@ def initial_learners(view: MultiAgentView, config: MultiAgentTrainConfig) -> Age
 
 def load_learners(run_dir: Path | str, view: MultiAgentView, config: MultiAgentTrainConfig) -> AgentLearners:
     """The trained agents of a ``train_multi`` run, on ``view``'s market."""
-    state = torch.load(Path(run_dir) / POLICIES_FILE, weights_only=True)
+    path = Path(run_dir) / POLICIES_FILE
+    state = load_run_file(path, lambda p: torch.load(p, weights_only=True))
     learners = AgentLearners(view, config)
-    for agent in learners.agents:
-        learners.nets[agent].load_state_dict(state["nets"][agent])
-        normalizer = learners.normalizers[agent]
-        saved = state["normalizers"][agent]
-        normalizer.mean, normalizer.var, normalizer.count = np.array(saved["mean"]), np.array(saved["var"]), saved["count"]
+    try:
+        for agent in learners.agents:
+            learners.nets[agent].load_state_dict(state["nets"][agent])
+            normalizer = learners.normalizers[agent]
+            saved = state["normalizers"][agent]
+            normalizer.mean, normalizer.var, normalizer.count = np.array(saved["mean"]), np.array(saved["var"]), saved["count"]
+    except (KeyError, TypeError, RuntimeError) as error:  # another market's agents or layers (the scenario changed)
+        raise RetailSimError(f"{path}: the saved agents do not fit this market ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0]})") from error  # fmt: skip
     return learners
 
 
@@ -349,7 +360,7 @@ def market_for(config: MultiAgentTrainConfig, n_copies: int, demand: str | None 
     ``start_weeks``)."""
     kwargs = {**config.env_kwargs, **({} if demand is None else {"demand": demand})}
     kwargs.pop("start_week", None)
-    kwargs["n_stores"] = 1 if config.mode == "functions" else kwargs.get("n_stores", 2)
+    kwargs["n_stores"] = store_count(config.mode, kwargs.get("n_stores"))
     sim = open_sim(**kwargs)
     sim.market.allocate(n_copies)
     return MultiAgentView(sim, config.mode)
@@ -388,7 +399,8 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
     the same agents untrained (as the run started them: ``initial_learners``), so what training added is
     visible beside what the starting policy already earns."""
     run_dir = Path(run_dir)
-    config = MultiAgentTrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    check_run_files(run_dir, (CONFIG_FILE, POLICIES_FILE))
+    config = read_run_config(run_dir, lambda fields: MultiAgentTrainConfig(**fields))
     scenario = Scenario(config.env_kwargs.get("scenario"))
     modes = ("learned", "oracle") if scenario.has_ground_truth else ("learned",)
     report: dict[str, Any] = {"run": str(run_dir), "mode": config.mode, "episodes": episodes, "seed": seed, "modes": {}}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from world_model.files import atomic_write, write_json_atomic
+from world_model.files import atomic_write, json_safe, write_json_atomic
 
 REPORT_FILE = "report.json"
 REPORT_PLOTS = ("profit_lift.png", "weekly_profit.png", "pricing_behaviour.png", "agent_returns.png", "return_terms.png")
@@ -40,7 +40,7 @@ def write_report(report: dict, out: Path, plot: Callable[[dict, Path], list[str]
     for name in REPORT_PLOTS:
         if name not in drawn:
             (out / name).unlink(missing_ok=True)
-    write_json_atomic(out / REPORT_FILE, report, indent=1)
+    write_json_atomic(out / REPORT_FILE, json_safe(report), indent=1)  # a NaN lift (no positive reference) as null
 
 
 def _save(plt, figure, path: Path) -> str:

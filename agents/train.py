@@ -26,16 +26,18 @@ from tqdm.auto import tqdm
 from retailsim_env import RetailSimVecEnv
 
 from agents.envargs import build_env
+from agents.runs import CONFIG_FILE
 
 WEEKLY_TAGS = {"profit": "charts/profit", "revenue": "charts/revenue", "price_violations": "charts/price_violations",
                "edge_share": "charts/edge_share", "promo_share": "charts/promo_share"}  # fmt: skip
 REWARD_TAGS = ("reward_profit", "reward_boundary_penalty", "reward_diversity_bonus", "reward_inventory_alignment")
-MODEL_FILE, STATS_FILE, CONFIG_FILE, SUMMARY_FILE = "model.zip", "vecnormalize.pkl", "config.json", "summary.json"
+MODEL_FILE, STATS_FILE, SUMMARY_FILE = "model.zip", "vecnormalize.pkl", "summary.json"
 
 
 @dataclass
 class PPOTrainConfig:
-    """One PPO run (every field is a ``retailsim agents train`` option or part of ``--env-kwargs``)."""
+    """One PPO run. Every field but ``net_arch`` is a ``retailsim agents train`` option (``progress``:
+    ``--quiet``; ``env_kwargs``: ``--env-kwargs``, merged into the default)."""
 
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"propensities": "fixed"})
     """Keyword arguments of RetailSim-v0. The default trains on fixed propensities, the fast path on a
@@ -56,7 +58,8 @@ class PPOTrainConfig:
     net_arch: tuple[int, ...] = (128, 128)
     seed: int = 0
     checkpoint_every: int = 0
-    """Save model and statistics every this many steps (0: only at the end)."""
+    """Save model and statistics every this many steps (0: only at the end), rounded down to whole vector
+    steps of ``num_envs`` (at least one): 100 with 8 copies saves every 96."""
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.evaluate import Policy, PPOPolicy
+from agents.evaluate import Policy, PPOPolicy, run_env_kwargs
 from agents.policies import SSInventory
-from agents.train import CONFIG_FILE
 
 from retailsim_env import RetailSimVectorEnv
 from retailsim_env.scenario import Scenario
@@ -52,7 +51,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1000)
     args = parser.parse_args()
-    env_kwargs = json.loads((args.run / CONFIG_FILE).read_text())["env_kwargs"]
+    env_kwargs = run_env_kwargs(args.run)
     modes = ("learned", "oracle") if Scenario(env_kwargs.get("scenario")).has_ground_truth else ("learned",)
     result = {}
     for mode in modes:

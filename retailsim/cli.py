@@ -13,9 +13,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import recover_replaced, replacing, write_text_atomic
+from world_model.files import json_safe, recover_replaced, replacing, write_text_atomic
 
 EXIT_USER_ERROR = 2
 
@@ -49,6 +50,19 @@ def _rate(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def _bounded_float(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a float in [low, high] (``low_open``: (low, high]), refused with the range."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    return parse
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -256,7 +270,7 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)  # a report found there is of the plot beside it
     figure = plot_response(report, out.with_suffix(".png"))
-    write_text_atomic(out, json.dumps(report, indent=1, default=float) + "\n")
+    write_text_atomic(out, json.dumps(json_safe(report), indent=1, default=float) + "\n")
     ident = report["identifiability"]
     print(f"{ident['categories']} categories, {ident['estimated']} estimated, "
           f"{ident['elasticity_data_weight_over_half']} with elasticity data weight > 0.5")  # fmt: skip
@@ -353,7 +367,8 @@ def _cmd_agents_train(args: argparse.Namespace) -> int:
     try:
         config = PPOTrainConfig(env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)}, timesteps=args.timesteps,
                                 num_envs=args.num_envs, n_steps=args.n_steps, batch_size=min(args.batch_size, args.num_envs * args.n_steps),
-                                seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet)  # fmt: skip
+                                seed=args.seed, checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                                **_ppo_overrides(args))  # fmt: skip
     except ValueError as error:  # the options' combination (each alone is checked by the parser)
         raise RetailSimError(f"--batch-size / --num-envs / --n-steps: {error}") from None
     summary = _train_run(train_ppo, config, args.out, args.overwrite)
@@ -368,7 +383,8 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
     defaults = MultiAgentTrainConfig()
     config = MultiAgentTrainConfig(mode=args.mode, env_kwargs={**defaults.env_kwargs, **_env_kwargs(args.env_kwargs)},
                                    timesteps=args.timesteps, num_envs=args.num_envs, n_steps=args.n_steps,
-                                   sharing=args.sharing, seed=args.seed, progress=not args.quiet)  # fmt: skip
+                                   sharing=args.sharing, seed=args.seed, progress=not args.quiet,
+                                   **_ppo_overrides(args))  # fmt: skip
     summary = _train_run(train_multi, config, args.out, args.overwrite)
     for agent, result in summary["agents"].items():
         if result["first_return"] is None:
@@ -630,8 +646,25 @@ def _add_model_inputs(command: argparse.ArgumentParser) -> None:
     command.add_argument("--store-visit", required=True, help="store-visit checkpoint (file or training --out directory)")
 
 
-def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: int, n_steps: int) -> None:
-    """The options every training command shares: env arguments, budget, batching, seed, output."""
+PPO_OPTIONS = (("--learning-rate", _bounded_float(0.0, 1.0, low_open=True), 3e-4, "Adam's step size"),
+               ("--gamma", _bounded_float(0.0, 1.0), 0.99, "discount per weekly step"),
+               ("--gae-lambda", _bounded_float(0.0, 1.0), 0.95, "GAE's bias-variance trade-off"),
+               ("--clip-range", _bounded_float(0.0, 10.0, low_open=True), 0.2, "PPO's policy-ratio clip"),
+               ("--ent-coef", _bounded_float(0.0, 10.0), 0.0, "entropy bonus weight"))  # fmt: skip
+"""The PPO options both trainers share (flag, type, default, meaning); unset, a run keeps its config
+class's default (``PPOTrainConfig``, ``MultiAgentTrainConfig``: the same values, checked by a test)."""
+
+
+def _ppo_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The PPO options given on the command line, as config fields."""
+    names = ("n_epochs", *(flag[2:].replace("-", "_") for flag, *_ in PPO_OPTIONS))
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: int, n_steps: int,
+                    n_epochs: int) -> None:  # fmt: skip
+    """The options every training command shares: env arguments, budget, batching, PPO's
+    hyperparameters, seed, output."""
     command.add_argument("--env-kwargs", help=f'JSON keyword arguments of {env_name}, e.g. \'{{"products": 10}}\', '
                          'merged into the default {"propensities": "fixed"}')
     command.add_argument("--timesteps", type=_positive_int, default=timesteps,
@@ -639,6 +672,10 @@ def _add_rl_options(command: argparse.ArgumentParser, env_name: str, timesteps: 
     command.add_argument("--num-envs", type=_positive_int, default=8, help="copies stepped as one batch (default 8)")
     command.add_argument("--n-steps", type=_positive_int, default=n_steps, help=f"steps per copy per rollout (default {n_steps})")
     command.add_argument("--seed", type=_non_negative_int, default=0)
+    ppo = command.add_argument_group("PPO hyperparameters")
+    ppo.add_argument("--n-epochs", type=_positive_int, help=f"passes over each rollout (default {n_epochs})")
+    for flag, kind, default, meaning in PPO_OPTIONS:
+        ppo.add_argument(flag, type=kind, help=f"{meaning} (default {default:g})")
     command.add_argument("--out", required=True, help="run directory (must be empty unless --overwrite)")
     command.add_argument("--overwrite", action="store_true", help="replace the run in --out (kept if the new one fails)")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -654,10 +691,10 @@ def _add_agent_commands(commands) -> None:
     )  # fmt: skip
     train.add_argument("--env", default="RetailSim-v0")
     train.add_argument("--algo", default="ppo", choices=["ppo"])
-    _add_rl_options(train, "the env", timesteps=200_000, n_steps=256)
+    _add_rl_options(train, "the env", timesteps=200_000, n_steps=256, n_epochs=10)
     train.add_argument("--batch-size", type=_positive_int, default=256)
     train.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
-                       help="also save every N steps (default 0: only at the end)")
+                       help="also save every N steps, rounded down to a multiple of --num-envs (default 0: only at the end)")
     train.set_defaults(func=_cmd_agents_train, interrupted=KEEPS_PREVIOUS)
 
     multi = agent_commands.add_parser(
@@ -665,7 +702,7 @@ def _add_agent_commands(commands) -> None:
         description="Independent PPO per agent (or --sharing shared) on batched copies of the multi-agent market.",
     )  # fmt: skip
     multi.add_argument("--mode", choices=["functions", "competition"], required=True)
-    _add_rl_options(multi, "parallel_env (but mode and render_mode)", timesteps=100_000, n_steps=128)
+    _add_rl_options(multi, "parallel_env (but mode and render_mode)", timesteps=100_000, n_steps=128, n_epochs=5)
     multi.add_argument("--sharing", choices=["independent", "shared"], default="independent")
     multi.set_defaults(func=_cmd_agents_train_multi, interrupted=KEEPS_PREVIOUS)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,23 @@ class RewardWeights:
     alignment: float = 0.05
     """Weight of inventory alignment: min(stock, demand) / max(stock, demand) averaged over products."""
 
+    def __post_init__(self) -> None:
+        bad = [f"{name}={getattr(self, name)!r}" for name in ("profit", "boundary", "diversity", "alignment")
+               if not _is_finite_number(getattr(self, name))]  # fmt: skip
+        if bad:  # a string weight would fail at the first step, an infinite one give NaN rewards
+            raise ValueError(f"RewardWeights: {', '.join(bad)} must be a finite number")
+
     def signed(self) -> dict[str, float]:
         """Each reward component's weight as it enters the reward, the penalty's negative; keyed like the
         ``reward_<term>`` info entries, so ``sum(w * info[f"reward_{t}"] for t, w in signed().items())``
         is the reward."""
         return {"profit": self.profit, "boundary_penalty": -self.boundary, "diversity_bonus": self.diversity,
                 "inventory_alignment": self.alignment}  # fmt: skip
+
+
+def _is_finite_number(value: object) -> bool:
+    """A real, finite number (numpy's included; not a bool, a string or None)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 MAX_PROMO_DEPTH = 0.9
@@ -86,11 +97,13 @@ class EnvConfig:
                       if isinstance(value, bool) or not isinstance(value, Integral)]  # fmt: skip
         if fractional:
             raise ValueError(f"EnvConfig: {', '.join(fractional)} must be a whole number")
+        if not isinstance(self.reward, RewardWeights):
+            raise ValueError(f"EnvConfig: reward must be RewardWeights or a dict of its fields, got {self.reward!r}")
         rates = ("max_promo_depth", "min_promo_depth", "promo_fatigue", "max_order_multiple", "initial_stock_weeks",
                  "holding_rate", "stockout_rate", "substitution", "edge_margin")  # fmt: skip
-        infinite = [f"{name}={getattr(self, name)!r}" for name in rates if not math.isfinite(getattr(self, name))]
+        infinite = [f"{name}={getattr(self, name)!r}" for name in rates if not _is_finite_number(getattr(self, name))]
         if infinite:  # inf x 0 is NaN: an infinite rate turns the first reward into NaN
-            raise ValueError(f"EnvConfig: {', '.join(infinite)} must be finite")
+            raise ValueError(f"EnvConfig: {', '.join(infinite)} must be a finite number")
         checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,
                   "max_promo_depth": 0 <= self.max_promo_depth <= MAX_PROMO_DEPTH,
                   "max_order_multiple": self.max_order_multiple > 0,

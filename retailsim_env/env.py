@@ -18,7 +18,12 @@ from retailsim_env.scenario import Scenario
 
 def make_config(config: EnvConfig | dict | None, episode_length: int | None,
                 reward_weights: RewardWeights | dict | None) -> EnvConfig:  # fmt: skip
-    """An ``EnvConfig`` from a config or dict of its fields, with the two common overrides applied."""
+    """An ``EnvConfig`` from a config or dict of its fields, with the two common overrides applied; anything
+    else (a string, a number) is refused naming the argument, not left to fail on a missing attribute."""
+    if config is not None and not isinstance(config, (EnvConfig, dict)):
+        raise ValueError(f"config: an EnvConfig or a dict of its fields, got {config!r}")
+    if reward_weights is not None and not isinstance(reward_weights, (RewardWeights, dict)):
+        raise ValueError(f"reward_weights: a RewardWeights or a dict of its fields, got {reward_weights!r}")
     if isinstance(config, dict):
         reward = config.get("reward")
         config = EnvConfig(**{**config, **({"reward": RewardWeights(**reward)} if isinstance(reward, dict) else {})})

@@ -156,6 +156,14 @@ class MultiAgentView:
         return rewards, infos, week.info
 
 
+def store_count(mode: str, n_stores: int | None) -> int:
+    """The stores a mode's market holds for the multi-agent ``n_stores`` argument: functions one (so only
+    None or 1), competition ``n_stores``, default 2."""
+    if mode == "functions" and n_stores not in (None, 1):
+        raise ValueError(f"n_stores: mode 'functions' runs one store, got n_stores={n_stores!r}")
+    return 1 if mode == "functions" else 2 if n_stores is None else n_stores
+
+
 class RetailSimParallelEnv(ParallelEnv):
     """The multi-agent market (module docstring). Keyword arguments as ``RetailSimEnv`` plus ``mode`` and
     ``n_stores`` (competition: the ``n_stores`` stores, default 2, with the most revenue unless ``stores``
@@ -174,10 +182,7 @@ class RetailSimParallelEnv(ParallelEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
-        if mode == "functions" and n_stores not in (None, 1):
-            raise ValueError(f"n_stores: mode 'functions' runs one store, got n_stores={n_stores!r}")
-        count = 1 if mode == "functions" else 2 if n_stores is None else n_stores
-        self.sim = open_sim(scenario, stores, count, products, episode_length, demand, reward_weights, config, device,
+        self.sim = open_sim(scenario, stores, store_count(mode, n_stores), products, episode_length, demand, reward_weights, config, device,
                             propensities)  # fmt: skip
         self.config = self.sim.config
         self.sim.market.allocate(1)

@@ -412,6 +412,8 @@ class Scenario:
         """Store vocabulary rows: the given codes, or the ``count`` (the envs' ``n_stores``) stores with the
         most training revenue."""
         if stores is None:
+            if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
+                raise RetailSimError(f"n_stores: a store count, got {count!r}")
             if not 1 <= count <= len(self.stores):
                 raise RetailSimError(f"n_stores: {count} stores asked, the scenario has {len(self.stores)}")
             return self.stores.sort_values(["revenue", "row"], ascending=[False, True])["row"].head(count).tolist()

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from world_model.errors import RetailSimError, check_output_dir
 
@@ -52,6 +55,19 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
 def write_text_atomic(path: Path, text: str, durable: bool = False) -> None:
     """``text`` as UTF-8, all or nothing."""
     atomic_write(path, lambda handle: handle.write(text.encode()), durable)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf; numpy's too) as None, through dicts, lists and
+    tuples: strict JSON has no NaN, and ``jq`` or a browser's ``JSON.parse`` refuse the bare ``NaN`` that
+    ``json.dumps`` writes by default. For reports, where null reads as "no figure"."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_json_atomic(path: Path, payload: Any, indent: int = 2, durable: bool = False) -> None:

@@ -88,7 +88,9 @@ def test_a_rollout_too_small_for_ppo_is_a_one_line_error(tmp_path, capsys) -> No
 
 @pytest.mark.parametrize("command", [["train"], ["train-multi", "--mode", "competition"]])
 @pytest.mark.parametrize("env_kwargs,message", [('{"produts": 3}', "--env-kwargs: unknown 'produts' (known: scenario, "),
-                                                ('{"demand": "foo"}', "--env-kwargs: demand must be one of")])  # fmt: skip
+                                                ('{"demand": "foo"}', "--env-kwargs: demand must be one of"),
+                                                ('{"config": "seasons"}', "--env-kwargs: config: an EnvConfig or a dict"),
+                                                ('{"n_stores": "2"}', "--env-kwargs: n_stores: a store count, got '2'")])  # fmt: skip
 def test_bad_env_kwargs_are_one_line_errors_and_write_no_run(command, env_kwargs, message, tmp_path, capsys) -> None:
     assert main(["agents", *command, "--env-kwargs", env_kwargs, "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -100,6 +102,37 @@ def test_negative_checkpoint_interval_is_an_argument_error(tmp_path, capsys) -> 
     with pytest.raises(SystemExit) as exit_info:
         main(["agents", "train", "--checkpoint-every", "-5", "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 2 and "--checkpoint-every: must be a non-negative integer" in capsys.readouterr().err
+
+
+def test_ppo_options_reach_the_run_config_and_their_help_gives_the_configs_defaults(tmp_path, capsys) -> None:
+    from agents.multi import MultiAgentTrainConfig
+    from agents.train import PPOTrainConfig
+
+    from retailsim.cli import PPO_OPTIONS
+
+    for flag, _, default, _ in PPO_OPTIONS:  # the help's defaults are the configs' own
+        field = flag[2:].replace("-", "_")
+        assert getattr(PPOTrainConfig(), field) == getattr(MultiAgentTrainConfig(), field) == default
+    for command, config, epochs in ((["train"], PPOTrainConfig(), 10), (["train-multi"], MultiAgentTrainConfig(), 5)):
+        with pytest.raises(SystemExit):
+            main(["agents", *command, "--help"])
+        assert config.n_epochs == epochs and f"passes over each rollout (default {epochs})" in capsys.readouterr().out
+    options = ["--learning-rate", "1e-3", "--gamma", "0.9", "--gae-lambda", "1", "--clip-range", "0.1", "--ent-coef",
+               "0.01", "--n-epochs", "2"]  # fmt: skip
+    for command in (["train"], ["train-multi", "--mode", "functions"]):
+        run = tmp_path / command[0]
+        assert main(["agents", *command, *options, "--env-kwargs", json.dumps({**TINY_ENV, "episode_length": 4}),
+                     "--timesteps", "8", "--num-envs", "2", "--n-steps", "4", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+        saved = json.loads((run / "config.json").read_text())
+        assert {k: saved[k] for k in ("learning_rate", "gamma", "gae_lambda", "clip_range", "ent_coef", "n_epochs")} == {
+            "learning_rate": 1e-3, "gamma": 0.9, "gae_lambda": 1.0, "clip_range": 0.1, "ent_coef": 0.01, "n_epochs": 2}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["agents", "train", "--gamma", "1.5", "--out", str(tmp_path / "bad")])
+    assert exit_info.value.code == 2 and "--gamma: must be in [0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["agents", "train", "--learning-rate", "0", "--out", str(tmp_path / "bad")])
+    assert "--learning-rate: must be in (0, 1], got 0" in capsys.readouterr().err
 
 
 def test_agent_help_says_what_is_written_and_the_env_kwargs_default(capsys) -> None:

@@ -76,6 +76,8 @@ def test_summary_figures_are_their_definitions() -> None:
     assert summary["shaped_return"] == pytest.approx(1.25) and summary["return_terms"] == {}
     summary = summarize({**weekly, "term_profit": np.array([[0.5, 0.5, 0.5], [1.0, 0.0, 1.0]])})
     assert summary["return_terms"] == {"profit": pytest.approx(1.75)}  # summed over weeks, averaged over episodes
+    one_week = summarize({key: value[:, :1] for key, value in weekly.items()})  # no change to take a variance of
+    assert one_week["revenue_wow_variance"] is None and one_week["profit"] == pytest.approx(0.5)
 
 
 def test_every_policy_plays_the_same_episodes(monkeypatch) -> None:

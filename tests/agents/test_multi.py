@@ -7,6 +7,8 @@ import torch
 from gymnasium.utils import seeding
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from world_model.errors import RetailSimError
+
 from agents.envargs import EnvKwargsError
 from agents.multi import (MultiAgentTrainConfig, evaluate_multi, historical_actions, initial_learners, market_for, play,
                           return_trend, train_multi)
@@ -23,7 +25,7 @@ def test_multi_agent_training_writes_every_agents_curve_and_evaluates(mode, shar
                                    n_epochs=1, sharing=sharing, report_episodes=2, progress=False)  # fmt: skip
     summary = train_multi(config, tmp_path)
     agents = ["pricing", "promo", "inventory"] if mode == "functions" else None
-    assert summary["episodes"] == 8 and (agents is None or list(summary["agents"]) == agents)
+    assert summary["episode_rounds"] == 8 and summary["episodes"] == 16 and (agents is None or list(summary["agents"]) == agents)
     assert all(r["first_return"] is not None and isinstance(r["improved"], bool) for r in summary["agents"].values())
     accumulator = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))))
     accumulator.Reload()
@@ -143,3 +145,17 @@ def test_bad_env_kwargs_are_rejected_before_the_run_directory_is_written(env_kwa
     with pytest.raises(EnvKwargsError, match=f"^env_kwargs: {message}"):
         train_multi(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_runs_store_count_follows_parallel_env(tmp_path) -> None:
+    """``n_stores`` means what it means to ``parallel_env``: functions mode refuses a count other than one
+    (it was forced to 1 while config.json kept the asked count), competition's null is its default 2."""
+    functions = MultiAgentTrainConfig(mode="functions", env_kwargs={**ENV, "n_stores": 3}, timesteps=8, num_envs=2,
+                                      n_steps=4, progress=False)  # fmt: skip
+    with pytest.raises(EnvKwargsError, match="^env_kwargs: n_stores: mode 'functions' runs one store, got n_stores=3"):
+        train_multi(functions, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    competition = MultiAgentTrainConfig(mode="competition", env_kwargs={**ENV, "n_stores": None})
+    assert len(market_for(competition, 1).agents) == 2
+    with pytest.raises(RetailSimError, match="n_stores: a store count, got '2'"):  # JSON's string: named, not a TypeError
+        market_for(MultiAgentTrainConfig(mode="competition", env_kwargs={**ENV, "n_stores": "2"}), 1)

@@ -57,3 +57,21 @@ def test_a_report_that_fails_to_plot_leaves_no_report_json_describing_the_old_pl
         write_report(_single_report(), tmp_path, failing_plot)
     assert not (tmp_path / "report.json").exists()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def _strict_json(text: str) -> dict:
+    """``json.loads`` refusing NaN and Infinity, as jq and JSON.parse do."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_lift_without_a_positive_reference_is_null_in_strict_json(tmp_path) -> None:
+    report = _single_report()
+    report["modes"]["learned"]["ppo"]["profit_lift_vs_historical"] = float("nan")  # historical profit <= 0
+    write_report(report, tmp_path, plot_report)
+    written = _strict_json((tmp_path / "report.json").read_text())
+    assert written["modes"]["learned"]["ppo"]["profit_lift_vs_historical"] is None
+    assert written["modes"]["learned"]["historical"]["profit_lift_vs_historical"] == 0.0

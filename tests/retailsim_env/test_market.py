@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from retailsim_env.config import EnvConfig
+from retailsim_env.config import EnvConfig, RewardWeights
 from retailsim_env.market import RetailMarket
 
 
@@ -89,8 +89,16 @@ def test_invalid_configuration_names_the_field() -> None:
     with pytest.raises(ValueError, match="max_promo_depth=0.95"):  # the paid price near 0: millions of units
         EnvConfig(max_promo_depth=0.95)
     for field in ("stockout_rate", "holding_rate", "promo_fatigue", "max_order_multiple"):  # inf x 0 = NaN rewards
-        with pytest.raises(ValueError, match=f"{field}=inf must be finite"):
+        with pytest.raises(ValueError, match=f"{field}=inf must be a finite number"):
             EnvConfig(**{field: float("inf")})
+    with pytest.raises(ValueError, match="holding_rate='0.02' must be a finite number"):  # JSON's strings
+        EnvConfig(holding_rate="0.02")
+    with pytest.raises(ValueError, match="reward must be RewardWeights"):  # would fail at the first step
+        EnvConfig(reward=3)
+    for weight in ("boundary", "profit"):
+        with pytest.raises(ValueError, match=f"RewardWeights: {weight}=None must be a finite number"):
+            RewardWeights(**{weight: None})
+    assert RewardWeights(diversity=np.float32(0.1)).diversity == np.float32(0.1)
 
 
 def test_every_stores_reference_price_is_an_action_with_room_on_either_side(default_scenario) -> None:

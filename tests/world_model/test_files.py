@@ -5,10 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from world_model.errors import RetailSimError
-from world_model.files import atomic_write, recover_replaced, replacing, write_json_atomic
+from world_model.files import atomic_write, json_safe, recover_replaced, replacing, write_json_atomic
 
 
 @pytest.mark.parametrize("durable", [False, True])
@@ -137,3 +138,11 @@ def test_a_hard_crash_while_deleting_the_old_directory_keeps_the_new_one(tmp_pat
         assert not target.exists() and not (tmp_path / ".a.discarded").exists()
         _run(tmp_path, "a", "next")
     assert (target / "result").read_text() == "next" and sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_json_safe_turns_every_non_finite_float_into_null_and_keeps_the_rest() -> None:
+    payload = {"nan": float("nan"), "inf": [1.0, float("-inf"), np.float32("nan")], "nested": {"x": (np.float64(2.5), 3)},
+               "kept": [True, None, "NaN", 0]}  # fmt: skip
+    assert json_safe(payload) == {"nan": None, "inf": [1.0, None, None], "nested": {"x": [2.5, 3]},
+                                  "kept": [True, None, "NaN", 0]}  # fmt: skip
+    assert json.dumps(json_safe(payload), allow_nan=False)  # strict JSON

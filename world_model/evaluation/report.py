@@ -17,7 +17,6 @@ Keys (``<m>`` = a method name, ``@k`` for k in ``KS``):
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -27,7 +26,7 @@ import numpy as np
 from world_model.evaluation.breakdowns import breakdown, group_counts, target_groups
 from world_model.evaluation.metrics import mean_metrics, next_basket_metrics, store_metrics
 from world_model.evaluation.targets import EvaluationTargets
-from world_model.files import write_text_atomic
+from world_model.files import json_safe, write_text_atomic
 from world_model.pipeline.loader import PreparedData
 
 KS = (10, 20)
@@ -119,10 +118,9 @@ def evaluate(
 
 
 def write_metrics(metrics: dict[str, float], path: Path | str) -> Path:
-    """Write ``metrics`` as JSON (sorted keys; NaN as null, which strict JSON readers accept) to ``path``
+    """Write ``metrics`` as JSON (sorted keys; NaN and inf as null, which strict JSON readers accept) to ``path``
     atomically (``world_model.files``), so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    write_text_atomic(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(json_safe(metrics), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
