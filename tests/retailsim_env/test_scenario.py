@@ -85,7 +85,7 @@ def test_a_non_empty_out_is_refused_unless_overwrite_and_then_replaced_whole(tin
     out = tmp_path / "scenario"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(RetailSimError, match=r"--out: .*not empty \(pass --overwrite\)"):
+    with pytest.raises(RetailSimError, match=r"--out: .*not empty \(pass --overwrite, or overwrite=True in Python\)"):
         build_scenario(tiny_workdir.workdir, basket, store, out)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     Scenario(build_scenario(tiny_workdir.workdir, basket, store, out, overwrite=True)).verify()
