@@ -18,8 +18,8 @@ from pathlib import Path
 from world_model.data.facts import SCALE_FREE_FACTS, compute_facts, format_facts
 from world_model.data.ingest import IngestConfig, ingest, iter_report_lines
 from world_model.data.synthetic import MarketConfig, generate_market
-from world_model.errors import check_output_dir
-from world_model.files import replacing
+from world_model.errors import RetailSimError, check_output_dir
+from world_model.files import recover_replaced, replacing
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,12 @@ class DataDemoConfig:
 
 
 def run_data_demo(out: Path, config: DataDemoConfig = DataDemoConfig(), progress: bool = True) -> dict:
-    """Generate, ingest and summarize the demo market under ``out``; returns the ingest report."""
+    """Generate, ingest and summarize the demo market under ``out``; returns the ingest report. A previous
+    data demo's ``raw/`` and ``ingested/`` are replaced; anything else under those names is refused."""
     raw, ingested = out / "raw", out / "ingested"
+    check_output_dir(out, overwrite=True, flag="--out")
+    _check_replaceable_output(raw, "a generated market", ("ground_truth",))
+    _check_replaceable_output(ingested, "an ingested dataset", ("ingest_report.json",))
     market = MarketConfig(
         customers=config.customers, products=config.products, stores=config.stores, weeks=config.weeks, seed=config.seed
     )
@@ -70,12 +74,29 @@ class DemoConfig:
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     """Train, evaluate and report under ``out``; returns the evaluation report. A previous demo there is
     replaced when this one completes, and kept when it fails or is interrupted."""
+    from agents.plots import REPORT_FILE, REPORT_PLOTS
+    from agents.runs import CONFIG_FILE
+
     check_output_dir(out, overwrite=True, flag="--out")
     run, report_dir = out / "ppo", out / "report"
+    _check_replaceable_output(run, "a training run", (CONFIG_FILE,))
+    _check_replaceable_output(report_dir, "an evaluation report", (REPORT_FILE, *REPORT_PLOTS))
     out.mkdir(parents=True, exist_ok=True)
     # A rerun replaces the last demo, not merges into it (TensorBoard would show both runs).
     with replacing([run, report_dir], flag="--out"):
         return _train_and_report(run, report_dir, config, progress)
+
+
+def _check_replaceable_output(path: Path, what: str, markers: tuple[str, ...]) -> None:
+    """Refuse to replace ``path`` (a demo's own subdirectory) when it holds something else: a user's
+    ``OUT/raw`` of real files would otherwise be deleted. A demo killed while writing it left it aside, and
+    it is put back first (``recover_replaced``), so the check sees the last complete one."""
+    recover_replaced(path, flag="--out")
+    if path.is_dir() and any(path.iterdir()) and not any((path / marker).exists() for marker in markers):
+        raise RetailSimError(f"--out: {path} exists and is not {what} a demo wrote (no {' or '.join(markers)}); "
+                             "it is left as it is: choose another --out")  # fmt: skip
+    if path.exists() and not path.is_dir():
+        raise RetailSimError(f"--out: {path} exists and is not a directory")
 
 
 def _train_and_report(run: Path, report_dir: Path, config: DemoConfig, progress: bool) -> dict:

@@ -35,6 +35,7 @@ def test_user_errors_are_one_line(tmp_path, capsys) -> None:
 
 def test_demo_trains_evaluates_and_reports(tmp_path, capsys) -> None:
     (tmp_path / "ppo" / "tensorboard" / "ppo_1").mkdir(parents=True)  # a previous demo's run: replaced, not joined
+    (tmp_path / "ppo" / "config.json").write_text("{}")
     report = run_demo(tmp_path, DemoConfig(timesteps=64, episodes=1, products=3), progress=False)
     assert [p.name for p in (tmp_path / "ppo" / "tensorboard").iterdir()] == ["ppo_1"]
     assert any((tmp_path / "ppo" / "tensorboard" / "ppo_1").iterdir())
@@ -47,9 +48,9 @@ def test_demo_trains_evaluates_and_reports(tmp_path, capsys) -> None:
 def test_an_interrupted_demo_keeps_the_previous_one(tmp_path, monkeypatch) -> None:
     import retailsim.demo
 
-    for part in ("ppo", "report"):
+    for part, marker in (("ppo", "config.json"), ("report", "report.json")):
         (tmp_path / part).mkdir()
-        (tmp_path / part / "previous").write_text("the last demo")
+        (tmp_path / part / marker).write_text("the last demo")
 
     def interrupted(run, report_dir, config, progress):
         run.mkdir()
@@ -60,7 +61,17 @@ def test_an_interrupted_demo_keeps_the_previous_one(tmp_path, monkeypatch) -> No
     with pytest.raises(KeyboardInterrupt):
         run_demo(tmp_path, DemoConfig(timesteps=64, episodes=1, products=3), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ppo", "report"]
-    assert all([p.name for p in (tmp_path / part).iterdir()] == ["previous"] for part in ("ppo", "report"))
+    assert [p.name for p in (tmp_path / "ppo").iterdir()] == ["config.json"]
+    assert [p.name for p in (tmp_path / "report").iterdir()] == ["report.json"]
+
+
+@pytest.mark.parametrize("part", ["ppo", "report"])
+def test_a_demo_refuses_to_replace_what_no_demo_wrote(part, tmp_path, capsys) -> None:
+    (tmp_path / part).mkdir()
+    (tmp_path / part / "notes.txt").write_text("the user's own")
+    assert main(["demo", "--out", str(tmp_path), "--timesteps", "8", "--quiet"]) == 2
+    assert f"{tmp_path / part} exists and is not a" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == [part] and (tmp_path / part / "notes.txt").read_text() == "the user's own"
 
 
 @pytest.mark.parametrize("command", [["agents", "train", "--quiet"], ["agents", "train-multi", "--mode", "competition"],

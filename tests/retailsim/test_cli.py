@@ -71,6 +71,17 @@ def test_data_demo_generates_ingests_and_reports(tmp_path: Path, capsys) -> None
     assert again["rows_read"] == report["rows_read"]  # reruns replace the previous demo
 
 
+@pytest.mark.parametrize("part", ["raw", "ingested"])
+def test_data_demo_refuses_to_replace_what_no_data_demo_wrote(part, tmp_path: Path, capsys) -> None:
+    """OUT/raw of the user's own transaction files was deleted by the demo's generate step."""
+    (tmp_path / part).mkdir()
+    (tmp_path / part / "transactions_200601.csv").write_text("the user's own")
+    assert main(["data", "demo", "--out", str(tmp_path), "--quiet"]) == 2
+    assert f"--out: {tmp_path / part} exists and is not a" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == [part]
+    assert (tmp_path / part / "transactions_200601.csv").read_text() == "the user's own"
+
+
 def test_example_script_runs(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[2] / "examples" / "ingest_and_query.py"
     result = subprocess.run(
