@@ -262,9 +262,13 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
     from world_model.response.checks import evaluate_response
     from world_model.response.plots import plot_response
 
+    from world_model.data.synthetic.truth import check_truth_matches
+
     if args.ground_truth and not (Path(args.ground_truth) / "categories.parquet").exists():
         raise RetailSimError(f"--ground-truth: {args.ground_truth} has no categories.parquet (a generated market's ground_truth/)")
     simulator = _demand_simulator(args)
+    if args.ground_truth:  # another market's truth crashed, or scored the estimates against the wrong parameters
+        check_truth_matches(Path(args.ground_truth), simulator.data)
     report = evaluate_response(simulator, Path(args.ground_truth) if args.ground_truth else None, args.store)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

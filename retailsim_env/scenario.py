@@ -55,9 +55,10 @@ import pandas as pd
 import torch
 
 from world_model.data.duckdb_util import sql_string
+from world_model.data.synthetic.truth import check_truth_matches
 from world_model.errors import RetailSimError, check_output_dir
 from world_model.files import recover_replaced, replacing
-from world_model.models.predictors import check_world_model
+from world_model.models.predictors import check_world_model, load_world_model
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
@@ -101,10 +102,17 @@ class BuildConfig:
 
     name: str = "scenario"
     cost_ratio: float = 0.7
-    """Unit cost as a share of the reference price when no ground truth gives costs."""
+    """Unit cost as a share of the reference price when no ground truth gives costs (finite, > 0)."""
     min_price_spread: float = MIN_PRICE_SPREAD
     """Products whose observed 20th-95th percentile range is narrower than this share of the reference
     price get [ref x (1 - spread), ref x (1 + spread)], so every managed product has room to move."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.cost_ratio, (int, float)) and np.isfinite(self.cost_ratio) and self.cost_ratio > 0):
+            raise RetailSimError(f"--cost-ratio: unit cost as a share of the reference price must be a finite "
+                                 f"number above 0, got {self.cost_ratio!r}")  # fmt: skip
+        if not 0 <= self.min_price_spread < 1:
+            raise RetailSimError(f"min_price_spread must be in [0, 1), got {self.min_price_spread!r}")
 
 
 def default_scenario_path() -> Path:
@@ -275,13 +283,14 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     checkpoints = {"basket": check_world_model(world_model, "basket"),  # before anything is written
                    "store_visit": check_world_model(store_visit, "store_visit")}  # fmt: skip
     data = PreparedData(workdir)
+    for kind, source in checkpoints.items():  # models of another work directory made a bundle no env could open
+        load_world_model(source, data, "cpu", kind=kind)
     response = PriceResponse.load(workdir)
     quantities = _basket_quantities(workdir)
     truth = None
     if ground_truth is not None:
         ground_truth = Path(ground_truth)
-        if not (ground_truth / "config.json").exists():
-            raise RetailSimError(f"--ground-truth: {ground_truth} has no config.json (not a generator's ground_truth/)")
+        check_truth_matches(ground_truth, data)
         truth = pd.read_parquet(ground_truth / "products.parquet")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

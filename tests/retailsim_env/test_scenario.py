@@ -11,7 +11,8 @@ from world_model.response.model import PriceResponse
 from world_model.response.season import estimate_seasons
 
 from retailsim_env.scenario import (
-    FORMAT, HISTORY_SEASONAL_MULTIPLIER, SEASON_INDEX, Scenario, build_scenario, default_scenario_path, resolve_scenario,
+    FORMAT, HISTORY_SEASONAL_MULTIPLIER, SEASON_INDEX, BuildConfig, Scenario, build_scenario, default_scenario_path,
+    resolve_scenario,
 )  # fmt: skip
 from tests.retailsim_env.conftest import tiny_models
 
@@ -104,6 +105,47 @@ def test_bad_inputs_name_the_argument(tiny_workdir, tmp_path) -> None:
         scenario.store_rows(["NOPE"])
     with pytest.raises(RetailSimError, match="products: 100000"):
         scenario.product_rows(100000)
+
+
+def _moved_department(products: pd.DataFrame) -> pd.DataFrame:
+    first = products.index[0]
+    products.loc[first, "PROD_CODE_20"] = products.loc[products["PROD_CODE_20"] != products.loc[first, "PROD_CODE_20"],
+                                                       "PROD_CODE_20"].iloc[0]  # fmt: skip
+    return products
+
+
+@pytest.mark.parametrize("table,damage,message", [
+    ("products", lambda t: t.iloc[1:], "1 of .* products of .* are not in it"),
+    ("products", _moved_department, "1 of .* products of .* sit elsewhere in its product hierarchy"),
+    ("stores", lambda t: t.iloc[1:], "1 stores of .* are not in it"),
+    ("weeks", lambda t: t.iloc[2:], "covers the weeks of"),
+])  # fmt: skip
+def test_another_markets_ground_truth_is_refused_before_anything_is_written(table, damage, message, tiny_workdir,
+                                                                            tmp_path) -> None:  # fmt: skip
+    """The oracle of a bundle over another market's truth crashed, or ran the wrong market silently."""
+    truth = tmp_path / "ground_truth"
+    shutil.copytree(tiny_workdir.workdir.parent / "raw" / "ground_truth", truth)
+    damage(pd.read_parquet(truth / f"{table}.parquet")).to_parquet(truth / f"{table}.parquet")
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    with pytest.raises(RetailSimError, match=f"^--ground-truth: {truth}:? {message}"):
+        build_scenario(tiny_workdir.workdir, basket, store, tmp_path / "s", ground_truth=truth)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ground_truth", "models"]
+
+
+def test_models_of_another_work_directory_or_a_bad_cost_ratio_are_refused(tiny_workdir, tmp_path) -> None:
+    import torch
+
+    basket, store = tiny_models(tiny_workdir, tmp_path / "models")
+    checkpoint = torch.load(store, weights_only=False)
+    name = next(k for k, v in checkpoint["model"].items() if v.ndim == 2)  # another vocabulary: one row more
+    checkpoint["model"][name] = torch.cat([checkpoint["model"][name], checkpoint["model"][name][:1]])
+    torch.save(checkpoint, tmp_path / "models" / "other.pt")
+    with pytest.raises(RetailSimError, match="other.pt: does not fit this work directory's vocabularies"):
+        build_scenario(tiny_workdir.workdir, basket, tmp_path / "models" / "other.pt", tmp_path / "s")
+    for ratio in (0.0, -1.0, float("nan")):
+        with pytest.raises(RetailSimError, match="--cost-ratio: .* must be a finite number above 0"):
+            BuildConfig(cost_ratio=ratio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
 
 
 def test_a_work_directory_without_basket_quantities_is_refused_before_anything_is_written(tiny_workdir, tmp_path) -> None:

@@ -32,6 +32,25 @@ def test_evaluate_response_writes_the_report_and_the_plot(checkpoints, tmp_path,
     assert "median abs rel error" in printed and "monotonicity" in printed
 
 
+def test_evaluate_response_refuses_another_markets_ground_truth(checkpoints, tmp_path, capsys) -> None:
+    """It scored the estimates against another market's parameters (better than the true market's)."""
+    import shutil
+
+    import pandas as pd
+
+    work, wm, sv = checkpoints
+    truth = tmp_path / "ground_truth"
+    shutil.copytree(Path(work).parent / "raw" / "ground_truth", truth)
+    products = pd.read_parquet(truth / "products.parquet")
+    products["PROD_CODE_20"] = products["PROD_CODE_20"].sample(frac=1.0, random_state=0).to_numpy()  # another draw
+    products.to_parquet(truth / "products.parquet")
+    out = tmp_path / "response.json"
+    assert main(["evaluate-response", work, "--world-model", wm, "--store-visit", sv, "--ground-truth", str(truth),
+                 "--out", str(out), "--device", "cpu"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "sit elsewhere in its product hierarchy" in err and err.count("\n") == 1 and not out.exists()
+
+
 def test_whatif_prints_the_change(checkpoints, capsys) -> None:
     work, wm, sv = checkpoints
     product = next(iter(PriceResponse.load(work).product_category))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ from .catalog import KIND_NAMES, TIER_NAMES
 from .market import BASKET_ID_BASE, BASKETS_PER_WEEK_MAX, SyntheticMarket
 from .population import MISSION_NAMES, SEG1_NAMES, SEG2_NAMES
 from .stores import FORMAT_NAMES, REGION_NAMES
+
+if TYPE_CHECKING:
+    from world_model.pipeline.loader import PreparedData
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -226,3 +229,45 @@ def write_ground_truth(market: SyntheticMarket, out: Path, promotions: Promotion
     write_json(out / "defects.json", defects)
     write_json(out / "config.json", market.config.to_dict())
     write_json(out / "model.json", model_description(market))
+
+
+HIERARCHY = ("PROD_CODE_10", "PROD_CODE_20", "PROD_CODE_30", "PROD_CODE_40")
+
+
+def check_truth_matches(ground_truth: Path, data: PreparedData, flag: str = "--ground-truth") -> None:
+    """Refuse (``RetailSimError`` naming ``flag``) a generator's ``ground_truth/`` that is not the market
+    the pipeline work directory of ``data`` was built from: its products (codes and hierarchy), stores and
+    weeks must cover the work directory's. A scenario built over another market's truth had an oracle that
+    crashed or, where the codes happened to agree (generated markets share their code layout), silently
+    ran the wrong market: 82% of another seed's products sit in other departments."""
+    import pandas as pd
+
+    from world_model.errors import RetailSimError
+
+    ground_truth, workdir = Path(ground_truth), data.workdir
+    named = f"{flag}: {ground_truth}"
+    missing = [name for name in ("config.json", "products.parquet", "stores.parquet", "weeks.parquet")
+               if not (ground_truth / name).exists()]  # fmt: skip
+    if missing:
+        raise RetailSimError(f"{named} has no {', '.join(missing)} (not a generator's ground_truth/)")
+    products = pd.read_parquet(ground_truth / "products.parquet", columns=["PROD_CODE", *HIERARCHY]).set_index("PROD_CODE")
+    ours = pd.read_parquet(workdir / "processed" / "product_graph_nodes.parquet", columns=["PROD_CODE", *HIERARCHY])
+    absent = ours.loc[~ours["PROD_CODE"].isin(products.index), "PROD_CODE"]
+    if len(absent):
+        raise RetailSimError(f"{named}: {len(absent)} of {len(ours)} products of {workdir} are not in it (e.g. "
+                             f"{absent.iloc[0]}): another market's ground truth")  # fmt: skip
+    moved = (products.loc[ours["PROD_CODE"], list(HIERARCHY)].to_numpy() != ours[list(HIERARCHY)].to_numpy()).any(1)
+    if moved.any():
+        raise RetailSimError(f"{named}: {int(moved.sum())} of {len(ours)} products of {workdir} sit elsewhere in its "
+                             f"product hierarchy (e.g. {ours['PROD_CODE'].iloc[int(np.argmax(moved))]}): another "
+                             "market's ground truth")  # fmt: skip
+    stores = set(pd.read_parquet(ground_truth / "stores.parquet", columns=["STORE_CODE"])["STORE_CODE"])
+    absent_stores = [code for code in data.vocab["stores"]["codes"] if code not in stores]
+    if absent_stores:
+        raise RetailSimError(f"{named}: {len(absent_stores)} stores of {workdir} are not in it (e.g. {absent_stores[0]})")
+    mondays = pd.to_datetime(pd.read_parquet(ground_truth / "weeks.parquet", columns=["date_from"])["date_from"])
+    start = pd.Timestamp(data.first_monday)
+    end = start + pd.Timedelta(weeks=data.n_weeks - 1)
+    if start < mondays.min() or end > mondays.max():
+        raise RetailSimError(f"{named} covers the weeks of {mondays.min().date()} to {mondays.max().date()}, "
+                             f"{workdir} those of {start.date()} to {end.date()}")  # fmt: skip
