@@ -543,10 +543,11 @@ def _add_training_options(command: argparse.ArgumentParser, batch_size: int, lr:
     command.add_argument("--out", required=True, help="checkpoint directory (best.pt, last.pt, epoch-NNN.pt, tensorboard/)")
     command.add_argument("--epochs", type=_positive_int, default=epochs, help=f"at most this many epochs (default {epochs})")
     command.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"per process (default {batch_size})")
-    command.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    command.add_argument("--lr", type=_bounded_float(0.0, 10.0, low_open=True), default=lr,
+                         help=f"peak learning rate (default {lr})")
     command.add_argument("--min-lr-ratio", type=_rate, default=0.1,
                          help="the cosine schedule ends at this share of --lr (default %(default)s)")
-    command.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs (0: off)")
+    command.add_argument("--patience", type=_non_negative_int, default=3, help="early stopping patience in epochs (0: off)")
     command.add_argument("--seed", type=_non_negative_int, default=0)
     command.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                          help="mixed precision (auto: bf16 on CUDA, off on CPU)")
@@ -566,7 +567,7 @@ def _add_train_commands(commands) -> None:
     )  # fmt: skip
     _add_training_options(store_visit, batch_size=512, lr=2e-3, epochs=4)
     store_visit.add_argument("--label-smoothing", type=_rate, default=0.1, help="of the cross-entropy (default 0.1)")
-    store_visit.add_argument("--class-weight-power", type=float, default=0.0,
+    store_visit.add_argument("--class-weight-power", type=_bounded_float(0.0, 10.0), default=0.0,
                              help="class weight = (training trips of the store + 1)^-POWER (default 0: unweighted)")
     store_visit.set_defaults(func=_cmd_train_store_visit, interrupted=RESUMES_WITH_FLAG)
     world_model = train_commands.add_parser(
@@ -631,7 +632,7 @@ def _add_environment_commands(commands) -> None:
     env.add_argument("--scenario", help="scenario directory (default: the shipped one)")
     env.add_argument("--num-envs", type=_positive_int, default=8, help="vector copies (default 8)")
     env.add_argument("--steps", type=_positive_int, default=10, help="timed steps (default 10)")
-    env.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    env.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed steps first (default 2)")
     env.add_argument("--products", type=_positive_int, default=10, help="managed products (default 10)")
     env.add_argument("--n-stores", type=_positive_int, default=1, help="managed stores (default 1)")
     env.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")

@@ -12,7 +12,6 @@ a consumer does not execute pickled code from a checkpoint it did not write.
 
 from __future__ import annotations
 
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -62,7 +61,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise RetailSimError(f"{path}: missing checkpoint")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - torch.load raises whatever the bytes trip (KeyError, IndexError on text)
         raise RetailSimError(f"{path}: not a training checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise RetailSimError(f"{path}: not a training checkpoint (no '{FORMAT}' format tag)")

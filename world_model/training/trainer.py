@@ -249,9 +249,15 @@ class _Run:
 
     def _checkpoint_to_resume(self, resume: bool) -> dict[str, Any] | None:
         last = self.out_dir / LAST
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise RetailSimError(f"{self.out_dir}: exists and is not a directory")
         if not resume:
             if last.exists():
                 raise RetailSimError(f"{self.out_dir}: holds a training run ({LAST}); resume it or use another directory")
+            if self.out_dir.is_dir() and any(self.out_dir.iterdir()):  # its best.pt, epoch files would be overwritten
+                raise RetailSimError(f"{self.out_dir}: not empty and no training run to resume (no {LAST}): a run "
+                                     "stopped before its first epoch ended, or other files; remove them or use "
+                                     "another directory")  # fmt: skip
             return None
         if not last.exists():
             raise RetailSimError(f"{last}: missing; nothing to resume (start the run without resume)")
@@ -301,6 +307,9 @@ class _Run:
     def _epoch(self, epoch: int, loader: Iterable[dict[str, Tensor]]) -> None:
         started = time.perf_counter()
         train_loss = self._train_epoch(epoch, loader)
+        if not math.isfinite(train_loss):  # every rank sees the same gathered mean, so every rank stops here
+            raise RetailSimError(f"epoch {epoch}: the training loss is {train_loss} (the run diverged; this epoch "
+                                 "is not saved): lower --lr, or try --amp off")  # fmt: skip
         metrics = self.context.broadcast_object(self._validate())
         if self.task.monitor not in metrics:
             raise ValueError(f"validate() returned {sorted(metrics)}; the task's monitor {self.task.monitor!r} is not among them")

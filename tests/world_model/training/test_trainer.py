@@ -153,6 +153,20 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
         train(ToyTask(), TrainConfig(epochs=1, max_steps_per_epoch=1, **QUIET), tmp_path)
 
 
+def test_a_new_run_needs_an_empty_directory_and_a_diverged_one_stops(tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "transactions_200601.csv").write_text("the user's")  # its best.pt would land beside them
+    with pytest.raises(RetailSimError, match="not empty and no training run to resume"):
+        train(ToyTask(), TrainConfig(epochs=1, max_steps_per_epoch=1, **QUIET), tmp_path / "raw")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RetailSimError, match="exists and is not a directory"):
+        train(ToyTask(), TrainConfig(epochs=1, max_steps_per_epoch=1, **QUIET), tmp_path / "file")
+    with pytest.raises(RetailSimError, match=r"^epoch 0: the training loss is nan \(the run diverged"):
+        train(ToyTask(), TrainConfig(epochs=2, lr=math.inf, **QUIET), tmp_path / "diverged")
+    assert not (tmp_path / "diverged" / "last.pt").exists()  # no epoch of NaN weights saved
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["transactions_200601.csv"]
+
+
 def test_atomic_write_keeps_the_previous_file_and_no_tmp(tmp_path: Path) -> None:
     class Unpicklable:
         def __reduce__(self):
@@ -174,6 +188,10 @@ def test_load_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(RetailSimError, match=f"^{garbage}: not a training checkpoint"):
         load_checkpoint(garbage)
+    text = tmp_path / "notes.txt"
+    text.write_text("some notes")  # torch.load raised KeyError on text
+    with pytest.raises(RetailSimError, match=f"^{text}: not a training checkpoint"):
+        load_checkpoint(text)
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(2)}, plain)  # a bare state_dict
     with pytest.raises(RetailSimError, match=f"^{plain}: not a training checkpoint"):
