@@ -198,12 +198,26 @@ def _cmd_train_world_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_file(out: str, flag: str = "--out") -> None:
+    """Refuse, before any work, an output file path that cannot be written as one: empty, a directory, or
+    under a path that is a file (these failed at the final write, after the whole evaluation)."""
+    path = Path(out)
+    if not out or path.name in ("", ".", ".."):
+        raise RetailSimError(f"{flag}: {out!r} is not a file name")
+    if path.is_dir():
+        raise RetailSimError(f"{flag}: {out} is a directory; name the file to write")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise RetailSimError(f"{flag}: {parent} is a file, so {out} cannot be written")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from world_model.evaluation.baselines import next_basket_baselines, store_baselines
     from world_model.evaluation.report import evaluate, write_metrics
     from world_model.models.predictors import BasketRanker, StoreVisitPredictor, load_world_model
     from world_model.pipeline.loader import PreparedData
 
+    _check_output_file(args.out)
     data = PreparedData(args.workdir)
     rankers, predictors = next_basket_baselines(data), store_baselines(data)
     store_model = None
@@ -264,6 +278,7 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
 
     from world_model.data.synthetic.truth import check_truth_matches
 
+    _check_output_file(args.out)
     if args.ground_truth and not (Path(args.ground_truth) / "categories.parquet").exists():
         raise RetailSimError(f"--ground-truth: {args.ground_truth} has no categories.parquet (a generated market's ground_truth/)")
     simulator = _demand_simulator(args)
@@ -781,16 +796,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"retailsim: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        then = getattr(args, "interrupted", None)
-        print(f"retailsim: interrupted{f'; {then}' if then else ''}", file=sys.stderr)
-        return 130
+        return _interrupted(args)
     except BrokenPipeError:
-        try:  # only a reader of our stdout that left (``| head``); a worker's broken pipe is an error
-            sys.stdout.flush()
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # none at the exit's flush either
-            return 141
+        if not _stdout_reader_gone():  # only a reader of our stdout that left (``| head``); a worker's is an error
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second one at the exit's flush
+        return 141
+    except PATH_ERRORS as exc:  # a path the user gave: unwritable, a file where a directory goes, ...
+        if args.verbose or exc.filename is None:  # -v keeps the traceback, for a bug report
+            raise
+        paths = f"{exc.filename}{f' -> {exc.filename2}' if exc.filename2 else ''}"
+        print(f"retailsim: error: {paths}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        import duckdb
+
+        if isinstance(exc, duckdb.InterruptException) or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"):
+            return _interrupted(args)  # Ctrl-C inside a DuckDB query: DuckDB's exception, not KeyboardInterrupt
+        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)) and not args.verbose:
+            detail = str(exc).splitlines()[0]  # e.g. a corrupt parquet part: "No magic bytes found at end of file"
+            print(f"retailsim: error: a data file could not be read ({detail}); rerun with -v for the trace",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USER_ERROR
         raise
+
+
+PATH_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError)
+"""OSErrors about a path, reported as one line naming it (a ``-v`` run keeps the traceback)."""
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    then = getattr(args, "interrupted", None)
+    print(f"retailsim: interrupted{f'; {then}' if then else ''}", file=sys.stderr)
+    return 130
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed: polling it for writing reports an error
+    then (POSIX). A flush is no test: the failed write's bytes are already dropped, so it succeeds."""
+    try:
+        import select
+
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout without a descriptor
+        return False
 
 
 if __name__ == "__main__":

@@ -134,3 +134,60 @@ def test_the_learning_rate_floor_is_an_option() -> None:
     config = cli._train_config(args)
     assert config.lr * config.min_lr_ratio == pytest.approx(1e-5)
     assert cli._train_config(build_parser().parse_args(["train", "store-visit", "w", "--out", "o"])).min_lr_ratio == 0.1
+
+
+def test_a_reader_of_stdout_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``retailsim ... | head -1``: the pipe's reader is gone before the command prints; exit 141 (as a
+    shell's SIGPIPE), no traceback. The handler's flush succeeded there, so it re-raised."""
+    command = [sys.executable, "-m", "retailsim", "data", "generate", "--out", str(tmp_path / "m"), "--customers", "30",
+               "--products", "30", "--stores", "2", "--weeks", "2", "--quiet"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves first
+    err = process.stderr.read().decode()
+    assert process.wait() == 141 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "/data/out"),
+                                   IsADirectoryError(21, "Is a directory", "m.json.tmp", None, "m.json")])  # fmt: skip
+def test_a_path_the_system_refuses_is_one_line_naming_it_and_verbose_keeps_the_trace(error, monkeypatch, capsys) -> None:
+    def refused(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_data_generate", refused)
+    assert main(["data", "generate", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"retailsim: error: {error.filename}{f' -> {error.filename2}' if error.filename2 else ''}: {error.strerror}\n"
+    with pytest.raises(type(error)):
+        main(["-v", "data", "generate", "--out", "x"])
+
+
+def test_a_corrupt_data_file_or_a_ctrl_c_inside_duckdb_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    import duckdb
+
+    (tmp_path / "part.parquet").write_bytes(b"PAR1 not really")
+
+    def reads(args):
+        duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path / 'part.parquet'}')").fetchall()
+
+    monkeypatch.setattr(cli, "_cmd_data_facts", reads)
+    assert main(["data", "facts", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("retailsim: error: a data file could not be read (") and err.count("\n") == 1
+
+    def interrupted(args):
+        raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+
+    monkeypatch.setattr(cli, "_cmd_data_facts", interrupted)
+    assert main(["data", "facts", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.startswith("retailsim: interrupted")
+
+
+@pytest.mark.parametrize("out,message", [("DIR", "is a directory; name the file to write"), ("", "'' is not a file name"),
+                                         ("FILE/m.json", "is a file, so")])  # fmt: skip
+def test_evaluate_refuses_an_unwritable_out_before_any_work(out, message, tmp_path: Path, capsys) -> None:
+    (tmp_path / "FILE").write_text("x")
+    out = out.replace("DIR", str(tmp_path)).replace("FILE", str(tmp_path / "FILE"))
+    for command in (["evaluate", str(tmp_path / "no-work")], ["evaluate-response", str(tmp_path / "no-work"),
+                                                             "--world-model", "w", "--store-visit", "s"]):  # fmt: skip
+        assert main([*command, "--out", out]) == 2
+        assert message in capsys.readouterr().err
