@@ -85,6 +85,9 @@ def _cmd_data_ingest(args: argparse.Namespace) -> int:
         for line in iter_report_lines(report):
             print(line)
         print(f"report: {Path(args.out) / 'ingest_report.json'}")
+    if not report["rows_accepted"]:  # written and reported, but nothing downstream can use it
+        raise RetailSimError(f"{args.input}: no row accepted; every row's reason is in "
+                             f"{Path(args.out) / 'quarantine.parquet'}")  # fmt: skip
     return 0
 
 
@@ -219,6 +222,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_output_file(args.out)
     data = PreparedData(args.workdir)
+    from world_model.evaluation.targets import EvaluationTargets
+
+    if not len(EvaluationTargets.from_prepared(data, args.split)):  # every metric null, written as if measured
+        raise RetailSimError(f"--split {args.split}: {args.workdir} has no {args.split} targets (baskets of 2+ products "
+                             "of customers seen before); rerun 'retailsim pipeline run' with another --split")  # fmt: skip
     rankers, predictors = next_basket_baselines(data), store_baselines(data)
     store_model = None
     if args.store_visit:
@@ -235,8 +243,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rankers += basket_rankers
     metrics = evaluate(data, args.split, rankers, predictors, limit=args.limit)
     if basket_rankers:
-        from world_model.evaluation.targets import EvaluationTargets
-
         targets = EvaluationTargets.from_prepared(data, args.split, limit=args.limit)
         for ranker in basket_rankers:
             for head, accuracy in ranker.trip_head_accuracy(targets).items():

@@ -191,3 +191,13 @@ def test_evaluate_refuses_an_unwritable_out_before_any_work(out, message, tmp_pa
                                                              "--world-model", "w", "--store-visit", "s"]):  # fmt: skip
         assert main([*command, "--out", out]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_an_ingest_that_accepts_no_row_exits_2_and_keeps_its_report(tmp_path: Path, capsys) -> None:
+    from tests.conftest import lgsr_row, write_lgsr
+
+    source = write_lgsr(tmp_path / "transactions_200607.csv", [lgsr_row(QUANTITY="0")])
+    assert main(["data", "ingest", str(source), "--out", str(tmp_path / "ingested"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no row accepted; every row's reason is in" in err and err.count("\n") == 1
+    assert json.loads((tmp_path / "ingested" / "ingest_report.json").read_text())["rows_quarantined"] == 1

@@ -114,6 +114,15 @@ def test_an_ingest_that_accepted_no_row_is_a_one_line_error(tmp_path: Path) -> N
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("change,message", [({"train_end": 1, "valid_end": 2}, "--split: TRAIN_END must be 2 or more"),
+                                            ({"memory_limit": "lots"}, "memory")])  # fmt: skip
+def test_a_split_too_short_to_fit_or_a_bad_memory_limit_fails_before_any_stage(change, message, ingested_market: Path,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    with pytest.raises(RetailSimError, match=message):
+        run_pipeline(ingested_market, tmp_path / "w", [counting_stage("a", [])], dataclasses.replace(SPLIT, **change))
+    assert not (tmp_path / "w").exists()
+
+
 def test_spill_files_left_by_a_killed_run_are_cleared(ingested_market: Path, tmp_path: Path) -> None:
     leftover = tmp_path / SPILL / "duckdb_temp_123_storage_0.tmp"
     leftover.parent.mkdir(parents=True)

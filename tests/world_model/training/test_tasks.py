@@ -109,6 +109,15 @@ def test_evaluate_puts_models_and_baselines_side_by_side(prepared: PreparedData,
     assert metrics["targets/count"] > 0
 
 
+def test_a_split_without_targets_is_refused_not_written_as_null_metrics(prepared: PreparedData, tmp_path: Path,
+                                                                        monkeypatch, capsys) -> None:  # fmt: skip
+    from world_model.evaluation.targets import EvaluationTargets
+
+    monkeypatch.setattr(EvaluationTargets, "__len__", lambda self: 0)  # as a split past the data's last week
+    assert main(["evaluate", str(prepared.workdir), "--split", "test", "--out", str(tmp_path / "m.json")]) == 2
+    assert "--split test: " in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+
 def test_a_wrong_checkpoint_is_one_clear_error(prepared: PreparedData, tmp_path: Path, capsys) -> None:
     bogus = tmp_path / "bogus.pt"
     torch.save({"hello": 1}, bogus)
