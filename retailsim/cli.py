@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import json_safe, recover_replaced, replacing, write_text_atomic
+from world_model.files import aside_path, json_safe, recover_replaced, replacing, write_text_atomic
 
 EXIT_USER_ERROR = 2
 
@@ -52,6 +52,10 @@ def _rate(text: str) -> float:
     return value
 
 
+# argparse names a type by its __name__ when the text does not parse ("invalid positive integer value: 'x'")
+_positive_int.__name__, _non_negative_int.__name__, _rate.__name__ = "positive integer", "non-negative integer", "rate"
+
+
 def _bounded_float(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a float in [low, high] (``low_open``: (low, high]), refused with the range."""
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
@@ -62,6 +66,7 @@ def _bounded_float(low: float, high: float, low_open: bool = False) -> Callable[
             raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
         return value
 
+    parse.__name__ = "number"
     return parse
 
 
@@ -443,7 +448,9 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_run(run, args.out, episodes=args.episodes, seed=args.seed)
         print(format_report(report))
     else:
-        raise RetailSimError(f"{run}: not a training run (no model.zip or policies.pt)")
+        aside = aside_path(run)
+        kept = f"; a killed run left the previous one in {aside}: rerun the training to put it back" if aside.exists() else ""
+        raise RetailSimError(f"{run}: not a training run (no model.zip or policies.pt){kept}")
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 

@@ -75,7 +75,8 @@ def write_json_atomic(path: Path, payload: Any, indent: int = 2, durable: bool =
     write_text_atomic(path, json.dumps(payload, indent=indent) + "\n", durable)
 
 
-def _aside(target: Path) -> Path:
+def aside_path(target: Path) -> Path:
+    """Where ``replacing`` keeps the previous ``target`` until the new one is complete."""
     return target.with_name(f".{target.name}.replaced")
 
 
@@ -106,7 +107,7 @@ def recover_replaced(target: Path, flag: str | None = None) -> bool:
     it starts."""
     check_replaceable(target, flag)
     shutil.rmtree(_discarded(target), ignore_errors=True)  # a crash while deleting a replaced directory
-    aside = _aside(target)
+    aside = aside_path(target)
     if not aside.is_dir():
         return False
     if target.exists():
@@ -134,15 +135,15 @@ def replacing(dirs: Sequence[Path], flag: str | None = None) -> Iterator[None]:
     try:
         for target in dirs:
             if target.exists():
-                os.replace(target, _aside(target))
+                os.replace(target, aside_path(target))
                 moved.append(target)
         yield
     except BaseException:
         for target in absent + moved:  # what the block may have written; one not yet moved holds the old
             shutil.rmtree(target, ignore_errors=True)
         for target in moved:
-            os.replace(_aside(target), target)
+            os.replace(aside_path(target), target)
         raise
     for target in moved:  # renamed first, so an interrupted deletion is never taken for a kept output
-        os.replace(_aside(target), _discarded(target))
+        os.replace(aside_path(target), _discarded(target))
         shutil.rmtree(_discarded(target))

@@ -57,3 +57,11 @@ def test_a_damaged_multi_agent_run_is_refused_naming_the_file(tmp_path, capsys) 
     assert "config.json: not this version's run config (TypeError(" in _evaluate_error(run, tmp_path / "r", capsys)
     (run / "config.json").unlink()
     assert "not a complete training run (missing config.json)" in _evaluate_error(run, tmp_path / "r", capsys)
+
+
+def test_evaluating_a_run_a_kill_left_half_written_says_where_the_previous_one_is(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)  # the killed run's start: no model yet
+    (tmp_path / ".run.replaced").mkdir()  # the previous run, moved aside until the new one was complete
+    err = _evaluate_error(run, tmp_path / "report", capsys)
+    assert f"not a training run (no model.zip or policies.pt); a killed run left the previous one in {tmp_path / '.run.replaced'}" in err

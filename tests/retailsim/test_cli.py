@@ -201,3 +201,11 @@ def test_an_ingest_that_accepts_no_row_exits_2_and_keeps_its_report(tmp_path: Pa
     err = capsys.readouterr().err
     assert "no row accepted; every row's reason is in" in err and err.count("\n") == 1
     assert json.loads((tmp_path / "ingested" / "ingest_report.json").read_text())["rows_quarantined"] == 1
+
+
+def test_an_option_that_does_not_parse_names_the_kind_of_value_it_needs(capsys) -> None:
+    for argv, message in ((["train", "store-visit", "w", "--out", "o", "--epochs", "abc"], "invalid positive integer value: 'abc'"),
+                          (["agents", "train", "--out", "o", "--gamma", "x"], "invalid number value: 'x'")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err

@@ -72,6 +72,9 @@ def test_bad_actions_raise_and_out_of_range_ones_are_clipped_and_counted(env) ->
     assert info["clipped_actions"] == 4
     with pytest.raises(ValueError, match="start_week must be a data week index >= 1, got 0"):
         env.reset(seed=0, options={"start_week": 0})
+    for week in (1.5, "3", True):  # int() floored and parsed these silently
+        with pytest.raises(ValueError, match=f"start_week must be a whole data week index >= 1, got {week!r}"):
+            env.reset(seed=0, options={"start_week": week})
 
 
 def test_step_before_reset_asks_for_a_reset(default_scenario) -> None:

@@ -58,6 +58,9 @@ def parse_moves(specs: list[str], option: str, simulator: DemandSimulator) -> di
             else:
                 rows = by_category[key]
             for row in rows:
+                if moves.get(row, amount) != amount:  # which would win depends on the order: refuse
+                    code = simulator.product_codes[row - PRODUCT_SPECIALS]
+                    raise RetailSimError(f"{option}: {code} is given two values ({moves[row]:+.0%} and {amount:+.0%})")
                 moves[row] = amount
     return moves
 

@@ -151,6 +151,10 @@ def test_whatif_rejects_bad_arguments_in_one_line(simulator) -> None:
         parse_moves(["NOPE=+5%"], "--set", simulator)
     with pytest.raises(RetailSimError, match="--store"):
         simulator.store_row("NOSTORE")
+    product = simulator.product_codes[0]
+    with pytest.raises(RetailSimError, match=rf"--set: {product} is given two values \(\+10% and -10%\)"):
+        parse_moves([f"{product}=+10%", f"{product}=-10%"], "--set", simulator)  # the last one won silently
+    assert len(parse_moves([f"{product}=+10%", f"{product}=+10%"], "--set", simulator)) == 1  # the same value twice
 
 
 def test_evaluate_response_runs_every_check_against_the_truth(simulator) -> None:
