@@ -164,8 +164,12 @@ def _run_stage(
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     started = time.perf_counter()
-    with PeakMemory() as memory:
-        rows = stage.run(StageContext(ingested, workdir, config, weeks, scratch))
+    try:
+        with PeakMemory() as memory:
+            rows = stage.run(StageContext(ingested, workdir, config, weeks, scratch))
+    except BaseException:  # a failed stage leaves nothing; a rerun starts it afresh anyway
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     missing = [name for name in stage.outputs if not (scratch / name).exists()]
     if missing:
         raise RuntimeError(f"stage {stage.name} did not write {missing}")

@@ -36,6 +36,7 @@ def test_finished_stages_are_skipped_and_a_crash_resumes_at_the_failed_stage(ing
     with pytest.raises(RuntimeError, match="b crashed"):
         run_pipeline(ingested_market, tmp_path, crashing, SPLIT)
     assert not (tmp_path / "processed" / "b.parquet").exists()  # nothing half-written is published
+    assert not (tmp_path / "processed" / ".tmp-b").exists()  # nor left behind
     assert (tmp_path / "processed" / "a.parquet").exists()
 
     stages = [counting_stage("a", calls), counting_stage("b", calls, ("a",))]
