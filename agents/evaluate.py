@@ -10,7 +10,8 @@ Per policy and mode, ``report.json`` holds:
 - ``revenue_wow_variance``: variance of the week-over-week relative change of revenue (mean over episodes;
   None for episodes of one week);
 - ``price_violations``: discounted prices below unit cost per episode; ``edge_share``: share of prices
-  within ``EnvConfig.edge_margin`` (5%) of their range from a bound (edge hugging); ``promo_share``: share of product-weeks on promotion;
+  within ``EnvConfig.edge_margin`` (5%) of their range from a bound (edge hugging); ``promo_share``:
+  share of product-weeks on promotion;
 - ``stockout_share``: share of demanded units lost; ``shaped_return``: the reward the agent trained on,
   and ``return_terms`` the same return term by term (each reward component times its weight, the
   penalty negative; they sum to ``shaped_return``).
@@ -57,8 +58,8 @@ class PPOPolicy:
         self.run_dir = Path(run_dir)
         check_run_files(self.run_dir, (MODEL_FILE, STATS_FILE))
         self.model = load_run_file(self.run_dir / MODEL_FILE, lambda path: PPO.load(path, device="cpu"))
-        self.stats = load_run_file(self.run_dir / STATS_FILE, _unpickle)  # a VecNormalize without its env:
-        # only normalize_obs is used
+        # a VecNormalize without its env: only normalize_obs is used
+        self.stats = load_run_file(self.run_dir / STATS_FILE, _unpickle)
 
     def act(self, sim: BatchedRetailSim, observation: np.ndarray) -> np.ndarray:
         trained = self.model.observation_space.shape
@@ -157,6 +158,7 @@ def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: 
                  baselines: tuple[str, ...] = tuple(BASELINES)) -> dict:  # fmt: skip
     """Evaluate a ``retailsim agents train`` run against ``baselines``; write report.json and the plots."""
     from agents.plots import plot_report, write_report
+
     run_dir, out = Path(run_dir), Path(out)
     env_kwargs = run_env_kwargs(run_dir)
     policies: list[Policy] = [BASELINES[name] for name in baselines] + [PPOPolicy(run_dir)]

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -222,13 +223,12 @@ def _check_output_file(out: str, flag: str = "--out") -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from world_model.evaluation.baselines import next_basket_baselines, store_baselines
     from world_model.evaluation.report import evaluate, write_metrics
+    from world_model.evaluation.targets import EvaluationTargets
     from world_model.models.predictors import BasketRanker, StoreVisitPredictor, load_world_model
     from world_model.pipeline.loader import PreparedData
 
     _check_output_file(args.out)
     data = PreparedData(args.workdir)
-    from world_model.evaluation.targets import EvaluationTargets
-
     if not len(EvaluationTargets.from_prepared(data, args.split)):  # every metric null, written as if measured
         raise RetailSimError(f"--split {args.split}: {args.workdir} has no {args.split} targets (baskets of 2+ products "
                              "of customers seen before); rerun 'retailsim pipeline run' with another --split")  # fmt: skip
@@ -284,10 +284,9 @@ def _has_trips(data, split: str) -> bool:
 
 
 def _cmd_evaluate_response(args: argparse.Namespace) -> int:
+    from world_model.data.synthetic.truth import check_truth_matches
     from world_model.response.checks import evaluate_response
     from world_model.response.plots import plot_response
-
-    from world_model.data.synthetic.truth import check_truth_matches
 
     _check_output_file(args.out)
     if args.ground_truth and not (Path(args.ground_truth) / "categories.parquet").exists():
@@ -848,8 +847,6 @@ def _stdout_reader_gone() -> bool:
     """Whether stdout is a pipe whose reading end is closed: polling it for writing reports an error
     then (POSIX). A flush is no test: the failed write's bytes are already dropped, so it succeeds."""
     try:
-        import select
-
         sys.stdout.flush()
     except BrokenPipeError:
         return True

@@ -182,8 +182,8 @@ class RetailSimParallelEnv(ParallelEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.mode, self.render_mode, self.start_week = mode, render_mode, start_week
-        self.sim = open_sim(scenario, stores, store_count(mode, n_stores), products, episode_length, demand, reward_weights, config, device,
-                            propensities)  # fmt: skip
+        self.sim = open_sim(scenario, stores, store_count(mode, n_stores), products, episode_length, demand,
+                            reward_weights, config, device, propensities)  # fmt: skip
         self.config = self.sim.config
         self.sim.market.allocate(1)
         self.view = MultiAgentView(self.sim, mode)

@@ -16,4 +16,5 @@ def check_output_dir(out: Path, overwrite: bool, flag: str | None = None) -> Non
     if out.exists() and not out.is_dir():
         raise RetailSimError(f"{named} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RetailSimError(f"{named} output directory exists and is not empty (pass --overwrite, or overwrite=True in Python)")
+        raise RetailSimError(f"{named} output directory exists and is not empty (pass --overwrite, or "
+                             "overwrite=True in Python)")  # fmt: skip

@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from world_model.errors import RetailSimError
 
 from . import baskets as bk
 from .catalog import KIND_NAMES, TIER_NAMES
@@ -240,10 +243,6 @@ def check_truth_matches(ground_truth: Path, data: PreparedData, flag: str = "--g
     weeks must cover the work directory's. A scenario built over another market's truth had an oracle that
     crashed or, where the codes happened to agree (generated markets share their code layout), silently
     ran the wrong market: 82% of another seed's products sit in other departments."""
-    import pandas as pd
-
-    from world_model.errors import RetailSimError
-
     ground_truth, workdir = Path(ground_truth), data.workdir
     named = f"{flag}: {ground_truth}"
     missing = [name for name in ("config.json", "products.parquet", "stores.parquet", "weeks.parquet")
