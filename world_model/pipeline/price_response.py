@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from world_model.errors import RetailSimError
 from world_model.pipeline.prices import OUTPUT as PRICES_OUTPUT
 from world_model.pipeline.runner import Stage, StageContext
 from world_model.response.estimate import estimate_response
@@ -18,6 +19,9 @@ from world_model.response.panel import PRODUCT_PANEL, STORE_PANEL, Panel, store_
 
 
 def build_price_response(ctx: StageContext) -> dict[str, int]:
+    if ctx.config.train_end < 2:  # one training week has no week-to-week price change: the fit had no rows
+        raise RetailSimError(f"--split: TRAIN_END must be 2 or more for the price response (it fits price "
+                             f"changes between training weeks), got {ctx.config.train_end}")  # fmt: skip
     config = ctx.config.response
     con = ctx.connect()
     rows = write_panels(con, ctx.artifact("processed", PRICES_OUTPUT), ctx.out, config.zone, config.regular_window)

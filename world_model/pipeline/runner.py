@@ -86,9 +86,6 @@ def run_pipeline(
 ) -> dict:
     """Run ``stages`` (or the ``only`` ones and what they need) over ``ingested`` into ``workdir``."""
     connect(config.memory_limit).close()  # a bad --memory-limit fails now, before any stage starts
-    if config.train_end < 2:  # one training week has no week-to-week price change: the response fit fails
-        raise RetailSimError(f"--split: TRAIN_END must be 2 or more (the price response needs two training "
-                             f"weeks), got {config.train_end}")  # fmt: skip
     report_path = ingested / "ingest_report.json"
     if not report_path.exists():
         raise RetailSimError(f"{ingested}: not an ingested directory (no ingest_report.json)")

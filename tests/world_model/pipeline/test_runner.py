@@ -17,6 +17,8 @@ from world_model.pipeline.runner import MANIFESTS, check_built_together
 from world_model.pipeline import runner
 from world_model.pipeline.runner import SPILL, Stage, StageContext, run_pipeline
 from world_model.pipeline.weeks import WeekIndex
+from world_model.pipeline.stages import ALL_STAGES
+from world_model.response.model import RESPONSE_FILE
 
 
 def counting_stage(name: str, calls: list[str], depends_on: tuple[str, ...] = (), fail: bool = False) -> Stage:
@@ -115,13 +117,20 @@ def test_an_ingest_that_accepted_no_row_is_a_one_line_error(tmp_path: Path) -> N
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("change,message", [({"train_end": 1, "valid_end": 2}, "--split: TRAIN_END must be 2 or more"),
-                                            ({"memory_limit": "lots"}, "memory")])  # fmt: skip
-def test_a_split_too_short_to_fit_or_a_bad_memory_limit_fails_before_any_stage(change, message, ingested_market: Path,
-                                                                               tmp_path: Path) -> None:  # fmt: skip
-    with pytest.raises(RetailSimError, match=message):
-        run_pipeline(ingested_market, tmp_path / "w", [counting_stage("a", [])], dataclasses.replace(SPLIT, **change))
+def test_a_bad_memory_limit_fails_before_any_stage(ingested_market: Path, tmp_path: Path) -> None:
+    with pytest.raises(RetailSimError, match="memory"):
+        run_pipeline(ingested_market, tmp_path / "w", [counting_stage("a", [])], dataclasses.replace(SPLIT, memory_limit="lots"))
     assert not (tmp_path / "w").exists()
+
+
+def test_a_one_week_training_split_is_refused_by_the_price_response_only(ingested_market: Path, tmp_path: Path) -> None:
+    """The fit has no price change to learn from (it failed on an empty array); the stages that need no
+    week-to-week change (samples of a one-week split) still run."""
+    one_week = dataclasses.replace(SPLIT, train_end=1, valid_end=2)
+    with pytest.raises(RetailSimError, match="--split: TRAIN_END must be 2 or more for the price response"):
+        run_pipeline(ingested_market, tmp_path / "w", ALL_STAGES, one_week, only=["price_response"])
+    assert (tmp_path / "w" / "processed" / "prices_derived.parquet").exists()  # its upstream stage ran
+    assert not (tmp_path / "w" / "processed" / RESPONSE_FILE).exists()
 
 
 def test_spill_files_left_by_a_killed_run_are_cleared(ingested_market: Path, tmp_path: Path) -> None:
