@@ -33,8 +33,9 @@ from world_model.errors import RetailSimError
 from retailsim_env import RetailSimVectorEnv, Scenario
 from retailsim_env.core import BatchedRetailSim
 
+from agents.envargs import build_env
 from agents.policies import BASELINES, HistoricalPricing
-from agents.runs import CONFIG_FILE, check_run_files, load_run_file, read_run_config
+from agents.runs import CONFIG_FILE, check_run_files, config_errors, load_run_file, read_run_config
 
 RECORDED = ("profit", "revenue", "price_violations", "edge_share", "promo_share", "demand", "stockout_units")
 
@@ -128,7 +129,7 @@ def evaluate_policies(policies: list[Policy], env_kwargs: dict[str, Any], episod
     report: dict[str, Any] = {"episodes": episodes, "seed": seed, "env_kwargs": env_kwargs, "modes": {}}
     weekly_profit: dict[str, dict[str, list[float]]] = {}
     for mode in modes:
-        venv = RetailSimVectorEnv(episodes, **{**env_kwargs, "demand": mode})
+        venv = build_env(lambda: RetailSimVectorEnv(episodes, **{**env_kwargs, "demand": mode}), env_kwargs)
         results, weekly_profit[mode] = {}, {}
         for policy in policies:
             weekly = run_episodes(policy, venv, seed)
@@ -162,7 +163,8 @@ def evaluate_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: 
     run_dir, out = Path(run_dir), Path(out)
     env_kwargs = run_env_kwargs(run_dir)
     policies: list[Policy] = [BASELINES[name] for name in baselines] + [PPOPolicy(run_dir)]
-    report = evaluate_policies(policies, env_kwargs, episodes=episodes, seed=seed)
+    with config_errors(run_dir):
+        report = evaluate_policies(policies, env_kwargs, episodes=episodes, seed=seed)
     report["run"] = str(run_dir)
     write_report(report, out, plot_report)
     return report

@@ -22,6 +22,7 @@ rollout workers on a cluster; see docs/agents.md.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 from agents.envargs import build_env
 from agents.evaluate import profit_lift
 from agents.policies import HistoricalPricing
-from agents.runs import CONFIG_FILE, check_run_files, load_run_file, read_run_config
+from agents.runs import CONFIG_FILE, check_run_files, config_errors, load_run_file, read_run_config
 
 from world_model.errors import RetailSimError
 
@@ -47,6 +48,7 @@ from retailsim_env.scenario import Scenario
 from retailsim_env.multi_agent import MODES, MultiAgentView, store_count
 
 POLICIES_FILE = "policies.pt"
+log = logging.getLogger("retailsim.agents")  # under the CLI's "retailsim" handler: one line
 
 
 @dataclass
@@ -401,12 +403,18 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
     run_dir = Path(run_dir)
     check_run_files(run_dir, (CONFIG_FILE, POLICIES_FILE))
     config = read_run_config(run_dir, lambda fields: MultiAgentTrainConfig(**fields))
+    if config.mode == "functions" and config.env_kwargs.get("n_stores") not in (None, 1):
+        # runs from before n_stores was checked: trained on one store whatever config.json says
+        log.warning(f"{run_dir / CONFIG_FILE}: mode 'functions' runs one store; n_stores "
+                    f"{config.env_kwargs['n_stores']!r} ignored, as it was in training")  # fmt: skip
+        config.env_kwargs = {**config.env_kwargs, "n_stores": 1}
     scenario = Scenario(config.env_kwargs.get("scenario"))
     modes = ("learned", "oracle") if scenario.has_ground_truth else ("learned",)
     report: dict[str, Any] = {"run": str(run_dir), "mode": config.mode, "episodes": episodes, "seed": seed, "modes": {}}
     starts = start_weeks(config, episodes)
     for demand in modes:
-        view = market_for(config, episodes, demand)
+        with config_errors(run_dir):
+            view = build_env(lambda: market_for(config, episodes, demand), config.env_kwargs)
         learners = load_learners(run_dir, view, config)
         with torch.random.fork_rng():  # the caller's torch stream is left as it was
             untrained_learners = initial_learners(view, config)

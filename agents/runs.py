@@ -7,7 +7,8 @@ json, pickle, Stable-Baselines3 or torch."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,18 @@ def read_run_config(run_dir: Path, build: Callable[[dict[str, Any]], T]) -> T:
         return build(config)
     except (KeyError, TypeError, ValueError) as error:
         raise RetailSimError(f"{path}: not this version's run config ({error!r})") from error
+
+
+@contextmanager
+def config_errors(run_dir: Path) -> Iterator[None]:
+    """Env keyword arguments of the run's config.json that the environment refuses (``EnvKwargsError``:
+    a hand edit, or a scenario moved or rebuilt since) as one error naming the file."""
+    from agents.envargs import EnvKwargsError
+
+    try:
+        yield
+    except EnvKwargsError as error:
+        raise RetailSimError(f"{run_dir / CONFIG_FILE}: {error}") from error
 
 
 def load_run_file(path: Path, load: Callable[[Path], T]) -> T:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from world_model.errors import RetailSimError, check_output_dir
-from world_model.files import aside_path, json_safe, recover_replaced, replacing, write_text_atomic
+from world_model.files import json_safe, recover_replaced, replacing, write_text_atomic
 
 EXIT_USER_ERROR = 2
 
@@ -229,9 +229,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_output_file(args.out)
     data = PreparedData(args.workdir)
-    if not len(EvaluationTargets.from_prepared(data, args.split)):  # every metric null, written as if measured
-        raise RetailSimError(f"--split {args.split}: {args.workdir} has no {args.split} targets (baskets of 2+ products "
-                             "of customers seen before); rerun 'retailsim pipeline run' with another --split")  # fmt: skip
     rankers, predictors = next_basket_baselines(data), store_baselines(data)
     store_model = None
     if args.store_visit:
@@ -247,6 +244,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                           BasketRanker(model, data, store="true", trip="true", name="world_model_true_context")]  # fmt: skip
         rankers += basket_rankers
     metrics = evaluate(data, args.split, rankers, predictors, limit=args.limit)
+    if not metrics["targets/count"]:  # every metric null, written as if measured
+        raise RetailSimError(f"--split {args.split}: {args.workdir} has no {args.split} targets (baskets of 2+ products "
+                             "of customers seen before); rerun 'retailsim pipeline run' with another --split")  # fmt: skip
     if basket_rankers:
         targets = EvaluationTargets.from_prepared(data, args.split, limit=args.limit)
         for ranker in basket_rankers:
@@ -285,15 +285,16 @@ def _has_trips(data, split: str) -> bool:
 
 def _cmd_evaluate_response(args: argparse.Namespace) -> int:
     from world_model.data.synthetic.truth import check_truth_matches
+    from world_model.pipeline.loader import PreparedData
     from world_model.response.checks import evaluate_response
     from world_model.response.plots import plot_response
 
     _check_output_file(args.out)
     if args.ground_truth and not (Path(args.ground_truth) / "categories.parquet").exists():
         raise RetailSimError(f"--ground-truth: {args.ground_truth} has no categories.parquet (a generated market's ground_truth/)")
-    simulator = _demand_simulator(args)
     if args.ground_truth:  # another market's truth crashed, or scored the estimates against the wrong parameters
-        check_truth_matches(Path(args.ground_truth), simulator.data)
+        check_truth_matches(Path(args.ground_truth), PreparedData(args.workdir))
+    simulator = _demand_simulator(args)
     report = evaluate_response(simulator, Path(args.ground_truth) if args.ground_truth else None, args.store)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -427,6 +428,7 @@ def _cmd_agents_train_multi(args: argparse.Namespace) -> int:
 def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     check_output_dir(Path(args.out), overwrite=True, flag="--out")  # a file, not a report directory
+    recover_replaced(run)  # a training killed while replacing this run: its previous one is the run (a warning says so)
     if (run / "policies.pt").exists():
         from agents.multi import evaluate_multi_run
 
@@ -447,9 +449,7 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_run(run, args.out, episodes=args.episodes, seed=args.seed)
         print(format_report(report))
     else:
-        aside = aside_path(run)
-        kept = f"; a killed run left the previous one in {aside}: rerun the training to put it back" if aside.exists() else ""
-        raise RetailSimError(f"{run}: not a training run (no model.zip or policies.pt){kept}")
+        raise RetailSimError(f"{run}: not a training run (no model.zip or policies.pt)")
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 
@@ -818,14 +818,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or exc.filename is None:  # -v keeps the traceback, for a bug report
             raise
         paths = f"{exc.filename}{f' -> {exc.filename2}' if exc.filename2 else ''}"
-        print(f"retailsim: error: {paths}: {exc.strerror}", file=sys.stderr)
+        print(f"retailsim: error: {paths}: {exc.strerror} (rerun with -v for the trace)", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:
         import duckdb
 
         if isinstance(exc, duckdb.InterruptException) or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"):
             return _interrupted(args)  # Ctrl-C inside a DuckDB query: DuckDB's exception, not KeyboardInterrupt
-        if isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)) and not args.verbose:
+        if _unreadable_data_file(exc) and not args.verbose:
             detail = str(exc).splitlines()[0]  # e.g. a corrupt parquet part: "No magic bytes found at end of file"
             print(f"retailsim: error: a data file could not be read ({detail}); rerun with -v for the trace",
                   file=sys.stderr)  # fmt: skip
@@ -835,6 +835,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 PATH_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError)
 """OSErrors about a path, reported as one line naming it (a ``-v`` run keeps the traceback)."""
+
+
+def _unreadable_data_file(exc: Exception) -> bool:
+    """A DuckDB error reading a file: an I/O error, or invalid input that names a file format (a
+    ``ProgrammingError`` such as a parameter count mismatch is a bug, and keeps its traceback)."""
+    import duckdb
+
+    if isinstance(exc, duckdb.IOException):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.InvalidInputException) and any(word in text for word in ("parquet", "csv", "magic bytes"))
 
 
 def _interrupted(args: argparse.Namespace) -> int:

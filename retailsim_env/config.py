@@ -28,7 +28,7 @@ class RewardWeights:
 
     def __post_init__(self) -> None:
         bad = [f"{name}={getattr(self, name)!r}" for name in ("profit", "boundary", "diversity", "alignment")
-               if not _is_finite_number(getattr(self, name))]  # fmt: skip
+               if not is_finite_number(getattr(self, name))]  # fmt: skip
         if bad:  # a string weight would fail at the first step, an infinite one give NaN rewards
             raise ValueError(f"RewardWeights: {', '.join(bad)} must be a finite number")
 
@@ -40,8 +40,10 @@ class RewardWeights:
                 "inventory_alignment": self.alignment}  # fmt: skip
 
 
-def _is_finite_number(value: object) -> bool:
-    """A real, finite number (numpy's included; not a bool, a string or None)."""
+def is_finite_number(value: object) -> bool:
+    """A real, finite number: Python's or numpy's, a 0-d array included; not a bool, a string or None."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # numpy scalars and 0-d arrays
+        value = value.item()
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -97,11 +99,13 @@ class EnvConfig:
                       if isinstance(value, bool) or not isinstance(value, Integral)]  # fmt: skip
         if fractional:
             raise ValueError(f"EnvConfig: {', '.join(fractional)} must be a whole number")
+        if isinstance(self.reward, dict):  # as JSON gives it (--env-kwargs' "config")
+            object.__setattr__(self, "reward", RewardWeights(**self.reward))
         if not isinstance(self.reward, RewardWeights):
             raise ValueError(f"EnvConfig: reward must be RewardWeights or a dict of its fields, got {self.reward!r}")
         rates = ("max_promo_depth", "min_promo_depth", "promo_fatigue", "max_order_multiple", "initial_stock_weeks",
                  "holding_rate", "stockout_rate", "substitution", "edge_margin")  # fmt: skip
-        infinite = [f"{name}={getattr(self, name)!r}" for name in rates if not _is_finite_number(getattr(self, name))]
+        infinite = [f"{name}={getattr(self, name)!r}" for name in rates if not is_finite_number(getattr(self, name))]
         if infinite:  # inf x 0 is NaN: an infinite rate turns the first reward into NaN
             raise ValueError(f"EnvConfig: {', '.join(infinite)} must be a finite number")
         checks = {"episode_length": self.episode_length >= 1, "lead_time": self.lead_time >= 0,

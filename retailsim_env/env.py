@@ -25,8 +25,7 @@ def make_config(config: EnvConfig | dict | None, episode_length: int | None,
     if reward_weights is not None and not isinstance(reward_weights, (RewardWeights, dict)):
         raise ValueError(f"reward_weights: a RewardWeights or a dict of its fields, got {reward_weights!r}")
     if isinstance(config, dict):
-        reward = config.get("reward")
-        config = EnvConfig(**{**config, **({"reward": RewardWeights(**reward)} if isinstance(reward, dict) else {})})
+        config = EnvConfig(**config)
     config = config or EnvConfig()
     if episode_length is not None:
         config = replace(config, episode_length=episode_length)

@@ -68,6 +68,8 @@ from world_model.response.model import RESPONSE_FILE, PriceResponse
 from world_model.response.season import SeasonIndex, estimate_seasons, week_bins
 from world_model.training.checkpoint import load_checkpoint, save_checkpoint
 
+from retailsim_env.config import is_finite_number
+
 FORMAT = "retailsim.scenario/1"
 PREPARED_FILES = (
     VOCAB, "products.npy", "stores.npy", "customers.npy", "customer_trip_patterns.npy", "basket_table.npy",
@@ -108,10 +110,10 @@ class BuildConfig:
     price get [ref x (1 - spread), ref x (1 + spread)], so every managed product has room to move."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.cost_ratio, (int, float)) and np.isfinite(self.cost_ratio) and self.cost_ratio > 0):
+        if not (is_finite_number(self.cost_ratio) and self.cost_ratio > 0):
             raise RetailSimError(f"--cost-ratio: unit cost as a share of the reference price must be a finite "
                                  f"number above 0, got {self.cost_ratio!r}")  # fmt: skip
-        if not 0 <= self.min_price_spread < 1:
+        if not (is_finite_number(self.min_price_spread) and 0 <= self.min_price_spread < 1):
             raise RetailSimError(f"min_price_spread must be in [0, 1), got {self.min_price_spread!r}")
 
 

@@ -59,9 +59,33 @@ def test_a_damaged_multi_agent_run_is_refused_naming_the_file(tmp_path, capsys) 
     assert "not a complete training run (missing config.json)" in _evaluate_error(run, tmp_path / "r", capsys)
 
 
-def test_evaluating_a_run_a_kill_left_half_written_says_where_the_previous_one_is(tmp_path, capsys) -> None:
+def test_evaluating_a_run_a_kill_left_half_written_evaluates_the_previous_one(tiny_run, tmp_path, caplog) -> None:
     run = tmp_path / "run"
     (run / "tensorboard").mkdir(parents=True)  # the killed run's start: no model yet
-    (tmp_path / ".run.replaced").mkdir()  # the previous run, moved aside until the new one was complete
+    shutil.copytree(tiny_run, tmp_path / ".run.replaced")  # the previous run, moved aside until the new one was complete
+    assert main(["agents", "evaluate", str(run), "--episodes", "1", "--out", str(tmp_path / "report")]) == 0
+    assert "put back the previous output, which an interrupted run had moved aside" in caplog.text
+    assert (run / "model.zip").exists() and not (tmp_path / ".run.replaced").exists()
+
+
+def test_env_kwargs_the_environment_refuses_name_the_runs_config(tiny_run, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "env_kwargs": {**config["env_kwargs"], "products": 10**6}}))
     err = _evaluate_error(run, tmp_path / "report", capsys)
-    assert f"not a training run (no model.zip or policies.pt); a killed run left the previous one in {tmp_path / '.run.replaced'}" in err
+    assert err.startswith(f"retailsim: error: {run / 'config.json'}: env_kwargs: products: 1000000 managed products asked")
+
+
+def test_an_older_functions_run_that_recorded_several_stores_is_evaluated_on_its_one(tmp_path, caplog) -> None:
+    """``train-multi`` forced one store in functions mode and kept the asked n_stores in config.json."""
+    from agents.multi import evaluate_multi
+
+    run = tmp_path / "multi"
+    train_multi(MultiAgentTrainConfig(env_kwargs={**TINY_ENV, "episode_length": 4}, timesteps=8, num_envs=2, n_steps=4,
+                                      progress=False), run)  # fmt: skip
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "env_kwargs": {**saved["env_kwargs"], "n_stores": 2}}))
+    report = evaluate_multi(run, episodes=1)
+    assert list(report["modes"]["learned"]) == ["pricing", "promo", "inventory"]
+    assert "n_stores 2 ignored, as it was in training" in caplog.text

@@ -156,7 +156,8 @@ def test_a_path_the_system_refuses_is_one_line_naming_it_and_verbose_keeps_the_t
     monkeypatch.setattr(cli, "_cmd_data_generate", refused)
     assert main(["data", "generate", "--out", "x"]) == 2
     err = capsys.readouterr().err
-    assert err == f"retailsim: error: {error.filename}{f' -> {error.filename2}' if error.filename2 else ''}: {error.strerror}\n"
+    paths = f"{error.filename}{f' -> {error.filename2}' if error.filename2 else ''}"
+    assert err == f"retailsim: error: {paths}: {error.strerror} (rerun with -v for the trace)\n"
     with pytest.raises(type(error)):
         main(["-v", "data", "generate", "--out", "x"])
 
@@ -173,6 +174,13 @@ def test_a_corrupt_data_file_or_a_ctrl_c_inside_duckdb_is_one_line(tmp_path: Pat
     assert main(["data", "facts", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("retailsim: error: a data file could not be read (") and err.count("\n") == 1
+
+    def buggy(args):  # a ProgrammingError of the code, not of the data: its traceback stays
+        duckdb.execute("SELECT ?", [1, 2])
+
+    monkeypatch.setattr(cli, "_cmd_data_facts", buggy)
+    with pytest.raises(duckdb.InvalidInputException):
+        main(["data", "facts", str(tmp_path)])
 
     def interrupted(args):
         raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")

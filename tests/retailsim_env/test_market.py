@@ -99,6 +99,8 @@ def test_invalid_configuration_names_the_field() -> None:
         with pytest.raises(ValueError, match=f"RewardWeights: {weight}=None must be a finite number"):
             RewardWeights(**{weight: None})
     assert RewardWeights(diversity=np.float32(0.1)).diversity == np.float32(0.1)
+    assert EnvConfig(reward={"profit": 2.0}).reward == RewardWeights(profit=2.0)  # a dict of its fields, as JSON gives
+    assert EnvConfig(holding_rate=np.array(0.02)).holding_rate == 0.02  # a 0-d array is a number too
 
 
 def test_every_stores_reference_price_is_an_action_with_room_on_either_side(default_scenario) -> None:

@@ -38,30 +38,32 @@ def _percent(text: str, option: str) -> float:
 
 
 def parse_moves(specs: list[str], option: str, simulator: DemandSimulator) -> dict[int, float]:
-    """{vocabulary row: value} from ``KEY[,KEY...]=PERCENT`` arguments (a category key: all its products)."""
+    """{vocabulary row: value} from ``KEY[,KEY...]=PERCENT`` arguments (a category key: all its products).
+    A product's own value overrides its category's, whatever the order; the same product (or category)
+    given two different values is refused, since which one wins would depend on the order."""
     by_category: dict[str, list[int]] = {}
     for i, code in enumerate(simulator.product_codes):
         by_category.setdefault(simulator.response.product_category.get(code, ""), []).append(i + PRODUCT_SPECIALS)
-    moves: dict[int, float] = {}
+    given: dict[str, tuple[str, float]] = {}  # key -> (its text, value)
     for spec in specs:
         keys, sep, value = spec.partition("=")
         if not sep or not keys:
             raise RetailSimError(f"{option}: {spec!r} is not KEYS=PERCENT (e.g. PRD0900001,PRD0900002=+10%)")
         amount = _percent(value, option)
-        for key in keys.split(","):
-            key = key.strip()
-            if key not in by_category or not key:
-                try:
-                    rows = [simulator.product_row(key)]
-                except RetailSimError:
-                    raise RetailSimError(f"{option}: {key} is neither a product code nor a category key of this work directory") from None
-            else:
-                rows = by_category[key]
-            for row in rows:
-                if moves.get(row, amount) != amount:  # which would win depends on the order: refuse
-                    code = simulator.product_codes[row - PRODUCT_SPECIALS]
-                    raise RetailSimError(f"{option}: {code} is given two values ({moves[row]:+.0%} and {amount:+.0%})")
-                moves[row] = amount
+        for key in (k.strip() for k in keys.split(",")):
+            if key in given and given[key][1] != amount:
+                raise RetailSimError(f"{option}: {key} is given two values ({given[key][0]} and {value.strip()})")
+            given[key] = (value.strip(), amount)
+    moves: dict[int, float] = {}
+    for key, (_, amount) in sorted(given.items(), key=lambda item: item[0] not in by_category):  # categories first
+        if key in by_category and key:
+            rows = by_category[key]
+        else:
+            try:
+                rows = [simulator.product_row(key)]
+            except RetailSimError:
+                raise RetailSimError(f"{option}: {key} is neither a product code nor a category key of this work directory") from None
+        moves.update(dict.fromkeys(rows, amount))
     return moves
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from world_model.training.checkpoint import (
 from world_model.training.config import TrainConfig
 from world_model.training.distributed import DistributedContext, distributed_session
 
+TENSORBOARD = "tensorboard"
 log = logging.getLogger("retailsim.training")  # under the CLI's "retailsim" handler: one line
 
 # Config fields that change how a run is shown or where it runs, not what it computes: resuming with other
@@ -244,7 +246,7 @@ class _Run:
         if context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             purge_step = self.progress.step if checkpoint is not None else None  # drop a killed epoch's scalars
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge_step)
+            self.writer = SummaryWriter(str(self.out_dir / TENSORBOARD), purge_step=purge_step)
         self.train_samples, self.train_seconds = 0, 0.0
 
     def _checkpoint_to_resume(self, resume: bool) -> dict[str, Any] | None:
@@ -254,10 +256,13 @@ class _Run:
         if not resume:
             if last.exists():
                 raise RetailSimError(f"{self.out_dir}: holds a training run ({LAST}); resume it or use another directory")
-            if self.out_dir.is_dir() and any(self.out_dir.iterdir()):  # its best.pt, epoch files would be overwritten
-                raise RetailSimError(f"{self.out_dir}: not empty and no training run to resume (no {LAST}): a run "
-                                     "stopped before its first epoch ended, or other files; remove them or use "
-                                     "another directory")  # fmt: skip
+            held = {p.name for p in self.out_dir.iterdir()} if self.out_dir.is_dir() else set()
+            if held == {TENSORBOARD}:  # a run stopped in its first epoch: nothing to resume, its curves restart
+                if self.context.is_main:
+                    shutil.rmtree(self.out_dir / TENSORBOARD)
+            elif held:  # other files: the run's best.pt and epoch files would land among (or over) them
+                raise RetailSimError(f"{self.out_dir}: not empty and no training run to resume (no {LAST}); remove "
+                                     "its files or use another directory")  # fmt: skip
             return None
         if not last.exists():
             raise RetailSimError(f"{last}: missing; nothing to resume (start the run without resume)")
@@ -307,7 +312,7 @@ class _Run:
     def _epoch(self, epoch: int, loader: Iterable[dict[str, Tensor]]) -> None:
         started = time.perf_counter()
         train_loss = self._train_epoch(epoch, loader)
-        if not math.isfinite(train_loss):  # every rank sees the same gathered mean, so every rank stops here
+        if not math.isfinite(train_loss) and self._weights_diverged():  # the same on every rank: all stop here
             raise RetailSimError(f"epoch {epoch}: the training loss is {train_loss} (the run diverged; this epoch "
                                  "is not saved): lower --lr, or try --amp off")  # fmt: skip
         metrics = self.context.broadcast_object(self._validate())
@@ -324,6 +329,13 @@ class _Run:
             self.writer.flush()
             self._write_checkpoints(epoch, improved, rng_states)
         self.context.barrier()  # no rank goes on (or exits) before the checkpoint is on disk
+
+    def _weights_diverged(self) -> bool:
+        """Under float16 a step whose loss overflowed is skipped by the gradient scaler, so a non-finite
+        epoch loss means divergence only when the weights are non-finite too; otherwise it always does."""
+        if self.amp_dtype != torch.float16:
+            return True
+        return not all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters())
 
     def _train_epoch(self, epoch: int, loader: Iterable[dict[str, Tensor]]) -> float:
         """Train one epoch; returns the mean loss over all ranks' steps."""

@@ -152,9 +152,15 @@ def test_whatif_rejects_bad_arguments_in_one_line(simulator) -> None:
     with pytest.raises(RetailSimError, match="--store"):
         simulator.store_row("NOSTORE")
     product = simulator.product_codes[0]
-    with pytest.raises(RetailSimError, match=rf"--set: {product} is given two values \(\+10% and -10%\)"):
-        parse_moves([f"{product}=+10%", f"{product}=-10%"], "--set", simulator)  # the last one won silently
+    with pytest.raises(RetailSimError, match=rf"--set: {product} is given two values \(\+10.5% and \+10%\)"):
+        parse_moves([f"{product}=+10.5%", f"{product}=+10%"], "--set", simulator)  # the last one won silently
     assert len(parse_moves([f"{product}=+10%", f"{product}=+10%"], "--set", simulator)) == 1  # the same value twice
+    category = simulator.response.product_category[product]
+    for specs in ([f"{category}=+10%", f"{product}=-5%"], [f"{product}=-5%", f"{category}=+10%"]):  # either order
+        moves = parse_moves(specs, "--set", simulator)
+        assert moves[simulator.product_row(product)] == pytest.approx(-0.05)  # the product's own value wins
+        members = [c for c in simulator.product_codes if simulator.response.product_category.get(c) == category]
+        assert len(moves) == len(members) and sum(v == pytest.approx(0.10) for v in moves.values()) == len(members) - 1
 
 
 def test_evaluate_response_runs_every_check_against_the_truth(simulator) -> None:

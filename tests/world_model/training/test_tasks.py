@@ -113,7 +113,8 @@ def test_a_split_without_targets_is_refused_not_written_as_null_metrics(prepared
                                                                         monkeypatch, capsys) -> None:  # fmt: skip
     from world_model.evaluation.targets import EvaluationTargets
 
-    monkeypatch.setattr(EvaluationTargets, "__len__", lambda self: 0)  # as a split past the data's last week
+    empty = EvaluationTargets.from_prepared(prepared, "test", limit=0)  # as a split past the data's last week
+    monkeypatch.setattr(EvaluationTargets, "from_prepared", classmethod(lambda cls, *args, **kwargs: empty))
     assert main(["evaluate", str(prepared.workdir), "--split", "test", "--out", str(tmp_path / "m.json")]) == 2
     assert "--split test: " in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 

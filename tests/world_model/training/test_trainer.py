@@ -158,6 +158,11 @@ def test_a_new_run_needs_an_empty_directory_and_a_diverged_one_stops(tmp_path: P
     (tmp_path / "raw" / "transactions_200601.csv").write_text("the user's")  # its best.pt would land beside them
     with pytest.raises(RetailSimError, match="not empty and no training run to resume"):
         train(ToyTask(), TrainConfig(epochs=1, max_steps_per_epoch=1, **QUIET), tmp_path / "raw")
+    stopped = tmp_path / "stopped"  # a run stopped in its first epoch: only its curves, nothing to resume
+    (stopped / "tensorboard").mkdir(parents=True)
+    (stopped / "tensorboard" / "events.out.tfevents.1").write_text("a killed epoch's scalars")
+    train(ToyTask(), TrainConfig(epochs=1, max_steps_per_epoch=1, **QUIET), stopped)
+    assert (stopped / "last.pt").exists() and not (stopped / "tensorboard" / "events.out.tfevents.1").exists()
     (tmp_path / "file").write_text("x")
     with pytest.raises(RetailSimError, match="exists and is not a directory"):
         train(ToyTask(), TrainConfig(epochs=1, max_steps_per_epoch=1, **QUIET), tmp_path / "file")
