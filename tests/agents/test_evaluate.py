@@ -40,7 +40,7 @@ def test_common_seeds_make_evaluation_reproducible() -> None:
 def test_historical_is_added_as_the_reference() -> None:
     report = evaluate_policies([RandomPolicy()], TINY_ENV, episodes=1, modes=("learned",))
     assert HistoricalPricing.name in report["modes"]["learned"]
-    with pytest.raises(RetailSimError, match="^products: -1 managed products asked"):
+    with pytest.raises(RetailSimError, match="^env_kwargs: products: -1 managed products asked"):
         evaluate_policies([RandomPolicy()], {**TINY_ENV, "products": -1}, episodes=1, modes=("learned",))
 
 
