@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from world_model.errors import RetailSimError
 
+from agents.envargs import EnvKwargsError
+
 T = TypeVar("T")
 
 CONFIG_FILE = "config.json"
@@ -46,8 +48,6 @@ def read_run_config(run_dir: Path, build: Callable[[dict[str, Any]], T]) -> T:
 def config_errors(run_dir: Path) -> Iterator[None]:
     """Env keyword arguments of the run's config.json that the environment refuses (``EnvKwargsError``:
     a hand edit, or a scenario moved or rebuilt since) as one error naming the file."""
-    from agents.envargs import EnvKwargsError
-
     try:
         yield
     except EnvKwargsError as error:
