@@ -37,7 +37,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from agents.envargs import build_env
-from agents.evaluate import profit_lift
+from agents.evaluate import evaluation_bar, profit_lift
 from agents.policies import HistoricalPricing
 from agents.runs import CONFIG_FILE, check_run_files, config_errors, load_run_file, read_run_config
 
@@ -395,7 +395,7 @@ def play(view: MultiAgentView, policy: Callable[[MultiAgentView], dict[str, np.n
             for a in view.agents}  # fmt: skip
 
 
-def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
+def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000, progress: bool = False) -> dict:
     """Trained agents against their historical counterparts, in the learned and (generated scenarios)
     oracle markets: per agent return (with its ``return_terms``, ``play``), profit and the profit lift; also
     the same agents untrained (as the run started them: ``initial_learners``), so what training added is
@@ -412,30 +412,37 @@ def evaluate_multi(run_dir: Path | str, episodes: int = 8, seed: int = 1000) -> 
     modes = ("learned", "oracle") if scenario.has_ground_truth else ("learned",)
     report: dict[str, Any] = {"run": str(run_dir), "mode": config.mode, "episodes": episodes, "seed": seed, "modes": {}}
     starts = start_weeks(config, episodes)
-    for demand in modes:
-        with config_errors(run_dir):
-            view = build_env(lambda: market_for(config, episodes, demand), config.env_kwargs)
-        learners = load_learners(run_dir, view, config)
-        with torch.random.fork_rng():  # the caller's torch stream is left as it was
-            untrained_learners = initial_learners(view, config)
-        trained = play(view, learners.mean_actions, seed, starts)
-        untrained = play(view, untrained_learners.mean_actions, seed, starts)
-        historical = play(view, historical_actions, seed, starts)
-        report["modes"][demand] = {
-            agent: {"trained": trained[agent], "untrained": untrained[agent], "historical": historical[agent],
-                    "profit_lift_vs_historical": profit_lift(trained[agent]["profit"], historical[agent]["profit"]),
-                    "untrained_profit_lift_vs_historical": profit_lift(untrained[agent]["profit"], historical[agent]["profit"])}
-            for agent in view.agents
-        }  # fmt: skip
+    with evaluation_bar(3 * len(modes), progress) as bar:
+        for demand in modes:
+            with config_errors(run_dir):
+                view = build_env(lambda: market_for(config, episodes, demand), config.env_kwargs)
+            learners = load_learners(run_dir, view, config)
+            with torch.random.fork_rng():  # the caller's torch stream is left as it was
+                untrained_learners = initial_learners(view, config)
+            played = {}
+            for name, policy in (("trained", learners.mean_actions), ("untrained", untrained_learners.mean_actions),
+                                 ("historical", historical_actions)):  # fmt: skip
+                bar.set_postfix_str(f"{demand}: {name}")
+                played[name] = play(view, policy, seed, starts)
+                bar.update()
+            trained, untrained, historical = played["trained"], played["untrained"], played["historical"]
+            report["modes"][demand] = {
+                agent: {"trained": trained[agent], "untrained": untrained[agent], "historical": historical[agent],
+                        "profit_lift_vs_historical": profit_lift(trained[agent]["profit"], historical[agent]["profit"]),
+                        "untrained_profit_lift_vs_historical": profit_lift(untrained[agent]["profit"],
+                                                                           historical[agent]["profit"])}
+                for agent in view.agents
+            }  # fmt: skip
     return report
 
 
-def evaluate_multi_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000) -> dict:
+def evaluate_multi_run(run_dir: Path | str, out: Path | str, episodes: int = 8, seed: int = 1000,
+                       progress: bool = False) -> dict:  # fmt: skip
     """``evaluate_multi`` of a ``train_multi`` run; write ``out``/report.json, agent_returns.png and
     return_terms.png (``agents.plots.plot_multi_report``)."""
     from agents.plots import plot_multi_report, write_report
 
     out = Path(out)
-    report = evaluate_multi(run_dir, episodes=episodes, seed=seed)
+    report = evaluate_multi(run_dir, episodes=episodes, seed=seed, progress=progress)
     write_report(report, out, plot_multi_report)
     return report

@@ -432,7 +432,7 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
     if (run / "policies.pt").exists():
         from agents.multi import evaluate_multi_run
 
-        report = evaluate_multi_run(run, args.out, episodes=args.episodes, seed=args.seed)
+        report = evaluate_multi_run(run, args.out, episodes=args.episodes, seed=args.seed, progress=not args.quiet)
         for mode, agents in report["modes"].items():
             print(f"{mode} market:")
             for agent, r in agents.items():
@@ -446,7 +446,7 @@ def _cmd_agents_evaluate(args: argparse.Namespace) -> int:
     elif (run / "model.zip").exists():
         from agents.evaluate import evaluate_run, format_report
 
-        report = evaluate_run(run, args.out, episodes=args.episodes, seed=args.seed)
+        report = evaluate_run(run, args.out, episodes=args.episodes, seed=args.seed, progress=not args.quiet)
         print(format_report(report))
     else:
         raise RetailSimError(f"{run}: not a training run (no model.zip or policies.pt)")
@@ -750,6 +750,7 @@ def _add_agent_commands(commands) -> None:
     evaluate.add_argument("--episodes", type=_positive_int, default=8)
     evaluate.add_argument("--seed", type=_non_negative_int, default=1000, help="episode i is seeded seed + i for every policy")
     evaluate.add_argument("--out", required=True, help="report directory")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_cmd_agents_evaluate)
 
 

@@ -109,7 +109,7 @@ def _train_and_report(run: Path, report_dir: Path, config: DemoConfig, progress:
     summary = train_ppo(train_config, run)
     print(f"  {summary['timesteps']:,} steps in {summary['seconds']:.0f} s ({summary['steps_per_s']:.0f} steps/s)")
     print(f"evaluating PPO and the baselines, {config.episodes} episodes each, learned and oracle markets ...")
-    report = evaluate_run(run, report_dir, episodes=config.episodes)
+    report = evaluate_run(run, report_dir, episodes=config.episodes, progress=progress)
     for line in format_report(report).splitlines():
         print(f"  {line}")
     print(f"TensorBoard: tensorboard --logdir {run / 'tensorboard'}")

@@ -195,3 +195,10 @@ def test_a_run_that_fails_leaves_nothing_half_written(tmp_path) -> None:
     with pytest.raises(RetailSimError, match=r"^--out: .*run output directory exists and is not empty"):
         _train_run(failing, None, str(run), overwrite=False)
     assert [p.name for p in run.iterdir()] == ["model.zip"] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_evaluation_shows_a_progress_bar_unless_quiet(tiny_run, tmp_path, capsys) -> None:
+    assert main(["agents", "evaluate", str(tiny_run), "--episodes", "1", "--out", str(tmp_path / "a")]) == 0
+    assert "evaluate: 100%" in capsys.readouterr().err  # 6 policies x 2 markets: about a minute at the demo's size
+    assert main(["agents", "evaluate", str(tiny_run), "--episodes", "1", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "evaluate:" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ from tests.agents.conftest import TINY_ENV
 
 def _evaluate_error(run: Path, out: Path, capsys) -> str:
     assert main(["agents", "evaluate", str(run), "--episodes", "1", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1]  # what a terminal shows: a cleared progress bar is gone
     assert err.count("\n") == 1 and not out.joinpath("report.json").exists()
     return err
 
