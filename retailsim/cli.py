@@ -262,14 +262,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demand_simulator(args: argparse.Namespace):
-    """The simulator of ``evaluate-response`` and ``whatif``: models, response, the split's trips."""
+def _demand_simulator(args: argparse.Namespace, data=None):
+    """The simulator of ``evaluate-response`` and ``whatif``: models, response, the split's trips (over
+    ``data``, the work directory's ``PreparedData`` when the caller has it already)."""
     from world_model.models.predictors import StoreVisitPredictor, load_world_model
     from world_model.pipeline.loader import PreparedData
     from world_model.response.model import PriceResponse
     from world_model.response.simulate import DemandSimulator
 
-    data = PreparedData(args.workdir)
+    data = PreparedData(args.workdir) if data is None else data
     response = PriceResponse.load(Path(args.workdir))
     basket = load_world_model(args.world_model, data, args.device, kind="basket")
     store = StoreVisitPredictor(load_world_model(args.store_visit, data, args.device, kind="store_visit"), data)
@@ -292,9 +293,10 @@ def _cmd_evaluate_response(args: argparse.Namespace) -> int:
     _check_output_file(args.out)
     if args.ground_truth and not (Path(args.ground_truth) / "categories.parquet").exists():
         raise RetailSimError(f"--ground-truth: {args.ground_truth} has no categories.parquet (a generated market's ground_truth/)")
+    data = PreparedData(args.workdir)
     if args.ground_truth:  # another market's truth crashed, or scored the estimates against the wrong parameters
-        check_truth_matches(Path(args.ground_truth), PreparedData(args.workdir))
-    simulator = _demand_simulator(args)
+        check_truth_matches(Path(args.ground_truth), data)
+    simulator = _demand_simulator(args, data)
     report = evaluate_response(simulator, Path(args.ground_truth) if args.ground_truth else None, args.store)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,6 @@ def _check_replaceable_output(path: Path, what: str, markers: tuple[str, ...]) -
     if path.is_dir() and any(path.iterdir()) and not any((path / marker).exists() for marker in markers):
         raise RetailSimError(f"--out: {path} exists and is not {what} a demo wrote (no {' or '.join(markers)}); "
                              "it is left as it is: choose another --out")  # fmt: skip
-    if path.exists() and not path.is_dir():
-        raise RetailSimError(f"--out: {path} exists and is not a directory")
 
 
 def _train_and_report(run: Path, report_dir: Path, config: DemoConfig, progress: bool) -> dict:

@@ -40,6 +40,11 @@ class RewardWeights:
                 "inventory_alignment": self.alignment}  # fmt: skip
 
 
+def is_whole_number(value: object) -> bool:
+    """An integer, Python's or numpy's (both are ``Integral``); not a bool, a float like 1.5 or a string."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def is_finite_number(value: object) -> bool:
     """A real, finite number: Python's or numpy's, a 0-d array included; not a bool, a string or None."""
     if getattr(value, "shape", None) == () and hasattr(value, "item"):  # numpy scalars and 0-d arrays
@@ -95,8 +100,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         counts = {name: getattr(self, name) for name in ("episode_length", "lead_time", "promo_memory")}
-        fractional = [f"{name}={value!r}" for name, value in counts.items()  # numpy's integers are Integral too
-                      if isinstance(value, bool) or not isinstance(value, Integral)]  # fmt: skip
+        fractional = [f"{name}={value!r}" for name, value in counts.items() if not is_whole_number(value)]
         if fractional:
             raise ValueError(f"EnvConfig: {', '.join(fractional)} must be a whole number")
         if isinstance(self.reward, dict):  # as JSON gives it (--env-kwargs' "config")

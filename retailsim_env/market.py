@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 
-from retailsim_env.config import EnvConfig
+from retailsim_env.config import EnvConfig, is_whole_number
 from retailsim_env.demand import LearnedDemand, OracleDemand
 from retailsim_env.scenario import Scenario, widen_price_bounds
 
@@ -118,7 +117,7 @@ class RetailMarket:
         first week; later weeks than the data's run on, the calendar continuing)."""
         copies = np.asarray(copies, dtype=np.int64)
         weeks = [None] * len(copies) if start_weeks is None else list(start_weeks)
-        fractional = [w for w in weeks if w is not None and (isinstance(w, bool) or not isinstance(w, Integral))]
+        fractional = [w for w in weeks if w is not None and not is_whole_number(w)]
         if fractional:  # int() would have floored 1.5 and parsed "3" silently
             bad = fractional[0].item() if isinstance(fractional[0], np.generic) else fractional[0]
             raise ValueError(f"start_week must be a whole data week index >= 1, got {bad!r}")

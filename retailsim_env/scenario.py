@@ -58,7 +58,7 @@ from world_model.data.duckdb_util import sql_string
 from world_model.data.synthetic.truth import check_truth_matches
 from world_model.errors import RetailSimError, check_output_dir
 from world_model.files import recover_replaced, replacing
-from world_model.models.predictors import check_world_model, load_world_model
+from world_model.models.predictors import check_world_model
 from world_model.pipeline.basket_quantities import BASKET_QUANTITIES
 from world_model.pipeline.loader import PreparedData
 from world_model.pipeline.price_features import NORMALIZERS_FILE, STATS_FILE
@@ -68,7 +68,7 @@ from world_model.response.model import RESPONSE_FILE, PriceResponse
 from world_model.response.season import SeasonIndex, estimate_seasons, week_bins
 from world_model.training.checkpoint import load_checkpoint, save_checkpoint
 
-from retailsim_env.config import is_finite_number
+from retailsim_env.config import is_finite_number, is_whole_number
 
 FORMAT = "retailsim.scenario/1"
 PREPARED_FILES = (
@@ -282,11 +282,10 @@ def build_scenario(workdir: Path | str, world_model: Path | str, store_visit: Pa
     workdir, out = Path(workdir), Path(out)
     recover_replaced(out, flag="--out")
     check_output_dir(out, overwrite, flag="--out")
-    checkpoints = {"basket": check_world_model(world_model, "basket"),  # before anything is written
-                   "store_visit": check_world_model(store_visit, "store_visit")}  # fmt: skip
     data = PreparedData(workdir)
-    for kind, source in checkpoints.items():  # models of another work directory made a bundle no env could open
-        load_world_model(source, data, "cpu", kind=kind)
+    # before anything is written; models of another work directory made a bundle no env could open
+    checkpoints = {"basket": check_world_model(world_model, "basket", data),
+                   "store_visit": check_world_model(store_visit, "store_visit", data)}  # fmt: skip
     response = PriceResponse.load(workdir)
     quantities = _basket_quantities(workdir)
     truth = None
@@ -423,7 +422,7 @@ class Scenario:
         """Store vocabulary rows: the given codes, or the ``count`` (the envs' ``n_stores``) stores with the
         most training revenue."""
         if stores is None:
-            if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
+            if not is_whole_number(count):
                 raise RetailSimError(f"n_stores: a store count, got {count!r}")
             if not 1 <= count <= len(self.stores):
                 raise RetailSimError(f"n_stores: {count} stores asked, the scenario has {len(self.stores)}")

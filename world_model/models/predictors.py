@@ -50,10 +50,14 @@ def _checkpoint(path: Path | str, kind: str | None) -> tuple[Path, dict]:
     return path, checkpoint
 
 
-def check_world_model(path: Path | str, kind: str) -> Path:
+def check_world_model(path: Path | str, kind: str, data: PreparedData | None = None) -> Path:
     """The checkpoint file of ``path`` when it holds a ``kind`` world model (``MODEL_KINDS``), else a
-    one-line ``RetailSimError`` naming it; the model is not built (``scenario build`` copies it)."""
-    return _checkpoint(path, kind)[0]
+    one-line ``RetailSimError`` naming it; with ``data``, also when the model fits its vocabularies (built
+    once on the CPU, not kept: ``scenario build`` copies the file)."""
+    path, checkpoint = _checkpoint(path, kind)
+    if data is not None:
+        _build(path, checkpoint, data)
+    return path
 
 
 def load_world_model(path: Path | str, data: PreparedData, device: str = "auto", kind: str | None = None) -> nn.Module:
@@ -61,6 +65,11 @@ def load_world_model(path: Path | str, data: PreparedData, device: str = "auto",
     which means its ``best.pt``), in eval mode on ``device``; with ``kind`` ("basket" or "store_visit")
     another kind of model is a one-line error naming the file."""
     path, checkpoint = _checkpoint(path, kind)
+    return _build(path, checkpoint, data).to(resolve_device(device)).eval()
+
+
+def _build(path: Path, checkpoint: dict, data: PreparedData) -> nn.Module:
+    """The checkpoint's model over ``data``'s vocabularies, its weights loaded (on the CPU)."""
     spec = checkpoint["model_config"]
     try:  # a config this version does not know (TypeError) or other vocabularies (ValueError, RuntimeError)
         if spec["kind"] == "basket":
@@ -71,7 +80,7 @@ def load_world_model(path: Path | str, data: PreparedData, device: str = "auto",
     except (RuntimeError, ValueError, TypeError) as error:
         raise RetailSimError(f"{path}: does not fit this work directory's vocabularies or this version's model "
                              f"({str(error).splitlines()[0]})") from None  # fmt: skip
-    return model.to(resolve_device(device)).eval()
+    return model
 
 
 class StoreVisitPredictor:

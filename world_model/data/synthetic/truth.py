@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from world_model.errors import RetailSimError
+from world_model.pipeline.product_graph import NODES
 
 from . import baskets as bk
 from .catalog import KIND_NAMES, TIER_NAMES
@@ -250,7 +251,7 @@ def check_truth_matches(ground_truth: Path, data: PreparedData, flag: str = "--g
     if missing:
         raise RetailSimError(f"{named} has no {', '.join(missing)} (not a generator's ground_truth/)")
     products = pd.read_parquet(ground_truth / "products.parquet", columns=["PROD_CODE", *HIERARCHY]).set_index("PROD_CODE")
-    ours = pd.read_parquet(workdir / "processed" / "product_graph_nodes.parquet", columns=["PROD_CODE", *HIERARCHY])
+    ours = pd.read_parquet(workdir / "processed" / NODES, columns=["PROD_CODE", *HIERARCHY])
     absent = ours.loc[~ours["PROD_CODE"].isin(products.index), "PROD_CODE"]
     if len(absent):
         raise RetailSimError(f"{named}: {len(absent)} of {len(ours)} products of {workdir} are not in it (e.g. "
